@@ -1,0 +1,84 @@
+"""What a handler knows about the file it processes: :class:`TaskContext`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .labels import Labels, relabel_name, replace_bare_labels
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """Per-file context handed to every handler (picklable: it travels to workers).
+
+    Attributes
+    ----------
+    subject, session : str | None
+        Original labels (no ``sub-``/``ses-`` prefix) of the file's subject/session.
+    new_subject, new_session : str | None
+        The labels they become.
+    offset_days : int | None
+        Days added to every date of this subject (negative: earlier). ``None`` when
+        the policy does not shift dates; handlers then apply their fixed placeholder.
+    policy : dict
+        The whole effective policy (validated).
+    labels : Labels
+        Every subject/session mapping, to relabel references to other files.
+    rel : str
+        Source path relative to the dataset root (POSIX).
+    qc_dir : str | None
+        Private folder next to the key where QC images may be written.
+    """
+
+    subject: str | None = None
+    session: str | None = None
+    new_subject: str | None = None
+    new_session: str | None = None
+    offset_days: int | None = None
+    policy: dict = field(default_factory=dict)
+    labels: Labels = field(default_factory=Labels)
+    rel: str = ""
+    qc_dir: str | None = None
+
+    @property
+    def drop_times(self) -> bool:
+        return bool(self.policy.get("dates", {}).get("drop_times", False))
+
+    def shift_date(self, value: dt.date) -> dt.date:
+        """Shift a date by the subject's offset (unchanged when not shifting)."""
+        if self.offset_days is None:
+            return value
+        return value + dt.timedelta(days=self.offset_days)
+
+    def shift_datetime(self, value: dt.datetime) -> dt.datetime:
+        """Shift a date-time by the subject's offset; drop the time if the policy says so."""
+        if self.offset_days is not None:
+            value = value + dt.timedelta(days=self.offset_days)
+        if self.drop_times:
+            value = value.replace(hour=0, minute=0, second=0, microsecond=0)
+        return value
+
+    def rename(self, text: str) -> str:
+        """Relabel subject/session entities in a file name, relative path or text."""
+        return relabel_name(text, self.labels, self.subject, self.session, self.new_session)
+
+    def scrub_labels(self, text: str) -> str:
+        """Relabel entities and bare original subject labels in free text."""
+        return replace_bare_labels(self.rename(text), self.labels)
+
+    def section(self, *path: str) -> dict:
+        """The policy section at ``path`` (e.g. ``ctx.section("meg", "fiff")``)."""
+        node = self.policy
+        for name in path:
+            node = node.get(name, {})
+        return node
+
+    def qc_path(self, name: str) -> Path | None:
+        """A path for a private QC artefact, or None when QC output is off."""
+        if self.qc_dir is None:
+            return None
+        out = Path(self.qc_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return out / name

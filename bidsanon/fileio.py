@@ -1,0 +1,120 @@
+"""File-level helpers: hashing, deterministic gzip, atomic and private writes."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for bounded memory
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 hex digest of a file (a folder: of its files' names and digests)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(sub.relative_to(path).as_posix().encode() + b"\0")
+            h.update(sha256_file(sub).encode())
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_gzip(path: str | Path) -> bool:
+    """Whether a file starts with the gzip magic bytes."""
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+@contextmanager
+def open_gzip_write(path: str | Path) -> Iterator[IO[bytes]]:
+    """Open ``path`` for writing gzip with no stored file name and mtime 0.
+
+    The BIDS validator warns on gzip headers that carry a name or a time, and both can
+    identify; they also make output depend on the run, which breaks determinism.
+    """
+    with open(path, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                           compresslevel=6) as gz:
+            yield gz
+
+
+def gzip_header_info(path: str | Path) -> tuple[str | None, int, str | None]:
+    """Return (stored file name, mtime, comment) from a gzip member header."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+        if len(head) < 10 or head[:2] != GZIP_MAGIC:
+            raise ValueError("not a gzip file")
+        flags, mtime = head[3], int.from_bytes(head[4:8], "little")
+        if flags & 4:  # FEXTRA
+            xlen = int.from_bytes(f.read(2), "little")
+            f.read(xlen)
+        name = _read_cstring(f) if flags & 8 else None
+        comment = _read_cstring(f) if flags & 16 else None
+    return name, mtime, comment
+
+
+def _read_cstring(f: IO[bytes]) -> str:
+    out = bytearray()
+    while (b := f.read(1)) not in (b"", b"\0"):
+        out += b
+    return out.decode("latin-1")
+
+
+def copy_exact(src: str | Path, dst: str | Path) -> None:
+    """Copy a file's bytes exactly (no metadata: times and modes are not carried)."""
+    shutil.copyfile(src, dst)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, private: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    With ``private=True`` the file is created with mode 0600 from the start, so there
+    is no window in which it is readable by others.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        if not private:
+            os.fchmod(fd, 0o644)  # mkstemp creates 0600; ordinary outputs are 0644
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str, private: bool = False) -> None:
+    """Write UTF-8 text atomically (see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"), private=private)
+
+
+def read_text(path: str | Path) -> str:
+    """Read a text file as UTF-8 (with a BOM stripped), falling back to Latin-1."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """Compress bytes deterministically (no name, mtime 0)."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+        gz.write(data)
+    return buf.getvalue()
