@@ -30,6 +30,8 @@ class TaskContext:
         Source path relative to the dataset root (POSIX).
     qc_dir : str | None
         Private folder next to the key where QC images may be written.
+    secret : bytes
+        The key's secret, for keyed pseudonyms (never written to the output).
     """
 
     subject: str | None = None
@@ -41,6 +43,7 @@ class TaskContext:
     labels: Labels = field(default_factory=Labels)
     rel: str = ""
     qc_dir: str | None = None
+    secret: bytes = b""
 
     @property
     def drop_times(self) -> bool:
