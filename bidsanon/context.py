@@ -32,6 +32,8 @@ class TaskContext:
         Private folder next to the key where QC images may be written.
     secret : bytes
         The key's secret, for keyed pseudonyms (never written to the output).
+    extra : dict
+        Handler-specific plan data (e.g. the per-subject offsets for participants.tsv).
     """
 
     subject: str | None = None
@@ -44,6 +46,7 @@ class TaskContext:
     rel: str = ""
     qc_dir: str | None = None
     secret: bytes = b""
+    extra: dict = field(default_factory=dict)
 
     @property
     def drop_times(self) -> bool:

@@ -146,3 +146,8 @@ def save_image(img: nib.Nifti1Image, dst: str | Path) -> None:
             out.write(data)
     else:
         dst.write_bytes(data)
+
+
+def handle(src: Path, dst: Path, ctx) -> FileResult:
+    """Runner entry point: scrub a NIfTI header, voxel bytes copied exactly."""
+    return scrub_file(src, dst)

@@ -1,0 +1,531 @@
+"""The plan: every file of the dataset accounted for (handler, copy or exclusion), with
+the subject/session relabelling and per-subject date offsets, before anything is written.
+
+Planning is separate from execution so that execution can run in parallel, on a
+cluster, or be resumed; a :class:`FileTask` carries everything a worker needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .errors import InputError, UsageError
+from .handlers import PEEK_DATES, classify, matches, optional
+from .key import KeyData, SubjectEntry
+from .labels import EMPTYROOM, Labels, relabel_name
+
+JUNK = re.compile(r"^(\.DS_Store|Thumbs\.db|desktop\.ini|\._.*|.*~|\..*\.swp|\.#.*)$")
+SKIP_DIRS = {".git", ".datalad", ".heudiconv", "__MACOSX", ".bidsanon", ".idea", ".vscode"}
+_DATE_LABEL = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+_ALNUM = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I/O: they read as 1/0
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One unit of work: one source file (or CTF folder) to one output path."""
+
+    rel: str
+    out: str
+    handler: str
+    why: str = ""
+    subject: str | None = None
+    session: str | None = None
+    new_subject: str | None = None
+    new_session: str | None = None
+    offset_days: int | None = None
+    is_dir: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Everything the executor needs, and the counts the summary prints."""
+
+    root: Path
+    policy: dict
+    key: KeyData
+    labels: Labels
+    tasks: list[FileTask] = field(default_factory=list)
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(t.handler for t in self.tasks)
+        counts["excluded"] = len(self.excluded)
+        return dict(sorted(counts.items()))
+
+    def describe(self) -> str:
+        """Human-readable plan (``bidsanon run --dry-run``)."""
+        lines = ["Subjects:"]
+        for orig, entry in sorted(self.key.subjects.items()):
+            if entry.withdrawn:
+                lines.append(f"  sub-{orig} -> withdrawn")
+                continue
+            off = "dates not shifted" if entry.offset_days is None else f"{entry.offset_days:+d} days"
+            ses = ", ".join(f"ses-{a}->ses-{b}" for a, b in sorted(entry.sessions.items()))
+            lines.append(f"  sub-{orig} -> sub-{entry.label}  ({off}){'  ' + ses if ses else ''}")
+        for ref, sessions in sorted(self.key.emptyroom.items()):
+            for a, b in sorted(sessions.items()):
+                lines.append(f"  sub-emptyroom/ses-{a} -> ses-{b} (for sub-{ref})")
+        lines.append("Files:")
+        for t in self.tasks:
+            lines.append(f"  [{t.handler}] {t.rel} -> {t.out}")
+        for rel, why in self.excluded:
+            lines.append(f"  [excluded] {rel}: {why}")
+        lines.append("Counts: " + ", ".join(f"{k} {v}" for k, v in self.summary().items()))
+        return "\n".join(lines)
+
+
+# --- walking ---------------------------------------------------------------------
+
+def walk(root: Path, policy: dict) -> tuple[list[tuple[str, bool]], list[tuple[str, str]], list[str]]:
+    """List every path of the dataset: (rel, is_dir_unit) items and exclusions.
+
+    Symlinks are read through when they stay inside the dataset (DataLad/git-annex
+    store content as links into ``.git/annex/objects``) and never followed out of it.
+    """
+    real_root = Path(os.path.realpath(root))
+    items: list[tuple[str, bool]] = []
+    excluded: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    files = policy["files"]
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirpath_p = Path(dirpath)
+        rel_dir = dirpath_p.relative_to(root).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        keep_dirs = []
+        for d in sorted(dirnames):
+            rel = rel_dir + d
+            full = dirpath_p / d
+            if d in SKIP_DIRS:
+                continue  # version control / tool state, not part of the dataset
+            if not rel_dir and d in ("sourcedata", "code", "derivatives"):
+                mode = files[d]
+                if mode == "exclude":
+                    excluded.append((rel + "/", f"{d}/ excluded (files.{d})"))
+                    continue
+                if mode == "copy":
+                    for sub in _all_files(full, root):
+                        items.append((sub, False))
+                    continue
+            if full.is_symlink():
+                excluded.append((rel + "/", "folder symlink not followed"))
+                continue
+            if d.lower().endswith(".ds"):
+                items.append((rel, True))
+                continue
+            keep_dirs.append(d)
+        dirnames[:] = keep_dirs
+        for f in sorted(filenames):
+            rel = rel_dir + f
+            full = dirpath_p / f
+            if JUNK.match(f):
+                excluded.append((rel, "editor/OS junk file"))
+                continue
+            if full.is_symlink():
+                target = Path(os.path.realpath(full))
+                if not _inside(target, real_root):
+                    excluded.append((rel, "symlink leaves the dataset: never followed"))
+                    continue
+                if not target.exists():
+                    excluded.append((rel, "broken symlink (annexed content not present? "
+                                          "run `datalad get` first)"))
+                    warnings.append(f"{rel}: broken symlink, content not present")
+                    continue
+            items.append((rel, False))
+    return items, excluded, warnings
+
+
+def _all_files(folder: Path, root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        out += [(Path(dirpath) / f).relative_to(root).as_posix() for f in sorted(filenames)]
+    return out
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def entities(rel: str) -> tuple[str | None, str | None]:
+    """Subject and session of a path, from its ``sub-``/``ses-`` folders."""
+    parts = PurePosixPath(rel).parts
+    sub = parts[0][4:] if parts and parts[0].startswith("sub-") and len(parts) > 1 else None
+    ses = parts[1][4:] if sub and len(parts) > 2 and parts[1].startswith("ses-") else None
+    return sub, ses
+
+
+def pybids_subjects(root: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Subjects and their sessions as pybids sees them (no validation, no metadata)."""
+    from bids import BIDSLayout
+    from bids.layout import BIDSLayoutIndexer
+    try:
+        layout = BIDSLayout(root, validate=False,
+                            indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
+    except Exception as exc:  # pybids raises many types for a malformed dataset
+        raise InputError(f"pybids cannot read the dataset ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})", root) from None
+    subjects = sorted(layout.get_subjects())
+    sessions = {s: sorted(layout.get_sessions(subject=s)) for s in subjects}
+    return subjects, sessions
+
+
+# --- labels and offsets ----------------------------------------------------------
+
+def _rng(secret: bytes, *parts: str) -> random.Random:
+    seed = hmac.new(secret, "\0".join(parts).encode(), hashlib.sha256).digest()
+    return random.Random(int.from_bytes(seed, "big"))
+
+
+def new_subject_labels(originals: list[str], key: KeyData, policy: dict) -> dict[str, str]:
+    """Labels for subjects not yet in the key; existing ones are never changed."""
+    sec = policy["subjects"]
+    scheme, prefix, width = sec["relabel"], sec["prefix"], sec["width"]
+    used = {e.label for e in key.subjects.values()}
+    new = [s for s in originals if s not in key.subjects]
+    out: dict[str, str] = {}
+    if scheme == "keep":
+        return {s: s for s in new}
+    if scheme == "sequential":
+        numbers = [int(e.label[len(prefix):]) for e in key.subjects.values()
+                   if e.label.startswith(prefix) and e.label[len(prefix):].isdigit()]
+        nxt = max(numbers, default=0) + 1
+        order = sorted(new)
+        _rng(key.secret_bytes, "sequential", *order).shuffle(order)
+        for s in order:
+            out[s] = f"{prefix}{nxt:0{width}d}"
+            nxt += 1
+        return out
+    for s in sorted(new):
+        rng = _rng(key.secret_bytes, "label", s)
+        while True:
+            label = prefix + "".join(rng.choice(_ALNUM) for _ in range(width))
+            if label not in used and label not in originals and label != EMPTYROOM:
+                break
+        used.add(label)
+        out[s] = label
+    return out
+
+
+def choose_offset(dates: list[dt.datetime], subject: str, key: KeyData, policy: dict,
+                  today: dt.date | None = None) -> int | None:
+    """A subject's offset in days (None when dates are not shifted).
+
+    ``random``: uniform over the offsets that put every date of the subject between
+    ``dates.earliest`` and ``dates.latest`` (whole weeks by default); with no date known,
+    today's date stands in, so whatever date appears later lands in range.
+    """
+    d = policy["dates"]
+    if d["shift"] == "none":
+        return None
+    if d["shift"] == "fixed":
+        return d["fixed_offset_days"]
+    earliest, latest = dt.date.fromisoformat(d["earliest"]), dt.date.fromisoformat(d["latest"])
+    days = [x.date() for x in dates] or [today or dt.date.today()]
+    low = (earliest - min(days)).days
+    high = (latest - max(days)).days
+    if low > high:
+        raise InputError(f"the dates of sub-{subject} span {(max(days) - min(days)).days} days, "
+                         f"more than fits between dates.earliest and dates.latest; widen that "
+                         "range or use dates.shift: fixed")
+    rng = _rng(key.secret_bytes, "offset", subject)
+    if d["whole_weeks"] and high - low >= 7:
+        return -7 * rng.randint(-(high // 7), -((low + 6) // 7))
+    return rng.randint(low, high)
+
+
+def relabel_session(label: str, offset: int | None, policy: dict,
+                    taken: dict[str, str]) -> str:
+    """New label of one session of a subject (date-like labels are shifted)."""
+    m = _DATE_LABEL.match(label)
+    mode = policy["sessions"]["relabel"]
+    if not m or mode == "keep" or offset is None and mode == "shift":
+        return label
+    if mode == "sequential":
+        return taken.get(label) or f"{len(taken) + 1:02d}"
+    day = dt.date(int(m[1]), int(m[2]), int(m[3])) + dt.timedelta(days=offset)
+    return day.strftime("%Y-%m-%d" if "-" in label else "%Y%m%d").replace("-", "")
+
+
+def _date_of_label(label: str) -> dt.datetime | None:
+    m = _DATE_LABEL.match(label)
+    if not m:
+        return None
+    try:
+        return dt.datetime(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        return None
+
+
+# --- dates known before execution ------------------------------------------------
+
+def collect_dates(root: Path, items: list[tuple[str, bool]]) -> dict[str | None, dict[str | None, list[dt.datetime]]]:
+    """Acquisition dates per subject and session, from tables, sidecars and headers."""
+    from .sidecars import parse_iso
+    from .tsv import read_tsv
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for rel, is_dir in items:
+        sub, ses = entities(rel)
+        if sub is None:
+            continue
+        name = rel.rsplit("/", 1)[-1]
+        path = root / rel
+        label_date = _date_of_label(ses) if ses else None
+        if label_date:
+            out[sub][ses].append(label_date)
+        try:
+            if name.endswith(("_scans.tsv", "_sessions.tsv")) and path.stat().st_size:
+                table = read_tsv(path)
+                if "acq_time" in table.columns:
+                    for i, v in enumerate(table.column("acq_time")):
+                        parsed = parse_iso(v)
+                        if parsed:
+                            row_ses = ses
+                            if "session_id" in table.columns:
+                                row_ses = table.rows[i][table.columns.index("session_id")].removeprefix("ses-")
+                            out[sub][row_ses].append(parsed[0])
+            elif name.endswith(".json") and path.stat().st_size:
+                data = json.loads(path.read_text(encoding="utf-8-sig"))
+                if isinstance(data, dict):
+                    for k in ("AcquisitionDateTime", "AcquisitionDate", "StudyDate",
+                              "SeriesDate", "ContentDate"):
+                        parsed = parse_iso(str(data.get(k, "")))
+                        if parsed:
+                            out[sub][ses].append(parsed[0])
+        except (OSError, ValueError, InputError):
+            continue  # unreadable here: the handler reports it when it runs
+        handler, _ = _peek_kind(name, is_dir)
+        if handler:
+            peek = optional(PEEK_DATES[handler])
+            if peek is not None and (is_dir or path.stat().st_size):
+                try:
+                    out[sub][ses].extend(d.replace(tzinfo=None) for d in peek(path))
+                except Exception:  # noqa: BLE001 - a corrupt header is reported by its handler
+                    pass
+    return out
+
+
+def _peek_kind(name: str, is_dir: bool) -> tuple[str | None, str]:
+    lower = name.lower()
+    if is_dir and lower.endswith(".ds"):
+        return "ctf", ""
+    if lower.endswith((".fif", ".fif.gz")):
+        return "fiff", ""
+    if lower.endswith((".edf", ".bdf")):
+        return "edf", ""
+    if lower.endswith(".vmrk"):
+        return "brainvision", ""
+    return None, ""
+
+
+def emptyroom_references(root: Path, items: list[tuple[str, bool]]) -> dict[str, set[str]]:
+    """Empty-room session (or "" when sessionless) -> subjects whose sidecars point to it."""
+    refs: dict[str, set[str]] = defaultdict(set)
+    for rel, _ in items:
+        sub, _ses = entities(rel)
+        if sub in (None, EMPTYROOM) or not rel.endswith("_meg.json"):
+            continue
+        try:
+            value = json.loads((root / rel).read_text(encoding="utf-8-sig")).get("AssociatedEmptyRoom")
+        except (OSError, ValueError, AttributeError):
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and "sub-emptyroom" in v:
+                m = re.search(r"sub-emptyroom/ses-([A-Za-z0-9]+)", v)
+                refs[m.group(1) if m else ""].add(sub)
+    return refs
+
+
+# --- the plan ----------------------------------------------------------------------
+
+def build_plan(root: str | Path, policy: dict, key: KeyData,
+               participant_labels: list[str] | None = None) -> Plan:
+    """Walk the dataset and decide what happens to every file (no output is written)."""
+    root = Path(root)
+    if not (root / "dataset_description.json").is_file():
+        raise InputError("not a BIDS dataset: dataset_description.json is missing", root)
+    items, excluded, warnings = walk(root, policy)
+    files = policy["files"]
+    if files["include"]:
+        keep = [(r, d) for r, d in items if matches(r, files["include"])]
+        excluded += [(r, "not matched by files.include") for r, d in items if (r, d) not in keep]
+        items = keep
+    if files["exclude"]:
+        excluded += [(r, "matched by files.exclude") for r, d in items if matches(r, files["exclude"])]
+        items = [(r, d) for r, d in items if not matches(r, files["exclude"])]
+
+    pb_subjects, _ = pybids_subjects(root)
+    subjects = sorted({s for s in pb_subjects} | {entities(r)[0] for r, _ in items if entities(r)[0]})
+    wanted = [l.removeprefix("sub-") for l in participant_labels or []]
+    unknown = [w for w in wanted if w not in subjects]
+    if unknown:
+        raise UsageError(f"--participant-label {' '.join(unknown)}: no such subject in the dataset")
+    selected = [s for s in subjects if s != EMPTYROOM and (not wanted or s in wanted)]
+    dates = collect_dates(root, items)
+    er_refs = emptyroom_references(root, items)
+    for refs in er_refs.values():
+        refs.intersection_update(selected)
+
+    # subjects: labels and offsets (existing key entries are reused untouched)
+    new_labels = new_subject_labels(selected, key, policy)
+    for s in selected:
+        if s in key.subjects:
+            if key.subjects[s].withdrawn:
+                key.subjects[s].withdrawn = None  # back in the input: consent restored
+            continue
+        subject_dates = [d for ds in dates.get(s, {}).values() for d in ds]
+        for ses, refs in er_refs.items():
+            if s in refs:
+                subject_dates += [d for d in dates.get(EMPTYROOM, {}).get(ses or None, [])]
+        key.subjects[s] = SubjectEntry(label=new_labels[s],
+                                       offset_days=choose_offset(subject_dates, s, key, policy))
+    if not wanted:
+        for s, entry in key.subjects.items():
+            if s not in subjects and not entry.withdrawn:
+                from .key import now_iso
+                entry.withdrawn = now_iso()
+                warnings.append(f"sub-{s} is in the key but no longer in the input: "
+                                "recorded as withdrawn and left out of the output")
+
+    # sessions
+    for s in selected:
+        entry = key.subjects[s]
+        ses_labels = sorted({entities(r)[1] for r, _ in items if entities(r)[0] == s} - {None},
+                            key=lambda x: (_date_of_label(x) or dt.datetime.max, x))
+        for ses in ses_labels:
+            if ses not in entry.sessions:
+                new = relabel_session(ses, entry.offset_days, policy, entry.sessions)
+                if new in entry.sessions.values():
+                    raise InputError(f"sessions of sub-{s} would collide after relabelling "
+                                     f"(ses-{ses} -> ses-{new}); use sessions.relabel: sequential")
+                entry.sessions[ses] = new
+    # empty-room copies: one per referencing subject with its own offset
+    if EMPTYROOM in subjects and policy["subjects"]["emptyroom"] == "shift":
+        for ses, refs in er_refs.items():
+            for ref in sorted(refs):
+                off = key.subjects[ref].offset_days
+                key.emptyroom.setdefault(ref, {})
+                if ses not in key.emptyroom[ref]:
+                    key.emptyroom[ref][ses] = relabel_session(ses, off, policy, {}) if ses else ""
+
+    labels = Labels(subjects={s: e.label for s, e in key.subjects.items()},
+                    sessions={s: dict(e.sessions) for s, e in key.subjects.items()},
+                    emptyroom={r: dict(m) for r, m in key.emptyroom.items()})
+    plan = Plan(root=root, policy=policy, key=key, labels=labels, excluded=excluded,
+                warnings=warnings)
+    for rel, is_dir in items:
+        _plan_item(plan, rel, is_dir, selected, er_refs, subjects)
+    _plan_tables(plan)
+    _check_unique_outputs(plan)
+    return plan
+
+
+def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
+               er_refs: dict[str, set[str]], subjects: list[str]) -> None:
+    policy, labels, key = plan.policy, plan.labels, plan.key
+    sub, ses = entities(rel)
+    path = plan.root / rel
+    handler, why = classify(rel, is_dir, policy)
+    if handler is None:
+        plan.excluded.append((rel, why))
+        return
+    if not is_dir and handler not in ("dataset_description",) and path.stat().st_size == 0:
+        handler, why = "empty", "empty placeholder copied as it is"
+    if sub is None:
+        plan.tasks.append(FileTask(rel, relabel_name(rel, labels), handler, why))
+        return
+    if sub == EMPTYROOM:
+        mode = policy["subjects"]["emptyroom"]
+        if mode == "drop":
+            plan.excluded.append((rel, "empty-room recording (subjects.emptyroom: drop)"))
+            return
+        if mode == "keep":
+            plan.tasks.append(FileTask(rel, rel, handler, why, subject=sub, session=ses,
+                                       new_subject=sub, new_session=ses, is_dir=is_dir))
+            return
+        refs = sorted(er_refs.get(ses or "", set()))
+        if not refs:
+            plan.excluded.append((rel, "empty-room recording no selected subject refers to "
+                                       "(AssociatedEmptyRoom): its date cannot be shifted"))
+            return
+        copies: dict[str, str] = {}
+        for ref in refs:  # one copy per distinct new session label
+            copies.setdefault(key.emptyroom[ref].get(ses or "", ""), ref)
+        if ses is None and len(copies) > 1 or ses is None and \
+                len({key.subjects[r].offset_days for r in refs}) > 1:
+            plan.excluded.append((rel, "session-less empty-room recording shared by subjects "
+                                       "with different date offsets: cannot be shifted for all"))
+            return
+        for new_ses, ref in sorted(copies.items()):
+            off = key.subjects[ref].offset_days
+            out = relabel_name(rel, labels, subject=EMPTYROOM, session=ses,
+                               new_session=new_ses if ses else None)
+            plan.tasks.append(FileTask(rel, out, handler, why, subject=sub, session=ses,
+                                       new_subject=sub, new_session=new_ses or None,
+                                       offset_days=off, is_dir=is_dir,
+                                       extra={"referrer": ref}))
+        return
+    if sub not in selected:
+        plan.excluded.append((rel, "subject not selected (--participant-label)"
+                                   if sub in subjects else "subject withdrawn"))
+        return
+    entry = key.subjects[sub]
+    out = relabel_name(rel, labels)
+    plan.tasks.append(FileTask(rel, out, handler, why, subject=sub, session=ses,
+                               new_subject=entry.label,
+                               new_session=entry.sessions.get(ses) if ses else None,
+                               offset_days=entry.offset_days, is_dir=is_dir))
+
+
+def _plan_tables(plan: Plan) -> None:
+    """Give table tasks the plan data they need (rows to drop, offsets, columns)."""
+    excluded = {rel for rel, _ in plan.excluded}
+    selected = [s for s, e in plan.key.subjects.items() if not e.withdrawn and
+                any(t.subject == s for t in plan.tasks)]
+    offsets = {s: e.offset_days for s, e in plan.key.subjects.items()}
+    columns = _participants_columns(plan)
+    tasks = []
+    for t in plan.tasks:
+        if t.handler == "scans":
+            base = t.rel.rsplit("/", 1)[0] + "/"
+            rows = [r[len(base):] for r in excluded if r.startswith(base)]
+            t = FileTask(**{**t.__dict__, "extra": {**t.extra, "excluded_rows": rows}})
+        elif t.handler == "participants":
+            t = FileTask(**{**t.__dict__, "extra": {"subjects": selected, "offsets": offsets}})
+        elif t.handler == "participants_json":
+            t = FileTask(**{**t.__dict__, "extra": {"columns": columns}})
+        tasks.append(t)
+    plan.tasks = tasks
+
+
+def _participants_columns(plan: Plan) -> list[str]:
+    path = plan.root / "participants.tsv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    from .tsv import read_tsv
+    section = plan.policy["tsv"]["participants"]
+    return [c for c in read_tsv(path).columns
+            if section["columns"].get(c, section["unknown_columns"]) != "drop"]
+
+
+def _check_unique_outputs(plan: Plan) -> None:
+    seen: dict[str, str] = {}
+    for t in plan.tasks:
+        if t.out in seen:
+            raise InputError(f"two inputs would be written to the same output {t.out} "
+                             f"({seen[t.out]} and {t.rel})")
+        seen[t.out] = t.rel
