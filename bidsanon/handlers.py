@@ -87,13 +87,13 @@ def classify(rel: str, is_dir: bool, policy: dict) -> tuple[str | None, str]:
             return "ctf", "CTF dataset folder"
         return None, "folder"
     if "_photo." in name:
-        from .photos import include
-        if include(files["photos"]):
+        include = optional("bidsanon.photos:include")
+        if include is not None and include(files["photos"]):
             return "photo", "photo of the participant (metadata stripped)"
         return None, "photo of the participant (files.photos)"
     if "_headshape." in name:
-        from .headshape import include
-        if include(files["headshape"]):
+        include = optional("bidsanon.headshape:include")
+        if include is not None and include(files["headshape"]):
             return "headshape", "digitised head shape"
         return None, "digitised head shape (files.headshape)"
     if rel == "dataset_description.json":
@@ -110,8 +110,8 @@ def classify(rel: str, is_dir: bool, policy: dict) -> tuple[str | None, str]:
         return "tsv", "TSV table"
     if lower.endswith(NIFTI):
         if "/" + ANAT_DIR + "/" in "/" + rel:
-            from .deface import should_deface
-            if should_deface(suffix_of(name), policy["anat"]["deface"]):
+            should_deface = optional("bidsanon.deface:should_deface")
+            if should_deface is not None and should_deface(suffix_of(name), policy["anat"]["deface"]):
                 return "anat", "anatomical MRI (defaced)"
         return "nifti", "NIfTI (header scrubbed)"
     if lower.endswith((".fif", ".fif.gz")):

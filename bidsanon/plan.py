@@ -350,6 +350,27 @@ def emptyroom_references(root: Path, items: list[tuple[str, bool]]) -> dict[str,
     return refs
 
 
+def _match_emptyroom_by_date(er_refs: dict[str, set[str]], dates: dict, selected: list[str],
+                             items: list[tuple[str, bool]], warnings: list[str]) -> None:
+    """Give each empty-room session no sidecar points to the subject recorded nearest
+    in time (what mne-bids' ``find_empty_room`` does), so its date can be shifted."""
+    sessions = {entities(r)[1] or "" for r, _ in items if entities(r)[0] == EMPTYROOM}
+    for ses in sorted(sessions):
+        if er_refs.get(ses):
+            continue
+        er_dates = dates.get(EMPTYROOM, {}).get(ses or None, [])
+        if not er_dates:
+            continue
+        best = min(((abs((d - e).total_seconds()), s) for s in selected
+                    for ds in dates.get(s, {}).values() for d in ds for e in er_dates),
+                   default=None)
+        if best is not None:
+            er_refs.setdefault(ses, set()).add(best[1])
+            warnings.append(f"sub-emptyroom{'/ses-' + ses if ses else ''}: no AssociatedEmptyRoom "
+                            f"points to it; shifted with the offset of sub-{best[1]}, the "
+                            "subject recorded nearest in time")
+
+
 # --- the plan ----------------------------------------------------------------------
 
 def build_plan(root: str | Path, policy: dict, key: KeyData,
@@ -379,6 +400,8 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
     er_refs = emptyroom_references(root, items)
     for refs in er_refs.values():
         refs.intersection_update(selected)
+    if EMPTYROOM in subjects:
+        _match_emptyroom_by_date(er_refs, dates, selected, items, warnings)
 
     # subjects: labels and offsets (existing key entries are reused untouched)
     new_labels = new_subject_labels(selected, key, policy)

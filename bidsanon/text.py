@@ -102,7 +102,9 @@ def _is_identifying(name: str, found: str, scrubber: "Scrubber") -> bool:
     if name == "date":
         return _after_1925(found)
     if name == "phone":
-        return sum(c.isdigit() for c in found) >= 7 and not _DATE_SHAPE.match(found)
+        groups = len(re.findall(r"\d+", found))
+        return (sum(c.isdigit() for c in found) >= 7 and not _DATE_SHAPE.match(found)
+                and (groups >= 3 or found[0] in "+("))
     return True
 
 

@@ -1,0 +1,503 @@
+"""Execute a plan: staging, parallel execution, resume manifest, key, atomic publish."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from ._version import __version__
+from .context import TaskContext
+from .errors import BidsanonError, FindingsError, InputError, UsageError
+from .fileio import sha256_file, write_text_atomic
+from .handlers import resolve
+from .key import KeyData, check_paths, now_iso, read_key, write_key
+from .labels import Labels
+from .plan import FileTask, Plan, build_plan
+from .policy import digest, load_policy
+from .sidecars import dump_json, load_json
+from .text import Scrubber
+
+CODE_URL = "https://github.com/bidsanon/bidsanon"
+#: Change fields whose original values identify a person or place: recorded in the key
+#: so that ``bidsanon check --key`` can look for them in an output.
+IDENTIFYING_FIELD = re.compile(r"name|birth|institution|address|station|serial|experimenter|"
+                               r"operator|email|phone|url|his|patient|physician|persons|"
+                               r"technician|subject|participant", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every task needs besides its own FileTask (sent to each worker once)."""
+
+    root: str
+    staging: str
+    policy: dict
+    labels: Labels
+    secret: bytes
+    qc_dir: str | None
+
+
+@dataclass
+class RunSummary:
+    """What a run did: counts, failures, paths (returned by :func:`run_dataset`)."""
+
+    output: Path
+    key: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    resumed: int = 0
+    published: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    findings: list = field(default_factory=list)
+    report: Path | None = None
+
+    def text(self) -> str:
+        lines = [f"bidsanon {__version__}: "
+                 + ("output published to " + str(self.output) if self.published
+                    else "output NOT published")]
+        lines.append("  files: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
+        if self.resumed:
+            lines.append(f"  resumed: {self.resumed} files already done in an earlier run")
+        reasons = Counter(why for _, why in self.excluded)
+        for why, n in reasons.most_common():
+            lines.append(f"  excluded {n}: {why}")
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        for f in self.failed:
+            lines.append(f"  FAILED: {f}")
+        lines.append(f"  key (private): {self.key}")
+        if self.report:
+            lines.append(f"  report (private): {self.report}")
+        return "\n".join(lines)
+
+
+def default_key_path(output_dir: str | Path) -> Path:
+    """The key's default place: next to (never inside) the output folder."""
+    out = Path(output_dir).resolve()
+    return out.parent / f"{out.name}_bidsanon-key.json"
+
+
+def work_dir(output_dir: str | Path) -> Path:
+    """Staging area next to the output (same filesystem, so publishing is a rename)."""
+    out = Path(output_dir).resolve()
+    return out.parent / f".{out.name}.bidsanon-work"
+
+
+# --- one task --------------------------------------------------------------------
+
+def input_signature(path: Path) -> list:
+    """Cheap fingerprint of an input (size and mtime; for folders, of every file)."""
+    if path.is_dir():
+        return sorted([p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns]
+                      for p in path.rglob("*") if p.is_file())
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def execute_task(task: FileTask, shared: Shared) -> dict:
+    """Run one task's handler; return a JSON-able result (never raises for bad input)."""
+    src = Path(shared.root) / task.rel
+    dst = Path(shared.staging) / task.out
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _remove(dst)  # a half-written file from an interrupted run
+    ctx = TaskContext(subject=task.subject, session=task.session, new_subject=task.new_subject,
+                      new_session=task.new_session, offset_days=task.offset_days,
+                      policy=shared.policy, labels=shared.labels, rel=task.rel,
+                      qc_dir=shared.qc_dir, secret=shared.secret, extra=task.extra)
+    started = time.perf_counter()
+    base = {"rel": task.rel, "out": task.out, "handler": task.handler}
+    try:
+        result = resolve(task.handler)(src, dst, ctx)
+    except BidsanonError as exc:
+        _remove(dst)
+        return {**base, "error": str(exc) if exc.path else f"{task.rel}: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
+        _remove(dst)
+        return {**base, "error": f"{task.rel}: unexpected {type(exc).__name__}: {exc}"}
+    if not dst.exists():
+        return {**base, "error": f"{task.rel}: the {task.handler} handler wrote no output"}
+    return {**base,
+            "source_sha256": sha256_file(src), "output_sha256": sha256_file(dst),
+            "changes": [c.to_dict() for c in result.changes],
+            "warnings": list(result.warnings), "qc": dict(result.qc),
+            "metrics": dict(result.metrics), "seconds": round(time.perf_counter() - started, 4)}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+# --- executors -------------------------------------------------------------------
+
+_WORKER_SHARED: Shared | None = None
+
+
+def _init_worker(shared: Shared) -> None:
+    global _WORKER_SHARED
+    _WORKER_SHARED = shared
+
+
+def _run_in_worker(task: FileTask) -> dict:
+    assert _WORKER_SHARED is not None
+    return execute_task(task, _WORKER_SHARED)
+
+
+def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1,
+                 scheduler: str | None = None) -> Iterator[dict]:
+    """Yield task results as they complete, locally or on a Dask cluster."""
+    if scheduler:
+        from .distributed import iter_results_dask
+        yield from iter_results_dask(tasks, shared, scheduler)
+        return
+    if jobs <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            yield execute_task(t, shared)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(shared,)) as pool:
+        futures = [pool.submit(_run_in_worker, t) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+# --- progress --------------------------------------------------------------------
+
+class Progress:
+    """A tqdm bar on a terminal, periodic plain lines otherwise (CI), nothing when quiet."""
+
+    def __init__(self, total: int, stage: str, quiet: bool = False, stream=None):
+        self.total, self.stage, self.quiet = total, stage, quiet
+        self.stream = stream or sys.stderr
+        self.done, self.started, self.last = 0, time.monotonic(), 0.0
+        self.bar = None
+        if not quiet and self.stream.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=stage, unit="file", file=self.stream)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if not self.quiet and (now - self.last >= 10 or self.done == self.total):
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            eta = (self.total - self.done) / rate if rate else 0
+            print(f"[{self.stage}] {self.done}/{self.total} files, {rate:.1f}/s, "
+                  f"ETA {eta:.0f} s", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --- the manifest (resume) ----------------------------------------------------------
+
+def _manifest_header(policy_digest: str, key: KeyData) -> dict:
+    import hashlib
+    return {"bidsanon_manifest": 1, "version": __version__, "policy": policy_digest,
+            "key": hashlib.sha256(key.secret.encode()).hexdigest()}
+
+
+def load_manifest(path: Path, header: dict) -> dict[str, dict]:
+    """Finished results of an earlier, interrupted run with the same policy and key."""
+    if not path.is_file():
+        return {}
+    done: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if not lines or json.loads(lines[0]) != header:
+        return {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break  # the last line of a killed run may be cut short
+        done[entry["task"]["out"]] = entry
+    return done
+
+
+# --- the run -----------------------------------------------------------------------
+
+def run_dataset(bids_dir: str | Path, output_dir: str | Path, *, policy_path: str | Path | None = None,
+                key_path: str | Path | None = None, participant_labels: list[str] | None = None,
+                dry_run: bool = False, jobs: int | None = None, scheduler: str | None = None,
+                quiet: bool = False, passphrase: str | None = None,
+                encrypt_key: bool = False, echo: Callable[[str], None] | None = None) -> RunSummary:
+    """De-identify ``bids_dir`` into ``output_dir`` (the Python API of ``bidsanon run``).
+
+    Parameters
+    ----------
+    bids_dir, output_dir : path
+        Input BIDS dataset (never modified) and the new derivative dataset.
+    policy_path : path | None
+        Study policy YAML (defaults built in).
+    key_path : path | None
+        Private key (default: next to the output). An existing key is reused, so labels
+        and offsets stay stable across releases.
+    participant_labels : list of str | None
+        Only these subjects.
+    dry_run : bool
+        Print the plan and write nothing.
+    jobs : int | None
+        Local worker processes (default: number of CPUs).
+    scheduler : str | None
+        Address of a Dask distributed scheduler to run the tasks on.
+    passphrase : str | None
+        Encrypt the key with it (or decrypt an existing encrypted key).
+
+    Returns
+    -------
+    RunSummary
+    """
+    echo = echo or (lambda s: None if quiet else print(s, file=sys.stderr))
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bids_dir, output_dir = Path(bids_dir), Path(output_dir)
+    key_path = Path(key_path) if key_path else default_key_path(output_dir)
+    report_path = key_path.with_name(key_path.name.removesuffix(".json") + "_report.html")
+    check_paths(bids_dir, output_dir, key_path, [report_path, work_dir(output_dir)])
+    _check_output_replaceable(output_dir)
+    policy = load_policy(policy_path)
+    pdigest = digest(policy)
+    if key_path.exists():
+        key = read_key(key_path, passphrase)
+    else:
+        key = KeyData(created=now_iso())
+    if encrypt_key and passphrase is None:
+        from .key import get_passphrase
+        passphrase = get_passphrase(confirm=True)
+    plan = build_plan(bids_dir, policy, key, participant_labels)
+    key.source_root = str(bids_dir.resolve())
+    key.policy_digest = pdigest
+    timings["plan"] = time.perf_counter() - t0
+    if dry_run:
+        print(plan.describe())
+        return RunSummary(output=output_dir, key=key_path, counts=plan.summary(),
+                          excluded=plan.excluded, warnings=plan.warnings, timings=timings)
+    # the mapping is saved before any output exists, so an interrupted run resumes
+    # with the same labels and offsets
+    write_key(key_path, key, passphrase)
+    summary = execute_plan(plan, output_dir, key_path, pdigest, jobs=jobs, scheduler=scheduler,
+                           quiet=quiet, passphrase=passphrase, echo=echo, timings=timings)
+    summary.report = report_path if report_path.exists() else None
+    return summary
+
+
+def _check_output_replaceable(output_dir: Path) -> None:
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise UsageError(f"the output path {output_dir} exists and is not a folder")
+    if any(output_dir.iterdir()) and not _is_bidsanon_output(output_dir):
+        raise UsageError(f"the output folder {output_dir} exists and is not a bidsanon "
+                         "output; choose a new folder (it would be replaced)")
+
+
+def _is_bidsanon_output(folder: Path) -> bool:
+    try:
+        desc = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(g.get("Name") == "bidsanon" for g in desc.get("GeneratedBy", [])
+               if isinstance(g, dict))
+
+
+def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
+                 jobs: int | None = None, scheduler: str | None = None, quiet: bool = False,
+                 passphrase: str | None = None, echo: Callable[[str], None] = print,
+                 timings: dict | None = None) -> RunSummary:
+    """Execute every task into staging, check, write the key, publish atomically."""
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    work = work_dir(output_dir)
+    staging = work / "staging"
+    manifest = work / "manifest.jsonl"
+    qc_dir = key_path.with_name(key_path.name.removesuffix(".json") + "_qc")
+    header = _manifest_header(pdigest, plan.key)
+    done = load_manifest(manifest, header)
+    if not done and work.exists():
+        shutil.rmtree(work)  # an earlier run with another policy or key: start over
+    staging.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    todo: list[FileTask] = []
+    for t in plan.tasks:
+        if t.handler == "dataset_description":
+            continue
+        entry = done.get(t.out)
+        if entry and entry["task"] == dataclasses.asdict(t) and \
+                entry["signature"] == input_signature(plan.root / t.rel) and \
+                (staging / t.out).exists() and "error" not in entry["result"]:
+            results[t.out] = entry["result"]
+        else:
+            todo.append(t)
+    resumed = len(results)
+    shared = Shared(root=str(plan.root), staging=str(staging), policy=plan.policy,
+                    labels=plan.labels, secret=plan.key.secret_bytes,
+                    qc_dir=str(qc_dir) if plan.policy["run"]["qc"] else None)
+    jobs = jobs or os.cpu_count() or 1
+    if resumed:
+        echo(f"resuming: {resumed} of {resumed + len(todo)} files already done")
+    progress = Progress(len(todo), "files", quiet=quiet)
+    by_out = {t.out: t for t in todo}
+    failed: list[str] = []
+    with open(manifest, "a" if done else "w", encoding="utf-8") as mf:
+        if not done:
+            mf.write(json.dumps(header) + "\n")
+        try:
+            for res in iter_results(todo, shared, jobs=jobs, scheduler=scheduler):
+                task = by_out[res["out"]]
+                results[res["out"]] = res
+                if "error" in res:
+                    failed.append(res["error"])
+                    if plan.policy["run"]["on_error"] == "stop":
+                        raise InputError(res["error"].replace("\n", " "))
+                else:
+                    mf.write(json.dumps({"task": dataclasses.asdict(task),
+                                         "signature": input_signature(plan.root / task.rel),
+                                         "result": res}) + "\n")
+                    mf.flush()
+                progress.update()
+        finally:
+            progress.close()
+    timings["files"] = time.perf_counter() - t0
+    write_dataset_description(plan, staging)
+    summary = RunSummary(output=output_dir, key=key_path, counts=plan.summary(),
+                         excluded=list(plan.excluded), warnings=list(plan.warnings),
+                         failed=failed, resumed=resumed, timings=timings)
+    for rel_out, res in results.items():
+        summary.warnings += [f"{res['rel']}: {w}" for w in res.get("warnings", [])]
+    ordered = [results[t.out] for t in plan.tasks if t.out in results and "error" not in results[t.out]]
+    skipped = [results[t.out]["rel"] for t in plan.tasks
+               if t.out in results and "error" in results[t.out]]
+    summary.excluded += [(r, "failed (run.on_error: skip)") for r in skipped]
+    update_key(plan.key, ordered, summary)
+    # the final gate: the same check a CI job runs, on what is about to be published
+    t1 = time.perf_counter()
+    findings = final_check(staging, plan, plan.policy)
+    summary.findings = findings
+    timings["check"] = time.perf_counter() - t1
+    write_key(key_path, plan.key, passphrase)
+    _write_report(plan, summary, key_path, results)
+    errors = [f for f in findings if getattr(f, "severity", "") == "error"]
+    if errors:
+        raise FindingsError(f"the check found {len(errors)} identifying item(s) in the staged "
+                            f"output (first: {errors[0].path}: {errors[0].message}); nothing "
+                            f"was published, staging kept in {staging}")
+    publish(staging, output_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    summary.published = True
+    return summary
+
+
+def final_check(staging: Path, plan: Plan, policy: dict) -> list:
+    """Run ``bidsanon check`` on the staged output when enabled (module may be absent)."""
+    if not policy["run"]["check"]:
+        return []
+    try:
+        from .check import check_dataset
+    except ModuleNotFoundError:
+        return []
+    return check_dataset(staging, policy=policy, key=plan.key)
+
+
+def _write_report(plan: Plan, summary: RunSummary, key_path: Path, results: dict) -> None:
+    if not plan.policy["run"]["qc"]:
+        return
+    try:
+        from .report import write_report
+    except ModuleNotFoundError:
+        return
+    write_report(plan, summary, key_path, results)
+
+
+def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary) -> None:
+    """Record the file map, the identifying originals and this run in the key."""
+    key.files = [{"source": r["rel"], "output": r["out"], "handler": r["handler"],
+                  "source_sha256": r["source_sha256"], "output_sha256": r["output_sha256"],
+                  "changes": r.get("changes", [])} for r in results]
+    originals = set(key.originals)
+    for r in key.files:
+        for c in r["changes"]:
+            old = c.get("old")
+            if isinstance(old, str) and len(old.strip()) >= 4 and IDENTIFYING_FIELD.search(c["field"]) \
+                    and not old.strip().replace(".", "").isdigit():
+                originals.add(old.strip())
+    originals |= {s for s, e in key.subjects.items() if e.label != s and len(s) >= 3}
+    key.originals = sorted(originals)
+    key.runs.append({"time": now_iso(), "tool_version": __version__,
+                     "counts": summary.counts, "failed": len(summary.failed),
+                     "withdrawn": sorted(s for s, e in key.subjects.items() if e.withdrawn)})
+
+
+def write_dataset_description(plan: Plan, staging: Path) -> None:
+    """dataset_description.json of the output: no path or name of the source."""
+    src = plan.root / "dataset_description.json"
+    data = load_json(src)
+    if not isinstance(data, dict):
+        raise InputError("dataset_description.json must be a JSON object", src)
+    out_policy = plan.policy["output"]
+    scrubber = Scrubber.from_policy(plan.policy["text"])
+    ctx = TaskContext(policy=plan.policy, labels=plan.labels)
+    desc: dict = {}
+    name = out_policy["name"] or data.get("Name", "dataset")
+    desc["Name"] = scrubber.scrub(ctx.scrub_labels(str(name)))[0]
+    desc["BIDSVersion"] = data.get("BIDSVersion", "1.9.0")
+    desc["DatasetType"] = out_policy["dataset_type"]
+    for k in ("License", "Authors", "Acknowledgements", "HowToAcknowledge", "Funding",
+              "EthicsApprovals", "ReferencesAndLinks", "DatasetDOI", "HEDVersion"):
+        if k in data:
+            desc[k] = _scrub_any(data[k], ctx, scrubber)
+    generated = [{"Name": "bidsanon", "Version": __version__, "CodeURL": CODE_URL,
+                  "Description": "De-identification: subjects relabelled, dates shifted per "
+                                 "subject, identifying metadata removed, faces removed from "
+                                 "anatomical MRI"}]
+    if out_policy["dataset_type"] == "derivative" or data.get("GeneratedBy"):
+        desc["GeneratedBy"] = generated
+    write_text_atomic(staging / "dataset_description.json", dump_json(desc))
+
+
+def _scrub_any(value, ctx: TaskContext, scrubber: Scrubber):
+    if isinstance(value, str):
+        return scrubber.scrub(ctx.scrub_labels(value))[0]
+    if isinstance(value, list):
+        return [_scrub_any(v, ctx, scrubber) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_any(v, ctx, scrubber) for k, v in value.items()}
+    return value
+
+
+def publish(staging: Path, output_dir: Path) -> None:
+    """Move the finished staging folder into place (replacing an earlier bidsanon output)."""
+    output_dir = output_dir.resolve()
+    if output_dir.exists():
+        old = staging.parent / "previous-output"
+        os.rename(output_dir, old)
+        os.rename(staging, output_dir)
+        shutil.rmtree(old)
+    else:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, output_dir)
