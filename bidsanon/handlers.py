@@ -12,6 +12,7 @@ from typing import Callable
 #: handler name -> "module:function"
 REGISTRY: dict[str, str] = {
     "sidecar": "bidsanon.sidecars:handle",
+    "new_sidecar": "bidsanon.sidecars:handle_new",
     "participants": "bidsanon.tsv:handle_participants",
     "participants_json": "bidsanon.tsv:handle_participants_json",
     "scans": "bidsanon.tsv:handle_scans",

@@ -517,12 +517,28 @@ def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
 def _plan_tables(plan: Plan) -> None:
     """Give table tasks the plan data they need (rows to drop, offsets, columns)."""
     excluded = {rel for rel, _ in plan.excluded}
-    selected = [s for s, e in plan.key.subjects.items() if not e.withdrawn and
-                any(t.subject == s for t in plan.tasks)]
+    selected = [s for s in [*plan.key.subjects, EMPTYROOM]
+                if not (s in plan.key.subjects and plan.key.subjects[s].withdrawn)
+                and any(t.subject == s for t in plan.tasks)]
     offsets = {s: e.offset_days for s, e in plan.key.subjects.items()}
     columns = _participants_columns(plan)
+    sidecar_adds: dict[str, dict] = {}
+    if plan.policy["output"]["dataset_type"] == "derivative":
+        for t in plan.tasks:  # sidecars sort after their images only sometimes: pre-scan
+            if "/anat/" in "/" + t.rel and t.rel.endswith((".nii", ".nii.gz")):
+                sidecar_adds[re.sub(r"\.nii(\.gz)?$", ".json", t.rel)] = {"SkullStripped": False}
+    sidecars = {t.rel for t in plan.tasks if t.handler == "sidecar"}
     tasks = []
     for t in plan.tasks:
+        json_rel = re.sub(r"\.nii(\.gz)?$", ".json", t.rel)
+        if json_rel in sidecar_adds and json_rel not in sidecars and t.handler != "sidecar":
+            # BIDS derivatives require SkullStripped for anatomical images
+            tasks.append(FileTask(t.rel, re.sub(r"\.nii(\.gz)?$", ".json", t.out),
+                                  "new_sidecar", "sidecar added (SkullStripped)",
+                                  t.subject, t.session, t.new_subject, t.new_session,
+                                  t.offset_days, extra={"add": {"SkullStripped": False}}))
+        if t.handler == "sidecar" and t.rel in sidecar_adds:
+            t = FileTask(**{**t.__dict__, "extra": {**t.extra, "add": sidecar_adds[t.rel]}})
         if t.handler == "scans":
             base = t.rel.rsplit("/", 1)[0] + "/"
             rows = [r[len(base):] for r in excluded if r.startswith(base)]

@@ -280,8 +280,17 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     scrubber = Scrubber.from_policy(ctx.section("text"))
     if isinstance(data, dict):
         data, changes = scrub_sidecar(data, ctx, ctx.secret, scrubber)
+        for k, v in ctx.extra.get("add", {}).items():
+            data.setdefault(k, v)
     else:
         changes = []
         data = _map_strings(data, ctx.rename)
     write_text_atomic(dst, dump_json(data))
     return FileResult(changes=changes)
+
+
+def handle_new(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
+    """Write a sidecar the input lacks (e.g. SkullStripped, required in derivatives)."""
+    write_text_atomic(dst, dump_json(dict(ctx.extra.get("add", {}))))
+    return FileResult(changes=[Change(k, "add", new=json.dumps(v))
+                               for k, v in ctx.extra.get("add", {}).items()])
