@@ -192,10 +192,10 @@ def load_policy(path: str | Path | None = None, overrides: dict | None = None) -
     if path is not None:
         data = load_yaml(path)
         validate(data, schema(), source=str(path))
-        policy = merge(policy, data)
+        policy = merge(policy, data, schema())
     if overrides:
         validate(overrides, schema(), source="command line")
-        policy = merge(policy, overrides)
+        policy = merge(policy, overrides, schema())
     _check_consistency(policy, str(path) if path else "policy")
     return policy
 

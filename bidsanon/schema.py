@@ -174,16 +174,22 @@ def _describe(value: Any) -> str:
     return f"{_TYPE_NAMES.get(type(value), type(value).__name__)} ({value!r})"[:80]
 
 
-def merge(base: dict, override: dict) -> dict:
-    """Deep-merge ``override`` onto ``base`` (mappings merge, everything else replaces)."""
+def merge(base: dict, override: dict, section: Section | None = None) -> dict:
+    """Deep-merge ``override`` onto ``base``.
+
+    Sub-sections merge recursively; a free-form mapping key (``Key.values``) merges
+    entry by entry, each entry replaced whole; every other value is replaced.
+    """
     out = _copy(base)
     for name, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(name), dict) and not _is_free_map(out[name]):
-            out[name] = merge(out[name], value)
+        spec = section.get(name) if section is not None else None
+        if isinstance(spec, Key):
+            if spec.values is not None and isinstance(value, dict) and isinstance(out.get(name), dict):
+                out[name] = {**out[name], **_copy(value)}
+            else:
+                out[name] = _copy(value)
+        elif isinstance(value, dict) and isinstance(out.get(name), dict):
+            out[name] = merge(out[name], value, spec if isinstance(spec, dict) else None)
         else:
             out[name] = _copy(value)
     return out
-
-
-def _is_free_map(value: dict) -> bool:
-    return False

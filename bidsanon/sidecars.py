@@ -17,7 +17,9 @@ from .records import Change, FileResult
 from .schema import Key
 from .text import Scrubber
 
-ACTIONS = ("remove", "blank", "keep", "pseudonymize", "shift")
+ACTIONS = ("remove", "blank", "keep", "pseudonymize", "shift", "code")
+_CODE = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
+_DATE_RUN = re.compile(r"(19|20)\d{2}[-_.]?\d{2}[-_.]?\d{2}")
 
 #: The one table of identifying sidecar keys: key -> (default action, why).
 #: DICOM PS3.15 Annex E as dcm2niix writes them, plus MNE-BIDS MEG/EEG keys.
@@ -42,9 +44,9 @@ IDENTIFYING_KEYS: dict[str, tuple[str, str]] = {
     "DeviceSerialNumber": ("remove", "Annex E X/Z/D: device identifier"),
     "ProcedureStepDescription": ("remove", "Annex E X: free text"),
     "StudyDescription": ("remove", "Annex E X: free text"),
-    "SeriesDescription": ("remove", "Annex E X: free text (often holds names or dates)"),
-    "ProtocolName": ("keep", "free text; kept by default as sequence names are needed, "
-                     "scrubbed for patterns and labels"),
+    "SeriesDescription": ("code", "Annex E X: kept only when it is a sequence code (no spaces, "
+                          "no date), as analyses need it; free text is removed"),
+    "ProtocolName": ("code", "as SeriesDescription"),
     "ImageComments": ("remove", "Annex E X: free text"),
     "AcquisitionDateTime": ("shift", "Annex E X/Z/D: date of the scan"),
     "AcquisitionDate": ("shift", "Annex E X/Z: date of the scan"),
@@ -87,7 +89,8 @@ POLICY = {
     "actions": Key({k: v[0] for k, v in IDENTIFYING_KEYS.items()},
                    "Per-key action: remove, blank (empty string), keep, pseudonymize (keyed "
                    "hash, stable with the same key), shift (dates by the subject's offset), "
-                   "or `{replace: VALUE}`. A study policy adds to or overrides these.",
+                   "code (kept only when it looks like a sequence code: no spaces, no date; "
+                   "else removed), or `{replace: VALUE}`. A study policy adds to or overrides these.",
                    values=Key("remove", "", type=(str, dict), check=_action_problem)),
     "allow": Key(["TaskName", "TaskDescription", "Instructions", "CogAtlasID", "CogPOID",
                   "Manufacturer", "ManufacturersModelName", "SoftwareVersions",
@@ -202,6 +205,11 @@ def scrub_sidecar(data: dict, ctx: TaskContext, secret: bytes,
             out[key] = new
             changes.append(Change(key, "pseudonymize", old=_text(value), new=_text(new)))
             continue
+        if action == "code":
+            if not (isinstance(value, str) and _CODE.match(value) and not _DATE_RUN.search(value)):
+                changes.append(Change(key, "remove", old=_text(value)))
+                continue
+            action = "keep"
         if action == "shift" and not (isinstance(value, str) and parse_iso(value)):
             # a date we cannot parse cannot be shifted: it must not leave as it is
             changes.append(Change(key, "remove", old=_text(value)))
