@@ -1,0 +1,246 @@
+"""End to end: `bidsanon run` on example_dataset and on the BIDS examples."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bidsanon.cli import main
+from bidsanon.key import read_key
+from bidsanon.run import run_dataset
+from bidsanon.sidecars import IDENTIFYING_KEYS
+from bidsanon.tsv import read_tsv
+from conftest import DATA, copy_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "example_dataset"
+BIDS_EXAMPLES = ["ds000246", "ds000248", "eeg_matchingpennies", "pet001"]
+TEXT_SUFFIXES = (".json", ".tsv", ".txt", ".md", ".vhdr", ".vmrk", ".bidsignore", ".cls",
+                 ".mrk", ".infods", ".acq", ".hist", ".pos", "README", "CHANGES", "LICENSE")
+
+#: Fake identifying values planted in example_dataset (scripts/make_example_dataset.py).
+PLANTED = ["JS042", "MK117", "AB203", "Jane", "Smith", "Kowalski", "Anna Berg", "Anna_Berg",
+           "1931-03-12", "1988-11-02", "1995-07-30", "Springfield", "helen.ortiz",
+           "555-0199", "555 0142", "MRN-", "MRC35217", "167024", "Ortiz", "2023-04-15",
+           "20230415", "2023-05-02", "20230502", "20230611", "springfield-neurolab",
+           "A2023-0415-77", "claustrophobic", "Elm Street", "tech_JDoe"]
+
+
+def tree_hash(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def is_text(path: Path) -> bool:
+    return path.name.endswith(TEXT_SUFFIXES) or path.name in TEXT_SUFFIXES
+
+
+def file_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def leaks(output: Path, needles: list[str], text_only: bool = False) -> list[str]:
+    """Every (file, needle) where an original value appears in a name or in the bytes."""
+    found = []
+    lowered = [n.lower().encode() for n in needles]
+    for p in sorted(output.rglob("*")):
+        rel = p.relative_to(output).as_posix()
+        for n in needles:
+            if n.lower() in rel.lower():
+                found.append(f"{rel}: name contains {n!r}")
+        if p.is_file() and (is_text(p) or not text_only):
+            data = file_bytes(p).lower()
+            for n, raw in zip(needles, lowered):
+                if raw in data:
+                    found.append(f"{rel}: contains {n!r}")
+    return found
+
+
+def validate(path: Path, ignore: tuple[str, ...] = ()) -> list[dict]:
+    exe = shutil.which("bids-validator-deno")
+    if exe is None:
+        pytest.skip("bids-validator-deno is not installed (pip install '.[test]')")
+    proc = subprocess.run([exe, "--format", "json", str(path)], capture_output=True, text=True,
+                          timeout=300)
+    report = json.loads(proc.stdout)
+    return [i for i in report["issues"]["issues"]
+            if i["severity"] == "error" and i["code"] not in ignore]
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("example")
+    src = copy_tree(EXAMPLE, base / "in")
+    before = tree_hash(src)
+    summary = run_dataset(src, base / "out", jobs=2, quiet=True)
+    return src, base / "out", summary, before
+
+
+def test_example_published_with_key_outside(example_run):
+    src, out, summary, _ = example_run
+    assert summary.published and not summary.failed
+    assert summary.key == out.parent / "out_bidsanon-key.json"
+    assert stat.S_IMODE(summary.key.stat().st_mode) == 0o600
+    assert not any(out.parent.glob(".out.bidsanon-work"))
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    assert desc["GeneratedBy"][0]["Name"] == "bidsanon"
+    assert str(src) not in json.dumps(desc)
+
+
+def test_example_input_unchanged(example_run):
+    src, _, _, before = example_run
+    assert tree_hash(src) == before
+
+
+def test_example_no_planted_value_anywhere(example_run):
+    _, out, _, _ = example_run
+    assert leaks(out, PLANTED) == []
+
+
+def test_example_key_maps_everything(example_run):
+    src, out, summary, _ = example_run
+    key = read_key(summary.key)
+    assert set(key.subjects) == {"JS042", "MK117", "AB203"}
+    assert str(summary.key) not in "".join(p.read_text(errors="ignore") for p in out.rglob("*.json"))
+    for entry in key.files:
+        assert (out / entry["output"]).exists()
+        assert len(entry["source_sha256"]) == len(entry["output_sha256"]) == 64
+        assert (src / entry["source"]).exists()
+    assert "Jane Smith" in key.originals or "Jane^Smith" in key.originals
+    assert key.secret not in "".join(p.read_text(errors="ignore") for p in out.rglob("*")
+                                     if p.is_file() and is_text(p))
+
+
+def test_example_dates_keep_their_differences(example_run):
+    src, out, summary, _ = example_run
+    key = read_key(summary.key)
+    entry = key.subjects["JS042"]
+    ses = entry.sessions["20230415"]
+    new = out / f"sub-{entry.label}" / f"ses-{ses}" / f"sub-{entry.label}_ses-{ses}_scans.tsv"
+    old = src / "sub-JS042/ses-20230415/sub-JS042_ses-20230415_scans.tsv"
+    t_old = [dt.datetime.fromisoformat(x) for x in read_tsv(old).column("acq_time")]
+    t_new = [dt.datetime.fromisoformat(x) for x in read_tsv(new).column("acq_time")]
+    assert t_new[1] - t_new[0] == t_old[1] - t_old[0]
+    assert t_new[0] - t_old[0] == dt.timedelta(days=entry.offset_days)
+    assert all(t.year <= 1925 for t in t_new)
+    assert "source" not in read_tsv(new).columns
+
+
+def test_example_participants(example_run):
+    _, out, summary, _ = example_run
+    table = read_tsv(out / "participants.tsv")
+    assert table.columns == ["participant_id", "age", "sex", "hand"]
+    assert max(int(a) for a in table.column("age") if a != "n/a") <= 89
+    assert table.column("participant_id") == sorted(table.column("participant_id"))
+    desc = json.loads((out / "participants.json").read_text())
+    assert set(desc) == {"age", "sex", "hand"}
+
+
+def test_example_passes_bids_validator(example_run):
+    _, out, _, _ = example_run
+    assert validate(out) == []
+
+
+def test_second_run_with_key_is_identical(example_run, tmp_path):
+    src, out, summary, _ = example_run
+    key = tmp_path / "key.json"
+    shutil.copyfile(summary.key, key)
+    os.chmod(key, 0o600)
+    again = run_dataset(src, tmp_path / "out2", key_path=key, jobs=1, quiet=True)
+    assert again.published
+    assert tree_hash(tmp_path / "out2") == tree_hash(out)
+    assert {s: (e.label, e.offset_days) for s, e in read_key(key).subjects.items()} == \
+        {s: (e.label, e.offset_days) for s, e in read_key(summary.key).subjects.items()}
+
+
+@pytest.mark.parametrize("name", BIDS_EXAMPLES)
+def test_bids_examples(name, tmp_path):
+    src = copy_tree(DATA / "bids" / name, tmp_path / "in")
+    before = tree_hash(src)
+    summary = run_dataset(src, tmp_path / "out", quiet=True, jobs=1)
+    out = tmp_path / "out"
+    assert summary.published and not summary.failed, summary.failed
+    assert tree_hash(src) == before
+    # originals: subject labels, deny-listed sidecar values, acquisition dates
+    needles = [f"sub-{p.name[4:]}" for p in src.glob("sub-*") if p.name != "sub-emptyroom"]
+    for p in src.rglob("*.json"):
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
+        if isinstance(data, dict):
+            needles += [v for k, v in data.items() if k in IDENTIFYING_KEYS
+                        and IDENTIFYING_KEYS[k][0] in ("remove", "shift", "pseudonymize")
+                        and isinstance(v, str) and len(v) >= 4]
+    for p in src.rglob("*_scans.tsv"):
+        needles += [v[:10] for v in read_tsv(p).column("acq_time") if v != "n/a"]
+    assert leaks(out, sorted(set(needles)), text_only=True) == []
+    # the examples' data files are empty placeholders: the validator errors on those in
+    # the input too, so only errors of other kinds count
+    assert validate(out, ignore=("EMPTY_FILE", "NIFTI_HEADER_UNREADABLE")) == []
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    src = copy_tree(DATA / "bids/ds000248", tmp_path / "in")
+    assert main(["run", str(src), str(tmp_path / "out"), "--dry-run"]) == 0
+    assert "[scans] sub-01/sub-01_scans.tsv" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+@pytest.mark.parametrize("case", ["output-in-input", "key-in-output", "key-in-input",
+                                  "same", "not-bids", "foreign-output"])
+def test_refusals(tmp_path, capsys, case):
+    src = copy_tree(DATA / "bids/ds000248", tmp_path / "in")
+    out, key = tmp_path / "out", tmp_path / "key.json"
+    if case == "output-in-input":
+        out = src / "derivatives" / "anon"
+    elif case == "key-in-output":
+        key = out / "key.json"
+    elif case == "key-in-input":
+        key = src / "key.json"
+    elif case == "same":
+        out = src
+    elif case == "not-bids":
+        (src / "dataset_description.json").unlink()
+    elif case == "foreign-output":
+        out.mkdir()
+        (out / "thesis.pdf").write_text("precious")
+    code = main(["run", str(src), str(out), "--key", str(key)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert not key.exists()
+    if case == "foreign-output":
+        assert (out / "thesis.pdf").read_text() == "precious"
+    elif case != "same":
+        assert not (out / "dataset_description.json").exists()
+
+
+def test_invalid_json_stops_run_with_one_line(tmp_path, capsys):
+    src = copy_tree(DATA / "bids/ds000248", tmp_path / "in")
+    (src / "sub-01/meg/sub-01_coordsystem.json").write_text('{"a": ')
+    code = main(["run", str(src), str(tmp_path / "out"), "-j", "1", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "sub-01_coordsystem.json" in err and "invalid JSON" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_on_error_skip_reports_and_continues(tmp_path):
+    src = copy_tree(DATA / "bids/ds000248", tmp_path / "in")
+    (src / "sub-01/meg/sub-01_coordsystem.json").write_text('{"a": ')
+    policy = tmp_path / "p.yaml"
+    policy.write_text("run:\n  on_error: skip\n")
+    summary = run_dataset(src, tmp_path / "out", policy_path=policy, jobs=1, quiet=True)
+    assert summary.published and len(summary.failed) == 1
+    assert not list((tmp_path / "out").rglob("*coordsystem.json"))
