@@ -278,8 +278,8 @@ def run_dataset(bids_dir: str | Path, output_dir: str | Path, *, policy_path: st
     t0 = time.perf_counter()
     bids_dir, output_dir = Path(bids_dir), Path(output_dir)
     key_path = Path(key_path) if key_path else default_key_path(output_dir)
-    report_path = key_path.with_name(key_path.name.removesuffix(".json") + "_report.html")
-    check_paths(bids_dir, output_dir, key_path, [report_path, work_dir(output_dir)])
+    report = report_path(key_path)
+    check_paths(bids_dir, output_dir, key_path, [report, qc_dir(key_path), work_dir(output_dir)])
     _check_output_replaceable(output_dir)
     policy = load_policy(policy_path)
     pdigest = digest(policy)
@@ -303,7 +303,7 @@ def run_dataset(bids_dir: str | Path, output_dir: str | Path, *, policy_path: st
     write_key(key_path, key, passphrase)
     summary = execute_plan(plan, output_dir, key_path, pdigest, jobs=jobs, scheduler=scheduler,
                            quiet=quiet, passphrase=passphrase, echo=echo, timings=timings)
-    summary.report = report_path if report_path.exists() else None
+    summary.report = report if report.exists() else None
     return summary
 
 
@@ -336,7 +336,6 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     work = work_dir(output_dir)
     staging = work / "staging"
     manifest = work / "manifest.jsonl"
-    qc_dir = key_path.with_name(key_path.name.removesuffix(".json") + "_qc")
     header = _manifest_header(pdigest, plan.key)
     done = load_manifest(manifest, header)
     if not done and work.exists():
@@ -357,7 +356,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     resumed = len(results)
     shared = Shared(root=str(plan.root), staging=str(staging), policy=plan.policy,
                     labels=plan.labels, secret=plan.key.secret_bytes,
-                    qc_dir=str(qc_dir) if plan.policy["run"]["qc"] else None)
+                    qc_dir=str(qc_dir(key_path)) if plan.policy["run"]["qc"] else None)
     jobs = jobs or os.cpu_count() or 1
     if resumed:
         echo(f"resuming: {resumed} of {resumed + len(todo)} files already done")
@@ -400,8 +399,10 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     findings = final_check(staging, plan, plan.policy)
     summary.findings = findings
     timings["check"] = time.perf_counter() - t1
+    plan.key.runs[-1]["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    plan.key.runs[-1]["findings"] = [f.to_dict() for f in findings]
     write_key(key_path, plan.key, passphrase)
-    _write_report(plan, summary, key_path, results)
+    _write_report(plan, key_path)
     errors = [f for f in findings if getattr(f, "severity", "") == "error"]
     if errors:
         raise FindingsError(f"the check found {len(errors)} identifying item(s) in the staged "
@@ -424,21 +425,33 @@ def final_check(staging: Path, plan: Plan, policy: dict) -> list:
     return check_dataset(staging, policy=policy, key=plan.key)
 
 
-def _write_report(plan: Plan, summary: RunSummary, key_path: Path, results: dict) -> None:
+def report_path(key_path: Path) -> Path:
+    """The private HTML report's place: next to the key."""
+    return key_path.with_name(key_path.name.removesuffix(".json") + "_report.html")
+
+
+def qc_dir(key_path: Path) -> Path:
+    """The private QC images' folder: next to the key."""
+    return key_path.with_name(key_path.name.removesuffix(".json") + "_qc")
+
+
+def _write_report(plan: Plan, key_path: Path) -> None:
     if not plan.policy["run"]["qc"]:
         return
     try:
         from .report import write_report
     except ModuleNotFoundError:
         return
-    write_report(plan, summary, key_path, results)
+    write_report(plan.key, report_path(key_path))
 
 
 def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary) -> None:
     """Record the file map, the identifying originals and this run in the key."""
     key.files = [{"source": r["rel"], "output": r["out"], "handler": r["handler"],
                   "source_sha256": r["source_sha256"], "output_sha256": r["output_sha256"],
-                  "changes": r.get("changes", [])} for r in results]
+                  "changes": r.get("changes", []), "warnings": r.get("warnings", []),
+                  "qc": r.get("qc", {}), "metrics": r.get("metrics", {}),
+                  "seconds": r.get("seconds", 0.0)} for r in results]
     originals = set(key.originals)
     for r in key.files:
         for c in r["changes"]:
@@ -449,8 +462,11 @@ def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary) -> No
     originals |= {s for s, e in key.subjects.items() if e.label != s and len(s) >= 3}
     key.originals = sorted(originals)
     key.runs.append({"time": now_iso(), "tool_version": __version__,
-                     "counts": summary.counts, "failed": len(summary.failed),
-                     "withdrawn": sorted(s for s, e in key.subjects.items() if e.withdrawn)})
+                     "counts": summary.counts, "failed": list(summary.failed),
+                     "warnings": list(summary.warnings),
+                     "excluded": [list(x) for x in summary.excluded],
+                     "withdrawn": sorted(s for s, e in key.subjects.items() if e.withdrawn),
+                     "timings": {}, "findings": []})
 
 
 def write_dataset_description(plan: Plan, staging: Path) -> None:
