@@ -1,0 +1,133 @@
+"""Scale: Dask LocalCluster equality, kill-and-resume, determinism across --jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bidsanon.run import run_dataset
+from synthetic import make_dataset
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A synthetic dataset, its key, and an uninterrupted single-process run."""
+    base = tmp_path_factory.mktemp("scale")
+    src = make_dataset(base / "in", 24, with_fiff=True)
+    key = base / "key.json"
+    summary = run_dataset(src, base / "ref", key_path=key, jobs=1, quiet=True)
+    assert summary.published and not summary.failed, summary.failed
+    return src, key, tree(base / "ref")
+
+
+def with_key(key: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "key.json"
+    shutil.copyfile(key, copy)
+    copy.chmod(0o600)
+    return copy
+
+
+def test_deterministic_across_jobs(reference, tmp_path):
+    src, key, expected = reference
+    run_dataset(src, tmp_path / "out", key_path=with_key(key, tmp_path), jobs=2, quiet=True)
+    assert tree(tmp_path / "out") == expected
+
+
+def test_dask_local_cluster_is_byte_identical(reference, tmp_path):
+    from dask.distributed import LocalCluster
+    src, key, expected = reference
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                      dashboard_address=None) as cluster:
+        assert len(cluster.workers) == 2
+        summary = run_dataset(src, tmp_path / "out", key_path=with_key(key, tmp_path),
+                              scheduler=cluster.scheduler_address, quiet=True)
+    assert summary.published
+    assert tree(tmp_path / "out") == expected
+
+
+def interrupt(cmd: list[str], manifest: Path, sig: int, entries: int = 30) -> str:
+    """Start a run, send ``sig`` once ``entries`` files are recorded, return stderr."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.exists() and manifest.read_text().count("\n") > entries:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    return err
+
+
+def resumed(stderr: str) -> int:
+    m = re.search(r"resuming: (\d+) of", stderr)
+    assert m, stderr
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_run_resumes_to_the_same_output(reference, tmp_path, sig):
+    src, key, expected = reference
+    key = with_key(key, tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bidsanon", "run", str(src), str(out), "--key", str(key), "-j", "1"]
+    manifest = tmp_path / ".out.bidsanon-work" / "manifest.jsonl"
+    err = interrupt(cmd, manifest, sig)
+    if sig == signal.SIGINT:
+        assert "interrupted; run the same command again to resume" in err
+        assert "Traceback" not in err
+    assert not out.exists(), "an interrupted run must not publish anything"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert resumed(again.stderr) >= 30
+    assert tree(out) == expected
+
+
+def test_changed_input_invalidates_its_manifest_entry(reference, tmp_path):
+    src0, key, _ = reference
+    src = tmp_path / "in"
+    shutil.copytree(src0, src)
+    key = with_key(key, tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bidsanon", "run", str(src), str(out), "--key", str(key), "-j", "1"]
+    manifest = tmp_path / ".out.bidsanon-work" / "manifest.jsonl"
+    interrupt(cmd, manifest, signal.SIGKILL)
+    lines = manifest.read_text().splitlines()[1:]
+    entries = [json.loads(l) for l in lines if l.endswith("}")]
+    changed = next(e for e in entries if e["task"]["handler"] == "sidecar")
+    path = src / changed["task"]["rel"]
+    path.write_text(path.read_text().replace('"TaskName": "rest"', '"TaskName": "changed"')
+                    .replace('"EchoTime": 0.003', '"EchoTime": 0.004'))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert resumed(again.stderr) == len(entries) - 1
+    text = (out / changed["task"]["out"]).read_text()
+    assert '"changed"' in text or "0.004" in text
+
+
+def test_progress_lines_when_not_a_terminal(reference, tmp_path):
+    src, key, _ = reference
+    proc = subprocess.run([sys.executable, "-m", "bidsanon", "run", str(src),
+                           str(tmp_path / "out"), "--key", str(with_key(key, tmp_path)), "-j", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "[files]" in proc.stderr and "files," in proc.stderr and "ETA" in proc.stderr
+    quiet = subprocess.run([sys.executable, "-m", "bidsanon", "run", str(src),
+                            str(tmp_path / "out2"), "--key", str(with_key(key, tmp_path)), "-q"],
+                           capture_output=True, text=True, timeout=300)
+    assert "[files]" not in quiet.stderr
