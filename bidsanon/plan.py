@@ -8,6 +8,7 @@ cluster, or be resumed; a :class:`FileTask` carries everything a worker needs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -161,27 +162,31 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _entity_patterns() -> tuple[re.Pattern, re.Pattern]:
+    """pybids' own subject/session patterns (its ``bids`` config).
+
+    BIDSLayout would index every file into SQLite first (most of the planning time on
+    large datasets, see docs/performance.md); the plan needs only subject and session,
+    so it applies the same patterns to each path directly.
+    """
+    from bids.layout.models import Config
+    cfg = Config.load("bids")
+    return cfg.entities["subject"].regex, cfg.entities["session"].regex
+
+
 def entities(rel: str) -> tuple[str | None, str | None]:
-    """Subject and session of a path, from its ``sub-``/``ses-`` folders."""
-    parts = PurePosixPath(rel).parts
-    sub = parts[0][4:] if parts and parts[0].startswith("sub-") and len(parts) > 1 else None
-    ses = parts[1][4:] if sub and len(parts) > 2 and parts[1].startswith("ses-") else None
-    return sub, ses
-
-
-def pybids_subjects(root: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """Subjects and their sessions as pybids sees them (no validation, no metadata)."""
-    from bids import BIDSLayout
-    from bids.layout import BIDSLayoutIndexer
-    try:
-        layout = BIDSLayout(root, validate=False,
-                            indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
-    except Exception as exc:  # pybids raises many types for a malformed dataset
-        raise InputError(f"pybids cannot read the dataset ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})", root) from None
-    subjects = sorted(layout.get_subjects())
-    sessions = {s: sorted(layout.get_sessions(subject=s)) for s in subjects}
-    return subjects, sessions
+    """Subject and session of a path: its top-level ``sub-`` folder and the ``ses-``
+    folder below it, parsed with pybids' entity patterns."""
+    parts = rel.split("/")
+    if len(parts) < 2:
+        return None, None
+    sub_rx, ses_rx = _entity_patterns()
+    m = sub_rx.fullmatch("/" + parts[0])
+    if m is None:
+        return None, None
+    ses = ses_rx.fullmatch("/" + parts[1]) if len(parts) > 2 else None
+    return m.group(1), ses.group(1) if ses else None
 
 
 # --- labels and offsets ----------------------------------------------------------
@@ -389,8 +394,12 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
         excluded += [(r, "matched by files.exclude") for r, d in items if matches(r, files["exclude"])]
         items = [(r, d) for r, d in items if not matches(r, files["exclude"])]
 
-    pb_subjects, _ = pybids_subjects(root)
-    subjects = sorted({s for s in pb_subjects} | {entities(r)[0] for r, _ in items if entities(r)[0]})
+    sessions_of: dict[str, set[str]] = defaultdict(set)
+    for rel, _ in items:
+        sub, ses = entities(rel)
+        if sub is not None:
+            sessions_of[sub].add(ses)
+    subjects = sorted(sessions_of)
     wanted = [l.removeprefix("sub-") for l in participant_labels or []]
     unknown = [w for w in wanted if w not in subjects]
     if unknown:
@@ -427,7 +436,7 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
     # sessions
     for s in selected:
         entry = key.subjects[s]
-        ses_labels = sorted({entities(r)[1] for r, _ in items if entities(r)[0] == s} - {None},
+        ses_labels = sorted(sessions_of[s] - {None},
                             key=lambda x: (_date_of_label(x) or dt.datetime.max, x))
         for ses in ses_labels:
             if ses not in entry.sessions:
@@ -517,9 +526,10 @@ def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
 def _plan_tables(plan: Plan) -> None:
     """Give table tasks the plan data they need (rows to drop, offsets, columns)."""
     excluded = {rel for rel, _ in plan.excluded}
+    planned = {t.subject for t in plan.tasks}
     selected = [s for s in [*plan.key.subjects, EMPTYROOM]
                 if not (s in plan.key.subjects and plan.key.subjects[s].withdrawn)
-                and any(t.subject == s for t in plan.tasks)]
+                and s in planned]
     offsets = {s: e.offset_days for s, e in plan.key.subjects.items()}
     columns = _participants_columns(plan)
     sidecar_adds: dict[str, dict] = {}
