@@ -47,9 +47,10 @@ SUBJECTS = {
                  "digits and capital letters for random).", min=2, max=16),
     "emptyroom": Key("shift", "`sub-emptyroom` keeps its label, but its date-named sessions "
                      "reveal scan dates: `shift` relabels and shifts each with the offset of "
-                     "the subject whose `AssociatedEmptyRoom` points to it (one copy per "
-                     "subject when subjects with different offsets share it; unreferenced "
-                     "ones are dropped); `drop` leaves empty-room recordings out; `keep` "
+                     "the subject whose `AssociatedEmptyRoom` points to it, or else of the subject "
+                     "recorded nearest in time (as mne-bids pairs them); one copy per "
+                     "subject when subjects with different offsets share it; sessions with "
+                     "no known date are dropped); `drop` leaves empty-room recordings out; `keep` "
                      "copies them as they are (only when dates are not shifted).",
                      choices=("shift", "drop", "keep")),
 }
