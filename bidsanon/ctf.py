@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -86,10 +87,10 @@ ACTIONS = {
     "datetime": "date shifted as above, time kept or zeroed per `dates.drop_times`",
     "birthdate": "per `birthdate`: emptied or shifted",
     "sex": "per `sex`: kept or set to 2",
-    "uid-patient": "new UID `2.25.<n>` derived from the new subject label only "
+    "uid-patient": "new UID `2.25.<n>`: keyed hash of the new subject label only "
                    "(the same for every run of a subject)",
-    "uid-procedure": "new UID `2.25.<n>` derived from the new labels and dataset name",
-    "uid-dataset": "new UID `2.25.<n>` derived from the new labels and dataset name",
+    "uid-procedure": "new UID `2.25.<n>`: keyed hash of the new labels and dataset name",
+    "uid-dataset": "new UID `2.25.<n>`: keyed hash of the new labels and dataset name",
     "dataset-path": "the new folder name, without directories",
     "genres": "a copy of the `.res4` general header: its fixed-width fields above are "
               "rewritten inside it",
@@ -274,12 +275,16 @@ class _Job:
 
 
 def _uid(role: str, job: _Job) -> str:
-    """A new UID that depends on the new labels only, never on the original."""
+    """A new UID from the new labels and the key's secret, never from the original.
+
+    The secret makes UIDs differ between releases made with different keys.
+    """
     ctx = job.ctx
     parts = [role, ctx.new_subject or ""]
     if role != "patient":
         parts += [ctx.new_session or "", job.new_stem]
-    digest = hashlib.sha256("\0".join(["bidsanon-ctf-uid", *parts]).encode()).digest()
+    message = "\0".join(["bidsanon-ctf-uid", *parts]).encode()
+    digest = hmac.new(ctx.secret or b"bidsanon", message, hashlib.sha256).digest()
     return "2.25." + str(int.from_bytes(digest[:16], "big"))
 
 
@@ -847,32 +852,39 @@ def _parse_stamp(text: str) -> dt.datetime | None:
 
 
 def peek_dates(path: Path) -> list[dt.datetime]:
-    """Acquisition dates stored in a dataset's headers (``.res4``, ``.acq``, ``.infods``).
+    """The acquisition date of a dataset, read from its headers only.
 
-    Every date the rewrite shifts is returned, so the planner can choose an offset
-    that moves all of them to 1925 or earlier. Only headers are read.
+    The first source that has one wins: ``.res4`` (what MNE-Python reads), the copy
+    of its header in ``.acq`` (``_genRes``; the bids-examples keep real dates there
+    while their ``.res4`` is empty), ``.acq`` ``_run_date``, ``.infods``
+    ``_DATASET_COLLECTIONDATETIME``. Other dates of the dataset (creation,
+    modification) are shifted by the same offset.
     """
     folder, stem = _dataset_files(Path(path))
-    dates: list[dt.datetime] = []
     res4 = folder / f"{stem}.res4"
     if res4.is_file() and res4.stat().st_size >= RES4_DESC_POS:
         with open(res4, "rb") as f:
             head = f.read(RES4_DESC_POS)
-        if head[:7] in RES4_MAGIC:
-            dates += _parse_res4_dates(head)
-    for ext in (".acq", ".infods"):
+        if head[:7] in RES4_MAGIC and (dates := _parse_res4_dates(head)):
+            return dates
+    sources = ((".acq", "_genRes"), (".acq", "_run_date"),
+               (".infods", "_DATASET_COLLECTIONDATETIME"))
+    for ext, name in sources:
         p = folder / f"{stem}{ext}"
         if not p.is_file() or p.stat().st_size == 0:
             continue
         raw = p.read_bytes()
         if raw[:4] != WS1_MAGIC:
             continue
-        for start, end, _ in _ws1_items(raw, "_genRes", _WS1_BLOB):
-            dates += _parse_res4_dates(raw[start:end], GENRES_SHIFT)
-        for field, value, _ in ws1_strings(raw, ext[1:]):
-            if field.action in ("date", "datetime") and (d := _parse_stamp(value)):
-                dates.append(d)
-    return sorted(set(dates))
+        if name == "_genRes":
+            for start, end, _ in _ws1_items(raw, name, _WS1_BLOB):
+                if dates := _parse_res4_dates(raw[start:end], GENRES_SHIFT):
+                    return dates
+            continue
+        for start, end, _ in _ws1_items(raw, name, _WS1_STRING):
+            if stamp := _parse_stamp(raw[start:end].decode("latin-1")):
+                return [stamp]
+    return []
 
 
 # --------------------------------------------------------------------------- check

@@ -183,6 +183,10 @@ def test_patient_uid_is_the_same_for_every_run_of_a_subject(tmp_path):
         uids.append((ws1_string(infods, "_PATIENT_UID"), ws1_string(infods, "_DATASET_UID")))
     assert uids[0][0] == uids[1][0]  # one patient
     assert uids[0][1] != uids[1][1]  # two datasets
+    dst = tmp_path / "other-key" / "sub-7XK2_task-AEF_run-01_meg.ds"
+    dst.parent.mkdir()
+    ctf.handle(RUN1, dst, make_ctx(secret=b"another key"))
+    assert ws1_string(next(dst.glob("*.infods")), "_PATIENT_UID") != uids[0][0]
 
 
 def test_check_finds_the_identifying_fields_of_the_inputs():
@@ -318,9 +322,9 @@ def test_bad_res4_fails_cleanly(tmp_path, cut, message):
 
 def test_peek_dates_reads_headers():
     assert ctf.peek_dates(SOM) == [dt.datetime(2000, 4, 13, 10, 35)]
-    dates = ctf.peek_dates(RUN1)
-    assert dt.datetime(2013, 12, 18, 9, 42) in dates  # from the .acq copy of the header
-    assert max(dates) == dt.datetime(2013, 12, 18, 9, 50, 15)
+    # the .res4 is an empty placeholder: the date comes from the .acq copy of its header
+    assert ctf.peek_dates(RUN1) == [dt.datetime(2013, 12, 18, 9, 42)]
+    assert ctf.peek_dates(NOISE) == [dt.datetime(2013, 12, 18, 8, 2)]
 
 
 def test_doc_table_is_in_formats_doc():
