@@ -1,17 +1,19 @@
 """FIFF de-identification: a tag-chain reader and a streaming, tag-by-tag rewriter.
 
-The file is rebuilt the way MNE-CPP's ``mne_anonymize`` does it, in two passes over the
-tag chain (16-byte big-endian headers ``kind, type, size, next``):
+The file is rebuilt the way MNE-CPP's ``mne_anonymize`` does it (16-byte big-endian tag
+headers ``kind, type, size, next``), in two steps:
 
 1. :func:`plan` follows the chain from the start, validates it (loops, pointers outside
    the file, truncated tags, unbalanced blocks) and decides what each tag becomes, from
-   the table in :mod:`bidsanon.fiff_tags`. Only identifying tags are read; nothing is
-   written yet, so a corrupt file leaves no output.
-2. :func:`_write` follows the chain again and writes the tags sequentially: every
-   ``next`` becomes 0 (-1 on the last tag), ``FIFF_DIR_POINTER`` -1, the directory, the
-   free list and free blocks are dropped, and so is every tag the chain does not reach.
-   Runs of unchanged tags are copied as byte ranges (``os.copy_file_range`` between
-   plain files), so data buffers are never loaded or re-encoded.
+   the table in :mod:`bidsanon.fiff_tags`. Only identifying tags are read. The result is
+   a short list of operations (input byte ranges to copy, new bytes to write); nothing
+   is written yet, so a corrupt file leaves no output.
+2. :func:`_write` carries the operations out into a temporary file that replaces the
+   output at the end. The output is sequential: every ``next`` is 0 (-1 on the last
+   tag), ``FIFF_DIR_POINTER`` and the free list are -1, the directory and free blocks
+   are dropped, and so is every tag the chain does not reach. Unchanged runs of tags are
+   copied as byte ranges (``os.copy_file_range`` between plain files), so data buffers
+   are never loaded whole or re-encoded.
 
 Dates move by the subject's offset (or are set to a fixed date when the plan does not
 shift dates); the transform is a pure function of the input value, so the IDs in split
@@ -49,8 +51,9 @@ MAX_FILE_SIZE = 2**31
 MIN_SECS, MAX_SECS = -(2**31), 2**31 - 1
 #: Identifying tags larger than this are refused rather than read into memory.
 MAX_FIELD = 16 << 20
-#: Julian day of 1970-01-01 and the range of Julian days Python dates can represent.
-_JD_OFFSET = 1721425  # Julian day = proleptic Gregorian ordinal + this
+#: Julian day number = proleptic Gregorian ordinal + this; and the Julian days a Python
+#: date can represent.
+_JD_OFFSET = 1721425
 _JD_MIN, _JD_MAX = 1 + _JD_OFFSET, dt.date.max.toordinal() + _JD_OFFSET
 _EPOCH = dt.datetime(1970, 1, 1)
 BIDS_LATEST = dt.datetime(1926, 1, 1)  # dates on or after this are reported by check
@@ -226,12 +229,16 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None
             raise InputError(f"invalid next pointer {tag.next}", path, pos)
 
 
-def read_payload(f: IO[bytes], tag: Tag, path: str | Path, limit: int = MAX_FIELD) -> bytes:
-    """Read a tag's data (at most ``limit`` bytes of it; ``MAX_FIELD`` by default)."""
+def read_payload(f: IO[bytes], tag: Tag, path: str | Path, limit: int | None = None
+                 ) -> bytes:
+    """Read a tag's data: its first ``limit`` bytes, or all of it (InputError above
+    ``MAX_FIELD``: identifying tags are small, a huge one is corrupt)."""
+    if limit is None:
+        if tag.size > MAX_FIELD:
+            raise InputError(f"tag kind {tag.kind} is implausibly large ({tag.size} "
+                             "bytes)", path, tag.pos)
+        limit = tag.size
     want = min(tag.size, limit)
-    if tag.size > MAX_FIELD and limit >= tag.size:
-        raise InputError(f"tag kind {tag.kind} is implausibly large ({tag.size} bytes)",
-                         path, tag.pos)
     try:
         f.seek(tag.pos + 16)
         data = f.read(want)
