@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .labels import Labels, relabel_name, replace_bare_labels
+from .labels import Labels, relabel_name, replace_bare_labels, replace_known
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class TaskContext:
         The key's secret, for keyed pseudonyms (never written to the output).
     extra : dict
         Handler-specific plan data (e.g. the per-subject offsets for participants.tsv).
+    known : tuple of str
+        Identifying values the plan found in identifying fields (names, institutions,
+        ...), replaced wherever they appear in free text.
     """
 
     subject: str | None = None
@@ -47,6 +50,7 @@ class TaskContext:
     qc_dir: str | None = None
     secret: bytes = b""
     extra: dict = field(default_factory=dict)
+    known: tuple[str, ...] = ()
 
     @property
     def drop_times(self) -> bool:
@@ -71,8 +75,9 @@ class TaskContext:
         return relabel_name(text, self.labels, self.subject, self.session, self.new_session)
 
     def scrub_labels(self, text: str) -> str:
-        """Relabel entities and bare original subject labels in free text."""
-        return replace_bare_labels(self.rename(text), self.labels)
+        """Relabel entities and bare original labels, and replace known identifying
+        values, in free text."""
+        return replace_known(replace_bare_labels(self.rename(text), self.labels), self.known)
 
     def section(self, *path: str) -> dict:
         """The policy section at ``path`` (e.g. ``ctx.section("meg", "fiff")``)."""

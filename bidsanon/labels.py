@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -69,3 +70,18 @@ def replace_bare_labels(text: str, labels: Labels, min_length: int = 3) -> str:
     pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, originals))
                          + r")(?![A-Za-z0-9])")
     return pattern.sub(lambda m: labels.subjects[m.group(1)], text)
+
+
+def replace_known(text: str, known: tuple[str, ...], replacement: str = "[removed]") -> str:
+    """Replace known identifying values (names, institutions, ... found by the plan in
+    identifying fields) wherever they appear in free text, case-insensitively."""
+    if not known or not text:
+        return text
+    pattern = _known_pattern(known)
+    return pattern.sub(replacement, text)
+
+
+@functools.lru_cache(maxsize=8)
+def _known_pattern(known: tuple[str, ...]) -> re.Pattern:
+    alternatives = "|".join(re.escape(k) for k in sorted(known, key=len, reverse=True))
+    return re.compile(r"(?<![A-Za-z0-9])(?:" + alternatives + r")(?![A-Za-z0-9])", re.IGNORECASE)

@@ -58,6 +58,7 @@ class Plan:
     tasks: list[FileTask] = field(default_factory=list)
     excluded: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    known: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, int]:
         counts = Counter(t.handler for t in self.tasks)
@@ -376,6 +377,61 @@ def _match_emptyroom_by_date(er_refs: dict[str, set[str]], dates: dict, selected
                             "subject recorded nearest in time")
 
 
+PERSON_NAME_KEYS = ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName",
+                    "OperatorsName", "PatientMotherBirthName")
+
+
+def name_variants(value: str) -> set[str]:
+    """A person's name as DICOM (``Family^Given^Middle``) or plain text, in the forms
+    free text writes it: whole, reordered, and each part of 3+ letters."""
+    parts = [p for p in re.split(r"[\^\s,_]+", value.strip()) if p]
+    out = {value.strip(), " ".join(parts)}
+    if "^" in value and len(parts) >= 2:
+        out |= {f"{parts[1]} {parts[0]}", f"{parts[0]}, {parts[1]}"}
+    out |= {p for p in parts if len(p) >= 3 and p.isalpha()}
+    return {o for o in out if len(o) >= 3}
+
+
+def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict) -> tuple[str, ...]:
+    """Identifying values in identifying fields (deny-listed sidecar keys, identifying
+    participants.tsv columns): free text elsewhere that repeats them gets them replaced."""
+    from .sidecars import IDENTIFYING_KEYS
+    from .tsv import IDENTIFYING_COLUMNS, normalise_column, read_tsv
+    if not policy["text"].get("known_identifiers", True):
+        return ()
+    actions = policy["sidecars"]["actions"]
+    hidden = {k for k, a in actions.items() if a not in ("keep", "code", "shift")}
+    hidden |= {k for k in IDENTIFYING_KEYS if k not in actions}
+    known: set[str] = set()
+    for rel, is_dir in items:
+        if is_dir or not rel.endswith(".json"):
+            continue
+        try:
+            data = json.loads((root / rel).read_text(encoding="utf-8-sig"))
+        except (OSError, ValueError):
+            continue  # the sidecar handler reports it
+        if not isinstance(data, dict):
+            continue
+        for k in hidden & data.keys():
+            v = data[k]
+            if isinstance(v, str) and len(v.strip()) >= 4 and not re.fullmatch(r"[\d.\s:-]{0,4}", v):
+                known |= name_variants(v) if k in PERSON_NAME_KEYS else {v.strip()}
+    participants = root / "participants.tsv"
+    if participants.is_file() and participants.stat().st_size:
+        try:
+            table = read_tsv(participants)
+        except InputError:
+            table = None
+        for c in table.columns if table else []:
+            kind = IDENTIFYING_COLUMNS.get(normalise_column(c))
+            if kind in ("a name", "an address", "an e-mail address", "a phone number",
+                        "a hospital ID", "a medical record number", "initials"):
+                for v in table.column(c):
+                    if v not in ("n/a", "") and len(v) >= 3:
+                        known |= name_variants(v) if kind == "a name" else {v}
+    return tuple(sorted(known))
+
+
 # --- the plan ----------------------------------------------------------------------
 
 def build_plan(root: str | Path, policy: dict, key: KeyData,
@@ -458,7 +514,7 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
                     sessions={s: dict(e.sessions) for s, e in key.subjects.items()},
                     emptyroom={r: dict(m) for r, m in key.emptyroom.items()})
     plan = Plan(root=root, policy=policy, key=key, labels=labels, excluded=excluded,
-                warnings=warnings)
+                warnings=warnings, known=collect_identifiers(root, items, policy))
     for rel, is_dir in items:
         _plan_item(plan, rel, is_dir, selected, er_refs, subjects)
     _plan_tables(plan)

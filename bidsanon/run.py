@@ -44,6 +44,7 @@ class Shared:
     labels: Labels
     secret: bytes
     qc_dir: str | None
+    known: tuple[str, ...] = ()
 
 
 @dataclass
@@ -114,7 +115,8 @@ def execute_task(task: FileTask, shared: Shared) -> dict:
     ctx = TaskContext(subject=task.subject, session=task.session, new_subject=task.new_subject,
                       new_session=task.new_session, offset_days=task.offset_days,
                       policy=shared.policy, labels=shared.labels, rel=task.rel,
-                      qc_dir=shared.qc_dir, secret=shared.secret, extra=task.extra)
+                      qc_dir=shared.qc_dir, secret=shared.secret, extra=task.extra,
+                      known=shared.known)
     started = time.perf_counter()
     base = {"rel": task.rel, "out": task.out, "handler": task.handler}
     try:
@@ -356,7 +358,8 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     resumed = len(results)
     shared = Shared(root=str(plan.root), staging=str(staging), policy=plan.policy,
                     labels=plan.labels, secret=plan.key.secret_bytes,
-                    qc_dir=str(qc_dir(key_path)) if plan.policy["run"]["qc"] else None)
+                    qc_dir=str(qc_dir(key_path)) if plan.policy["run"]["qc"] else None,
+                    known=plan.known)
     jobs = jobs or os.cpu_count() or 1
     if resumed:
         echo(f"resuming: {resumed} of {resumed + len(todo)} files already done")
@@ -393,7 +396,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     skipped = [results[t.out]["rel"] for t in plan.tasks
                if t.out in results and "error" in results[t.out]]
     summary.excluded += [(r, "failed (run.on_error: skip)") for r in skipped]
-    update_key(plan.key, ordered, summary)
+    update_key(plan.key, ordered, summary, plan.known)
     # the final gate: the same check a CI job runs, on what is about to be published
     t1 = time.perf_counter()
     findings = final_check(staging, plan, plan.policy)
@@ -445,14 +448,15 @@ def _write_report(plan: Plan, key_path: Path) -> None:
     write_report(plan.key, report_path(key_path))
 
 
-def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary) -> None:
+def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary,
+               known: tuple[str, ...] = ()) -> None:
     """Record the file map, the identifying originals and this run in the key."""
     key.files = [{"source": r["rel"], "output": r["out"], "handler": r["handler"],
                   "source_sha256": r["source_sha256"], "output_sha256": r["output_sha256"],
                   "changes": r.get("changes", []), "warnings": r.get("warnings", []),
                   "qc": r.get("qc", {}), "metrics": r.get("metrics", {}),
                   "seconds": r.get("seconds", 0.0)} for r in results]
-    originals = set(key.originals)
+    originals = set(key.originals) | set(known)
     for r in key.files:
         for c in r["changes"]:
             old = c.get("old")
@@ -477,7 +481,7 @@ def write_dataset_description(plan: Plan, staging: Path) -> None:
         raise InputError("dataset_description.json must be a JSON object", src)
     out_policy = plan.policy["output"]
     scrubber = Scrubber.from_policy(plan.policy["text"])
-    ctx = TaskContext(policy=plan.policy, labels=plan.labels)
+    ctx = TaskContext(policy=plan.policy, labels=plan.labels, known=plan.known)
     desc: dict = {}
     name = out_policy["name"] or data.get("Name", "dataset")
     desc["Name"] = scrubber.scrub(ctx.scrub_labels(str(name)))[0]

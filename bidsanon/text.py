@@ -38,6 +38,11 @@ POLICY = {
     "extra_patterns": Key({}, "Study-specific regular expressions to replace: name -> regex "
                           "(e.g. a lab's internal subject code pattern).",
                           values=Key("", "", check=lambda v: _regex_problem(v))),
+    "known_identifiers": Key(True, "Replace, in every free text (README, sidecar and TSV "
+                             "text values, ...), the values found in identifying fields of "
+                             "the dataset: names (also reordered and part by part), "
+                             "institutions, IDs, serial numbers from deny-listed sidecar keys "
+                             "and identifying participants.tsv columns."),
     "replace_bare_labels": Key(True, "Also replace original subject labels written without "
                                "the `sub-` prefix (only labels of 3 or more characters)."),
 }

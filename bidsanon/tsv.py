@@ -187,8 +187,10 @@ def scrub_table(table: Table, actions: dict, unknown: str, ctx: TaskContext,
     dropped = [c for _, c, a in plan if a == "drop"]
     rows = [[apply_action(a, row[i], c, ctx, scrubber, changes) for i, c, a in kept]
             for row in table.rows]
-    for c in dropped:
-        changes.append(Change(c, "drop", location="column", old=c))
+    for i, c, a in plan:
+        if a == "drop":  # the values are the originals the key must remember
+            changes += [Change(c, "drop", location="column", old=row[i]) for row in table.rows
+                        if row[i] not in (NA, "")]
     return Table([c for _, c, _ in kept], rows, table.newline), changes, dropped
 
 
@@ -224,8 +226,6 @@ def handle_participants(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     if section.get("shuffle", True):
         i = columns.index("participant_id")
         out_rows.sort(key=lambda r: r[i])
-    changes = [c for c in changes if c.action != "drop"] + [
-        Change(c, "drop", location="column", old=c) for c in dropped]
     write_text_atomic(dst, format_tsv(Table(columns, out_rows, table.newline)))
     return FileResult(changes=changes, metrics={"rows": len(out_rows)})
 
