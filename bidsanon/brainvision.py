@@ -282,6 +282,7 @@ def rewrite_vmrk(doc: Document, src: Path, dst: Path, ctx: TaskContext, policy: 
     changes: list[Change] = []
     sections = _sections(doc)
     scrubber = _text_scrubber(ctx) if policy["markers"] != "keep" else None
+    memo: dict[tuple[str, str], str] = {}  # long recordings repeat a few codes
     for i, (line, section) in enumerate(zip(doc.lines, sections)):
         body, ending = _split_line(line)
         key, sep, value = body.partition("=")
@@ -302,7 +303,10 @@ def rewrite_vmrk(doc: Document, src: Path, dst: Path, ctx: TaskContext, policy: 
                 changes.append(Change("New Segment date", "shift", where, fields[5], new))
                 fields[5] = new
         if len(fields) >= 2 and fields[1]:
-            new = _marker_text(fields[0], fields[1], ctx, policy, scrubber)
+            key = (fields[0], fields[1])
+            if key not in memo:
+                memo[key] = _marker_text(fields[0], fields[1], ctx, policy, scrubber)
+            new = memo[key]
             if new != fields[1]:
                 changes.append(Change("Marker description", "blank" if not new else
                                       "replace", where, fields[1], new))

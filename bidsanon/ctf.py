@@ -647,9 +647,12 @@ def rewrite_text(text: str, job: _Job, patterns_only: bool = False
     return out, edits
 
 
+_SNIFF = 65536  # bytes read to tell text from binary
+
+
 def _decode_text(raw: bytes) -> str | None:
     """The file as text, or None if it looks binary."""
-    if b"\0" in raw[:65536]:
+    if b"\0" in raw[:_SNIFF]:
         return None
     try:
         return raw.decode("utf-8")
@@ -714,6 +717,14 @@ def _process_file(src: Path, dst: Path, job: _Job, rel: str, result: FileResult)
             raise InputError(f"not a CTF .meg4 data file (first bytes {head!r})", src, 0)
         shutil.copyfile(src, dst)
         return
+    if kind == "text-or-binary":
+        with open(src, "rb") as f:
+            binary = b"\0" in f.read(_SNIFF)
+        if binary:  # not read whole: such files (e.g. SAM images) can be large
+            shutil.copyfile(src, dst)
+            result.warnings.append(f"{rel}: binary file of unknown format copied "
+                                   "unchanged; review it")
+            return
     raw = src.read_bytes()
     if kind == "res4":
         data, changes = rewrite_res4(raw, job, src, rel)
@@ -721,11 +732,6 @@ def _process_file(src: Path, dst: Path, job: _Job, rel: str, result: FileResult)
         data, changes = rewrite_ws1(raw, job, src, rel)
     else:
         text = _decode_text(raw)
-        if text is None:
-            shutil.copyfile(src, dst)
-            result.warnings.append(f"{rel}: binary file of unknown format copied "
-                                   "unchanged; review it")
-            return
         new, edits = rewrite_text(text, job)
         data = _encode_like(new, raw) if new != text else raw
         changes = [Change(f"text.{name}", _change_action(_text_action(name), new_), rel,

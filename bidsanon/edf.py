@@ -389,6 +389,8 @@ def _fit(tals: list[tuple[bytes, list[bytes]]], changed: set[tuple[int, int]], s
     while total > size:
         i, j = max(changed, key=lambda k: len(tals[k[0]][1][k[1]]))
         text = tals[i][1][j]
+        if not text:  # cannot happen: emptied texts are never longer than the originals
+            raise ValueError("annotations do not fit")
         new = _truncate_utf8(text, len(text) - (total - size))
         if len(new) == len(text):
             new = b""
@@ -413,6 +415,7 @@ class _AnnotationRewriter:
         self.ctx, self.mode, self.path = ctx, mode, path
         self.scrubber = _text_scrubber(ctx) if mode == "scrub" else None
         self.known = known_identifiers(header)
+        self.memo: dict[bytes, bytes] = {}  # annotation texts repeat a lot
         self.changes: list[Change] = []
         self.count = 0
         self.truncated = 0
@@ -423,6 +426,11 @@ class _AnnotationRewriter:
             return old
         if self.mode == "blank":
             return b""
+        if old not in self.memo:
+            self.memo[old] = self._scrub(old)
+        return self.memo[old]
+
+    def _scrub(self, old: bytes) -> bytes:
         text = old.decode("utf-8", "surrogateescape")
         new = self.ctx.scrub_labels(text)
         new, _ = self.scrubber.scrub(new, field="annotation")

@@ -283,8 +283,12 @@ def test_sub_dataset_stale_inner_names_and_markers(tmp_path):
     shutil.copyfile(SOM / "somMDYO-18av.res4", hz / "hz.res4")
     shutil.copyfile(SOM / "somMDYO-18av.meg4", hz / "hz.meg4")
     (hz / "hz.hist").write_text("DATE:\n13-Apr-2000 10:35\n")
+    (src / "unknown.bin").write_bytes(b"\0\1\2" * 1000)  # a format nobody documents
     dst = tmp_path / "sub-7XK2_task-som_meg.ds"
-    ctf.handle(src, dst, make_ctx(subject="01"))
+    result = ctf.handle(src, dst, make_ctx(subject="01"))
+    assert (dst / "unknown.bin").read_bytes() == (src / "unknown.bin").read_bytes()
+    assert any("unknown.bin" in w for w in result.warnings)
+    assert "ctf.uninspected" in {f.rule for f in ctf.check_file(dst, "sub-7XK2/meg/x.ds")}
     assert (dst / "sub-7XK2_task-som_meg.res4").is_file()  # inner names follow the folder
     assert (dst / "hz.ds" / "hz.res4").is_file() and not (dst / "hz.ds" / "hz.hist").exists()
     assert res4_field(dst / "hz.ds" / "hz.res4", "nf_subject_id") == "7XK2"
