@@ -412,28 +412,37 @@ def _fixed_fields() -> list[Field]:
     return [f for f in FIELDS if f.file == "res4" and f.layout == "fixed"]
 
 
+def general_fields(buf: bytes, shift: int = 0) -> list[tuple[Field, str]]:
+    """The fixed-width .res4 fields in ``buf`` (which starts at res4 byte ``shift``).
+
+    Returns (field, value) with the date and time actions swapped when the strings
+    are (the ``.acq`` copy does it; MNE-Python handles the same case).
+    """
+    fields = [f for f in _fixed_fields() if f.offset - shift + f.length <= len(buf)]
+    values = {f.name: _cstr(buf[f.offset - shift:f.offset - shift + f.length])
+              for f in fields}
+    swapped = "/" in values.get("data_time", "") and ":" in values.get("data_date", "")
+    by_action = {f.action: f for f in fields if f.action in ("date", "time")}
+    out = []
+    for field in fields:
+        if swapped and field.action in by_action:
+            other = by_action["time" if field.action == "date" else "date"]
+            field = Field(**{**field.__dict__, "action": other.action, "rule": other.rule,
+                             "what": other.what})
+        out.append((field, values[field.name]))
+    return out
+
+
 def _rewrite_general(buf: bytearray, shift: int, job: _Job, where: str,
                      changes: list[Change], prefix: str) -> None:
     """Rewrite the fixed-width .res4 fields in ``buf`` (which starts at res4 byte ``shift``)."""
-    fields = {f.name: f for f in _fixed_fields() if f.offset - shift + f.length <= len(buf)}
-    values = {n: _cstr(buf[f.offset - shift:f.offset - shift + f.length])
-              for n, f in fields.items()}
-    # the date and time strings are sometimes swapped (MNE handles the same case)
-    date_key, time_key = "data_date", "data_time"
-    if "/" in values.get(time_key, "") and ":" in values.get(date_key, ""):
-        date_key, time_key = time_key, date_key
-    for name, field in fields.items():
-        if name == date_key:
-            field = Field(**{**field.__dict__, "action": "date"})
-        elif name == time_key:
-            field = Field(**{**field.__dict__, "action": "time"})
-        old = values[name]
+    for field, old in general_fields(bytes(buf), shift):
         new = new_value(field, old, job)
         pos = field.offset - shift
         raw_old = bytes(buf[pos:pos + field.length])
         _put_cstr(buf, pos, field.length, new)
         if bytes(buf[pos:pos + field.length]) != raw_old:
-            changes.append(Change(f"{prefix}.{name}", _change_action(field.action, new),
+            changes.append(Change(f"{prefix}.{field.name}", _change_action(field.action, new),
                                   where, old or None, new))
 
 
@@ -975,8 +984,7 @@ def _check_one(path: Path, rel: str, folder: Path, stem: str, label: str | None,
         if raw[:7] not in RES4_MAGIC or len(raw) < RES4_DESC_POS:
             return out + [Finding(rel, "ctf.unreadable", "error",
                                   "not a readable .res4 header", where)]
-        for field in _fixed_fields():
-            value = _cstr(raw[field.offset:field.offset + field.length])
+        for field, value in general_fields(raw):
             f = _field_finding(field, value, rel, where, label, ds_stem, ds_name)
             out += [f] if f else []
         rdlen = struct.unpack(">i", raw[RES4_DESC_LEN_POS:RES4_DESC_LEN_POS + 4])[0]
@@ -988,14 +996,10 @@ def _check_one(path: Path, rel: str, folder: Path, stem: str, label: str | None,
         return out
     if kind == "ws1":
         for start, end, _ in _ws1_items(raw, "_genRes", _WS1_BLOB):
-            blob = raw[start:end]
-            for field in _fixed_fields():
-                lo = field.offset - GENRES_SHIFT
-                if lo + field.length <= len(blob):
-                    value = _cstr(blob[lo:lo + field.length])
-                    f = _field_finding(field, value, rel, where + " _genRes", label,
-                                       ds_stem, ds_name)
-                    out += [f] if f else []
+            for field, value in general_fields(raw[start:end], GENRES_SHIFT):
+                f = _field_finding(field, value, rel, where + " _genRes", label,
+                                   ds_stem, ds_name)
+                out += [f] if f else []
         for field in FIELDS:
             if field.layout != "ws1" or field.action in ("genres", "sex"):
                 continue

@@ -194,7 +194,8 @@ def test_check_finds_the_identifying_fields_of_the_inputs():
              for f in ctf.check_file(RUN1, "sub-0001/meg/" + RUN1.name) if f.severity == "error"}
     for expected in [("ctf.operator", "_DATASET_OPERATORNAME"), ("ctf.uid", "_PATIENT_UID"),
                      ("ctf.date", "_DATASET_CREATORDATETIME"), ("ctf.path", "PATH OF DATASET"),
-                     ("ctf.subject-id", "nf_subject_id"), ("ctf.path", "_PROCEDURE_LOCATION")]:
+                     ("ctf.subject-id", "nf_subject_id"), ("ctf.path", "_PROCEDURE_LOCATION"),
+                     ("ctf.date", "_genRes: data_time")]:  # date and time swapped there
         assert any(r == expected[0] and expected[1] in loc for r, loc in rules), expected
     som = ctf.check_file(SOM, "sub-01/meg/somMDYO-18av.ds")
     assert {"ctf.subject-id", "ctf.operator", "ctf.date", "ctf.history-file"} <= {
