@@ -170,7 +170,9 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise PolicyError(f"cannot read policy ({exc.strerror})", path) from None
     try:
-        data = yaml.safe_load(text)
+        data = _dates_as_text(yaml.safe_load(text))
+    except ValueError as exc:  # YAML turns 1925-13-45 into a date and fails
+        raise PolicyError(f"invalid date in YAML ({exc})", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -180,6 +182,17 @@ def load_yaml(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise PolicyError("a policy must be a YAML mapping of sections", path)
+    return data
+
+
+def _dates_as_text(data: Any) -> Any:
+    """YAML reads unquoted ``1925-12-31`` as a date: the schema keeps dates as text."""
+    if isinstance(data, dict):
+        return {k: _dates_as_text(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_dates_as_text(v) for v in data]
+    if isinstance(data, (dt.date, dt.datetime)):
+        return data.isoformat()
     return data
 
 

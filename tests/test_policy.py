@@ -20,6 +20,11 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
+def test_unquoted_dates_are_accepted(tmp_path):
+    policy = load_policy(write(tmp_path, "dates:\n  latest: 1920-12-31\n"))
+    assert policy["dates"]["latest"] == "1920-12-31"
+
+
 def test_override_only_what_is_named(tmp_path):
     policy = load_policy(write(tmp_path, "subjects:\n  relabel: sequential\n"))
     defaults = default_policy()
@@ -34,7 +39,8 @@ def test_override_only_what_is_named(tmp_path):
     ("subjects:\n  width: many\n", "`subjects.width` must be an integer"),
     ("subjects:\n  width: 40\n", "`subjects.width` must be <= 16"),
     ("subjects:\n  relabel: randm\n", "did you mean `random`?"),
-    ("dates:\n  latest: 1925-13-45\n", "`dates.latest` must be a date as YYYY-MM-DD"),
+    ("dates:\n  latest: 1925-13-45\n", "invalid date in YAML (month must be in 1..12)"),
+    ("dates:\n  latest: 25/12/1925\n", "`dates.latest` must be a date as YYYY-MM-DD"),
     ("sidecars:\n  actions:\n    PatientName: obliterate\n", "`sidecars.actions.PatientName` must be one of"),
     ("tsv:\n  participants:\n    columns:\n      age: {cap: -3}\n", "`tsv.participants.columns.age`"),
     ("relabel: random\n", "did you mean `subjects.relabel`?"),
@@ -48,7 +54,7 @@ def test_errors_name_the_key_and_suggest(tmp_path, text, expected):
 
 
 def test_invalid_yaml_is_one_line(tmp_path):
-    with pytest.raises(PolicyError, match=r"invalid YAML at line 2"):
+    with pytest.raises(PolicyError, match=r"invalid YAML at line \d+ column \d+"):
         load_policy(write(tmp_path, "subjects:\n  relabel: [random\n"))
 
 
@@ -93,5 +99,7 @@ def test_hipaa_policy_is_strictest():
     hipaa = load_policy(ROOT / "configs" / "hipaa-safe-harbor.yaml")
     assert hipaa["dates"]["drop_times"] is True
     assert set(hipaa["text"]["patterns"]) >= {"email", "url", "phone", "date"}
-    assert hipaa["files"]["photos"]["mode"] == "exclude"
+    assert hipaa["files"]["photos"]["action"] == "exclude"
+    assert hipaa["files"]["headshape"]["action"] == "drop"
+    assert hipaa["meg"]["fiff"]["brute"] is True
     assert hipaa["tsv"]["participants"]["unknown_columns"] == "drop"
