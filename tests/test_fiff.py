@@ -65,10 +65,40 @@ def shifted(value, days: int):
     return value[0] + days * DAY, value[1]
 
 
-def anonymize(src: Path, dst: Path, **kw) -> fiff.FileResult:
+def assert_anonymized(dst: Path, settings: fiff.Settings) -> None:
+    """Every tag of the table that the settings replace holds its placeholder."""
+    for f in fiff.scan(dst):
+        rule, v = f.rule, f.value
+        if not settings.replaced(rule):
+            continue
+        where = (rule.field, f.block, v)
+        if rule.action == "id":
+            assert v[0] == (0, 0), where
+        elif rule.action in ("text", "his", "literal"):
+            want = {"text": settings.text, "his": settings.his}.get(rule.action,
+                                                                    rule.placeholder)
+            assert v == want, where
+        elif rule.action in ("int", "float"):
+            assert v == rule.placeholder, where
+        elif rule.action == "path":
+            assert "/" not in v and "\\" not in v, where
+        elif rule.action == "names":
+            assert v == fiff.generic_names(v), where
+        elif rule.action == "auto":
+            assert not fiff._looks_identifying(v), where
+        elif rule.action == "julian" and settings.birthday_offset_days is None:
+            assert v == settings.birthday.toordinal() + 1721425, where
+
+
+def opts(**kw) -> fiff.Settings:
+    """Settings as the tests use them: shift by OFFSET (birthday too) unless told."""
     kw.setdefault("meas_offset_days", OFFSET)
     kw.setdefault("birthday_offset_days", kw["meas_offset_days"])
-    return fiff.anonymize_file(src, dst, fiff.Settings(**kw))
+    return fiff.Settings(**kw)
+
+
+def anonymize(src: Path, dst: Path, **kw) -> fiff.FileResult:
+    return fiff.anonymize_file(src, dst, opts(**kw))
 
 
 def tag(kind: int, typ: int, data: bytes = b"", nxt: int = 0) -> bytes:
@@ -206,6 +236,7 @@ def test_real_file(name, tmp_path):
     # every ID and date moved by exactly the offset, every machine ID is zero
     want = [(k, shifted(v, offset)) for k, v in ids_and_dates(src)]
     assert ids_and_dates(dst) == want
+    assert_anonymized(dst, opts(meas_offset_days=offset))
     # every other tag is identical, in the same order (structural tags aside)
     tags_in, tags_out = walk(src), walk(dst)
     keep_in = [(t.kind, t.type, d) for t, st_, d in tags_in if not structural(t, st_)
@@ -272,6 +303,7 @@ def test_mgh70_processed_by_mne_anonymize(tmp_path):
 def test_fixed_date_like_mne_anonymize(tmp_path):
     src, dst = FIF / "141027_cropped_90Hz_raw.fif", tmp_path / "out.fif"
     anonymize(src, dst, meas_offset_days=None, birthday_offset_days=None)
+    assert_anonymized(dst, opts(meas_offset_days=None, birthday_offset_days=None))
     for k, v in ids_and_dates(dst):
         t = v[1:] if k != "meas_date" else v
         assert t in {(946684800, 0)} | ft.NO_DATE, (k, v)
@@ -303,7 +335,10 @@ def test_ct_sparse_rereads_with_mne_cross_talk_reader(tmp_path, generated):
 
 def test_generated_raw_every_field(generated, tmp_path):
     src, dst = generated["raw"], tmp_path / "out_raw.fif"
+    before = sha256_file(src)
     anonymize(src, dst, text="XX", his="study-7")
+    assert sha256_file(src) == before
+    assert_anonymized(dst, opts(text="XX", his="study-7"))
     info = mne.io.read_info(dst)
     si = info["subject_info"]
     assert (si["first_name"], si["middle_name"], si["last_name"]) == ("XX",) * 3
@@ -338,6 +373,9 @@ def test_generated_brute_and_overrides(generated, tmp_path):
     result = anonymize(generated["raw"], dst, brute=True, keep_his=True,
                        fields={"annotation_description": "replace", "experimenter": "keep",
                                "device_type": "replace"})
+    assert_anonymized(dst, opts(brute=True, keep_his=True, fields={
+        "annotation_description": "replace", "experimenter": "keep",
+        "device_type": "replace"}))
     info = mne.io.read_info(dst)
     si = info["subject_info"]
     assert (si["sex"], si["hand"], si["weight"], si["height"]) == (0, 0, 0.0, 0.0)
@@ -370,6 +408,7 @@ def test_splits_open_as_one_recording(generated, tmp_path):
     for src in splits:
         dst = tmp_path / ctx.rename(src.name)
         fiff.handle(src, dst, ctx)
+        assert_anonymized(dst, fiff.settings_from_context(ctx))
         outs.append(dst)
     assert all(p.name.startswith("sub-Q7X2_") for p in outs)
     raw_in, raw_out = mne.io.read_raw_fif(splits[0]), mne.io.read_raw_fif(outs[0])
@@ -409,6 +448,7 @@ def test_gzip_in_and_out(generated, tmp_path):
 def test_processed_file_with_history(generated, tmp_path):
     src, dst = generated["sss"], tmp_path / "sss_out_raw.fif"
     anonymize(src, dst)
+    assert_anonymized(dst, opts())
     want = [(k, shifted(v, OFFSET)) for k, v in ids_and_dates(src)]
     assert ids_and_dates(dst) == want
     info = mne.io.read_info(dst)

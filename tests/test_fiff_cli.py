@@ -200,6 +200,18 @@ def test_corrupt_input_one_line_exit_2_no_output(tmp_path, capsys):
     assert main(["-i", str(tmp_path / "missing.fif")]) == 2
 
 
+@pytest.mark.parametrize("case", ["cycle", "truncated data", "size past end"])
+def test_hand_made_corrupt_files(case, tmp_path, capsys):
+    from test_fiff import corrupt_cases
+
+    src = tmp_path / "bad_raw.fif"
+    src.write_bytes(corrupt_cases()[case][0])
+    assert main(["-i", str(src), "-s"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad_raw.fif (byte " in err
+    assert [p.name for p in tmp_path.iterdir()] == ["bad_raw.fif"]
+
+
 def test_split_set_opens_under_anonymized_names(tmp_path):
     info = mne.create_info(["EEG 001", "EEG 002"], 1000.0, "eeg")
     info["subject_info"] = {"first_name": "Jane", "last_name": "Doe"}
