@@ -261,7 +261,7 @@ def _secs_to_dt(secs: int, usecs: int = 0) -> dt.datetime:
 
 
 def _fmt_time(secs: int, usecs: int) -> str:
-    if (secs, usecs) in ft.NO_DATE:
+    if ft.no_date(secs, usecs):
         return "no date"
     if not MIN_SECS <= secs <= MAX_SECS:
         return f"{secs} s since 1970"
@@ -327,7 +327,7 @@ class Settings:
 
     def new_time(self, secs: int, usecs: int, path: str | Path, pos: int) -> tuple[int, int]:
         """The (secs, usecs) a date or ID time becomes; the no-date value is kept."""
-        if (secs, usecs) in ft.NO_DATE:
+        if ft.no_date(secs, usecs):
             return secs, usecs
         if self.meas_offset_days is None:
             return (self.meas_date - _EPOCH.date()).days * 86400, 0
@@ -728,7 +728,7 @@ def scan(path: str | Path) -> list[Field]:
 
 
 def _is_late(secs: int, usecs: int) -> bool:
-    return (secs, usecs) not in ft.NO_DATE and _secs_to_dt(secs) >= BIDS_LATEST
+    return not ft.no_date(secs, usecs) and _secs_to_dt(secs) >= BIDS_LATEST
 
 
 def findings_for(fld: Field, rel: str, placeholders: set[str], birthday_jd: int
@@ -822,6 +822,6 @@ def peek_dates(path: Path) -> list[dt.datetime]:
             v = _value(rule, tag, read_payload(f, tag, path))
             if rule.action == "id" and isinstance(v, tuple):
                 v = v[1:]
-            if isinstance(v, tuple) and v not in ft.NO_DATE and MIN_SECS <= v[0] <= MAX_SECS:
+            if isinstance(v, tuple) and not ft.no_date(*v) and MIN_SECS <= v[0] <= MAX_SECS:
                 out.add(_secs_to_dt(*v))
     return sorted(out)

@@ -32,9 +32,15 @@ B_MEAS_INFO = 101
 B_RAW_DATA = 102
 B_ANNOTATIONS = 3810
 
-#: Values of an ID's (secs, usecs) that mean "no date": MNE writes (0, 2**31 - 1) when
-#: it has no date; (0, 0) is what MaxFilter and old converters leave. Both are kept.
+#: (secs, usecs) values seen for "no date": MNE writes (0, 2**31 - 1), MaxFilter and old
+#: converters (0, 0). Any time within the first second of 1970 is taken as "no date"
+#: (see :func:`no_date`) and kept: it reveals nothing and cannot be shifted into range.
 NO_DATE = frozenset({(0, 0x7FFFFFFF), (0, 0)})
+
+
+def no_date(secs: int, usecs: int = 0) -> bool:
+    """Whether an ID time or FIFF_MEAS_DATE means "no date" (seconds 0)."""
+    return secs == 0
 
 #: ``action`` values, what they write and how check decides a value is a placeholder.
 ACTIONS = {
