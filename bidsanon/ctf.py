@@ -503,19 +503,6 @@ def _ws1_items(raw: bytes, name: str, kind: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def ws1_strings(raw: bytes, kind: str) -> list[tuple[Field, str, int]]:
-    """Every table field of ``kind`` (``infods``/``acq``) found: (field, value, byte)."""
-    found = []
-    for field in FIELDS:
-        if field.layout != "ws1" or field.action in ("genres", "sex"):
-            continue
-        if field.file not in (kind, "any"):
-            continue
-        for start, end, hit in _ws1_items(raw, field.name, _WS1_STRING):
-            found.append((field, raw[start:end].decode("latin-1"), hit))
-    return found
-
-
 def rewrite_ws1(raw: bytes, job: _Job, path: Path | str, where: str = ""
                 ) -> tuple[bytes, list[Change]]:
     """Rewrite the identifying items of a WS1_ property file (``.infods``, ``.acq``, ...).
@@ -965,8 +952,8 @@ def _field_finding(field: Field, value: str, rel: str, where: str, label: str | 
     return Finding(rel, field.rule, "error", f"{field.what} is not empty", location)
 
 
-def _check_one(path: Path, rel: str, folder: Path, stem: str, label: str | None,
-               policy: dict) -> list[Finding]:
+def _check_one(path: Path, rel: str, folder: Path, label: str | None, policy: dict
+               ) -> list[Finding]:
     name = path.name
     where = path.relative_to(folder).as_posix()
     ds_stem, ds_name = folder.name[:-3], folder.name
@@ -979,6 +966,11 @@ def _check_one(path: Path, rel: str, folder: Path, stem: str, label: str | None,
     kind = _kind(path)
     if kind == "meg4":
         return out
+    if kind == "text-or-binary":
+        with open(path, "rb") as f:
+            if b"\0" in f.read(_SNIFF):
+                return out + [Finding(rel, "ctf.uninspected", "warning",
+                                      "binary file of unknown format: not inspected", where)]
     raw = path.read_bytes()
     if kind == "res4":
         if raw[:7] not in RES4_MAGIC or len(raw) < RES4_DESC_POS:
@@ -1018,9 +1010,6 @@ def _check_one(path: Path, rel: str, folder: Path, stem: str, label: str | None,
                 out.append(Finding(rel, sex.rule, "info", "patient sex is recorded", where))
         return out
     text = _decode_text(raw)
-    if text is None:
-        return out + [Finding(rel, "ctf.uninspected", "warning",
-                              "binary file of unknown format: not inspected", where)]
     for field in (f for f in FIELDS if f.file == "text"):
         for value in _text_values(text, field):
             f = _field_finding(field, value, rel, where, label, ds_stem, ds_name)
@@ -1060,7 +1049,6 @@ def check_file(path: Path, rel: str) -> list[Finding]:
     folder = path if path.is_dir() else path.parent
     if not folder.name.endswith(".ds"):
         return [Finding(rel, "ctf.unreadable", "error", "not inside a `.ds` folder")]
-    stem = _internal_stem(folder)
     label = _subject_label(rel)
     policy = schema.defaults(POLICY)
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -1068,7 +1056,7 @@ def check_file(path: Path, rel: str) -> list[Finding]:
     seen = set()
     for p in files:
         inner = p.parent if p.parent.name.endswith(".ds") else folder
-        for f in _check_one(p, rel, inner, stem, label, policy):
+        for f in _check_one(p, rel, inner, label, policy):
             key = (f.rule, f.message.split("'")[-2] if "'" in f.message else f.message,
                    f.location.split(":")[0])
             if key not in seen:
