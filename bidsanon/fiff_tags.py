@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Tag kinds used by the reader/rewriter for structure (not identifying).
+# Tag kinds the reader/rewriter handles for structure (not identifying).
 FILE_ID = 100
 DIR_POINTER = 101
 DIR = 102
@@ -20,16 +20,12 @@ BLOCK_START = 104
 BLOCK_END = 105
 FREE_LIST = 106
 FREE_BLOCK = 107
-NOP = 108
-DATA_BUFFER = 300
 
-# Tag types (FIFFT_*).
-T_VOID, T_INT, T_FLOAT, T_DOUBLE, T_JULIAN, T_STRING, T_ID = 0, 3, 4, 5, 6, 10, 31
+# Tag types (FIFFT_*) the rewriter writes or parses.
+T_INT, T_FLOAT, T_DOUBLE, T_STRING = 3, 4, 5, 10
 
-# Block kinds (FIFFB_*) the table or the reader refers to.
-B_ROOT = 999
+# Block kinds (FIFFB_*) the table refers to.
 B_MEAS_INFO = 101
-B_RAW_DATA = 102
 B_ANNOTATIONS = 3810
 
 #: (secs, usecs) values seen for "no date": MNE writes (0, 2**31 - 1), MaxFilter and old
@@ -228,7 +224,6 @@ FIELDS: dict[str, TagRule] = {t.field: t for t in TAGS}
 _BY_KIND: dict[int, tuple[TagRule, ...]] = {}
 for _t in TAGS:
     _BY_KIND[_t.kind] = _BY_KIND.get(_t.kind, ()) + (_t,)
-ID_KINDS = frozenset(t.kind for t in TAGS if t.action == "id")
 
 
 def rule_for(kind: int, block: int | None) -> TagRule | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import os
 import struct
 import tempfile
 from pathlib import Path
