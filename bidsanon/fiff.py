@@ -543,6 +543,8 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
             if out is not None:
                 typ, data, action, old, new = out
                 edit = (typ, data)
+                if len(old) > 256:  # e.g. acquisition parameters: keep the key readable
+                    old = f"{old[:256]}... ({len(old)} characters)"
                 p.changes.append(Change(field=f"fiff.{rule.field}", action=action,
                                         location=f"{_block_path(stack)} (byte {tag.pos})",
                                         old=old, new=new))
