@@ -15,15 +15,16 @@ import importlib
 
 from ._version import __version__
 
+#: public name -> (module, attribute)
 _API = {
-    "run_dataset": "bidsanon.run",
-    "build_plan": "bidsanon.plan",
-    "load_policy": "bidsanon.policy",
-    "default_policy": "bidsanon.policy",
-    "read_key": "bidsanon.key",
-    "anonymize_fiff": "bidsanon.fiff",
-    "deface_image": "bidsanon.deface",
-    "check_dataset": "bidsanon.check",
+    "run_dataset": ("bidsanon.run", "run_dataset"),
+    "build_plan": ("bidsanon.plan", "build_plan"),
+    "load_policy": ("bidsanon.policy", "load_policy"),
+    "default_policy": ("bidsanon.policy", "default_policy"),
+    "read_key": ("bidsanon.key", "read_key"),
+    "anonymize_fiff": ("bidsanon.fiff", "anonymize_file"),
+    "deface_image": ("bidsanon.deface", "deface_image"),
+    "check_dataset": ("bidsanon.check", "check_dataset"),
 }
 
 __all__ = ["__version__", *_API]
@@ -31,5 +32,6 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'bidsanon' has no attribute {name!r}")

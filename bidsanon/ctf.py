@@ -854,15 +854,20 @@ def _parse_stamp(text: str) -> dt.datetime | None:
 
 
 def peek_dates(path: Path) -> list[dt.datetime]:
-    """The acquisition date of a dataset, read from its headers only.
+    """Every date of a dataset that gets shifted, read from its headers only.
 
-    The first source that has one wins: ``.res4`` (what MNE-Python reads), the copy
-    of its header in ``.acq`` (``_genRes``; the bids-examples keep real dates there
-    while their ``.res4`` is empty), ``.acq`` ``_run_date``, ``.infods``
-    ``_DATASET_COLLECTIONDATETIME``. Other dates of the dataset (creation,
-    modification) are shifted by the same offset.
+    The acquisition date comes from the first source that has one: ``.res4`` (what
+    MNE-Python reads), the copy of its header in ``.acq`` (``_genRes``; the
+    bids-examples keep real dates there while their ``.res4`` is empty), ``.acq``
+    ``_run_date``, ``.infods`` ``_DATASET_COLLECTIONDATETIME``. The ``.infods``
+    creation and modification times are added: they move by the same offset, so the
+    planner must fit them into the shifted-date window too.
     """
     folder, stem = _dataset_files(Path(path))
+    return _acquisition_dates(folder, stem) + _infods_dates(folder, stem)
+
+
+def _acquisition_dates(folder: Path, stem: str) -> list[dt.datetime]:
     res4 = folder / f"{stem}.res4"
     if res4.is_file() and res4.stat().st_size >= RES4_DESC_POS:
         with open(res4, "rb") as f:
@@ -872,11 +877,8 @@ def peek_dates(path: Path) -> list[dt.datetime]:
     sources = ((".acq", "_genRes"), (".acq", "_run_date"),
                (".infods", "_DATASET_COLLECTIONDATETIME"))
     for ext, name in sources:
-        p = folder / f"{stem}{ext}"
-        if not p.is_file() or p.stat().st_size == 0:
-            continue
-        raw = p.read_bytes()
-        if raw[:4] != WS1_MAGIC:
+        raw = _ws1_file(folder / f"{stem}{ext}")
+        if raw is None:
             continue
         if name == "_genRes":
             for start, end, _ in _ws1_items(raw, name, _WS1_BLOB):
@@ -887,6 +889,25 @@ def peek_dates(path: Path) -> list[dt.datetime]:
             if stamp := _parse_stamp(raw[start:end].decode("latin-1")):
                 return [stamp]
     return []
+
+
+def _infods_dates(folder: Path, stem: str) -> list[dt.datetime]:
+    raw = _ws1_file(folder / f"{stem}.infods")
+    if raw is None:
+        return []
+    out = []
+    for name in ("_DATASET_CREATORDATETIME", "_DATASET_LASTMODIFIEDDATETIME"):
+        for start, end, _ in _ws1_items(raw, name, _WS1_STRING):
+            if stamp := _parse_stamp(raw[start:end].decode("latin-1")):
+                out.append(stamp)
+    return out
+
+
+def _ws1_file(p: Path) -> bytes | None:
+    if not p.is_file() or p.stat().st_size == 0:
+        return None
+    raw = p.read_bytes()
+    return raw if raw[:4] == WS1_MAGIC else None
 
 
 # --------------------------------------------------------------------------- check

@@ -94,7 +94,7 @@ def classify(rel: str, is_dir: bool, policy: dict) -> tuple[str | None, str]:
         return None, "photo of the participant (files.photos)"
     if "_headshape." in name:
         include = optional("bidsanon.headshape:include")
-        if include is not None and include(files["headshape"]):
+        if include is not None and include(files["headshape"], PurePosixPath(rel)):
             return "headshape", "digitised head shape"
         return None, "digitised head shape (files.headshape)"
     if rel == "dataset_description.json":

@@ -241,7 +241,10 @@ def choose_offset(dates: list[dt.datetime], subject: str, key: KeyData, policy: 
     if d["shift"] == "fixed":
         return d["fixed_offset_days"]
     earliest, latest = dt.date.fromisoformat(d["earliest"]), dt.date.fromisoformat(d["latest"])
-    days = [x.date() for x in dates] or [today or dt.date.today()]
+    # a date before `earliest` cannot be a digital recording's real date: it is an
+    # earlier tool's placeholder (mne-bids writes 1800-01-01); it is shifted like the
+    # others, but it does not constrain the offset
+    days = [x.date() for x in dates if x.date() >= earliest] or [today or dt.date.today()]
     low = (earliest - min(days)).days
     high = (latest - max(days)).days
     if low > high:
@@ -522,6 +525,19 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
     return plan
 
 
+_EMPTY_CONTENT = {b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"}
+
+
+def is_placeholder(path: Path) -> bool:
+    """An empty file, or one holding only a byte-order mark or white space: it cannot
+    hold identifying content (BIDS example datasets are full of them)."""
+    size = path.stat().st_size
+    if size > 8:
+        return False
+    data = path.read_bytes()
+    return data in _EMPTY_CONTENT or not data.strip()
+
+
 def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
                er_refs: dict[str, set[str]], subjects: list[str]) -> None:
     policy, labels, key = plan.policy, plan.labels, plan.key
@@ -531,7 +547,7 @@ def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
     if handler is None:
         plan.excluded.append((rel, why))
         return
-    if not is_dir and handler not in ("dataset_description",) and path.stat().st_size == 0:
+    if not is_dir and handler not in ("dataset_description",) and is_placeholder(path):
         handler, why = "empty", "empty placeholder copied as it is"
     if sub is None:
         plan.tasks.append(FileTask(rel, relabel_name(rel, labels), handler, why))
@@ -591,14 +607,14 @@ def _plan_tables(plan: Plan) -> None:
     sidecar_adds: dict[str, dict] = {}
     if plan.policy["output"]["dataset_type"] == "derivative":
         for t in plan.tasks:  # sidecars sort after their images only sometimes: pre-scan
-            if "/anat/" in "/" + t.rel and t.rel.endswith((".nii", ".nii.gz")):
+            if re.search(r"(^|/)(anat|pet)/", t.rel) and t.rel.endswith((".nii", ".nii.gz")):
                 sidecar_adds[re.sub(r"\.nii(\.gz)?$", ".json", t.rel)] = {"SkullStripped": False}
     sidecars = {t.rel for t in plan.tasks if t.handler == "sidecar"}
     tasks = []
     for t in plan.tasks:
         json_rel = re.sub(r"\.nii(\.gz)?$", ".json", t.rel)
         if json_rel in sidecar_adds and json_rel not in sidecars and t.handler != "sidecar":
-            # BIDS derivatives require SkullStripped for anatomical images
+            # BIDS derivatives require SkullStripped for anatomical and PET images
             tasks.append(FileTask(t.rel, re.sub(r"\.nii(\.gz)?$", ".json", t.out),
                                   "new_sidecar", "sidecar added (SkullStripped)",
                                   t.subject, t.session, t.new_subject, t.new_session,

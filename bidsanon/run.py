@@ -20,7 +20,7 @@ from .errors import BidsanonError, FindingsError, InputError, UsageError
 from .fileio import sha256_file, write_text_atomic
 from .handlers import resolve
 from .key import KeyData, check_paths, now_iso, read_key, write_key
-from .labels import Labels
+from .labels import EMPTYROOM, Labels
 from .plan import FileTask, Plan, build_plan
 from .policy import digest, load_policy
 from .sidecars import dump_json, load_json
@@ -393,9 +393,11 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     for rel_out, res in results.items():
         summary.warnings += [f"{res['rel']}: {w}" for w in res.get("warnings", [])]
     ordered = [results[t.out] for t in plan.tasks if t.out in results and "error" not in results[t.out]]
-    skipped = [results[t.out]["rel"] for t in plan.tasks
-               if t.out in results and "error" in results[t.out]]
-    summary.excluded += [(r, "failed (run.on_error: skip)") for r in skipped]
+    skipped = [t for t in plan.tasks if t.out in results and "error" in results[t.out]]
+    summary.excluded += [(t.rel, "failed (run.on_error: skip)") for t in skipped]
+    for rel in drop_companions(skipped, plan.tasks, staging):
+        summary.excluded.append((rel, "sidecar of a failed file"))
+        ordered = [r for r in ordered if r["rel"] != rel]
     update_key(plan.key, ordered, summary, plan.known)
     # the final gate: the same check a CI job runs, on what is about to be published
     t1 = time.perf_counter()
@@ -415,6 +417,19 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     shutil.rmtree(work, ignore_errors=True)
     summary.published = True
     return summary
+
+
+def drop_companions(failed: list[FileTask], tasks: list[FileTask], staging: Path) -> list[str]:
+    """Remove the staged JSON sidecars of data files that failed: a sidecar without
+    its data file is invalid BIDS. Returns the source paths removed."""
+    stems = {re.sub(r"(\.nii\.gz|\.[^./]+)$", "", t.out) for t in failed}
+    removed = []
+    for t in tasks:
+        if t.handler in ("sidecar", "new_sidecar") and t.out.endswith(".json") \
+                and t.out[:-5] in stems and (staging / t.out).exists():
+            (staging / t.out).unlink()
+            removed.append(t.rel)
+    return removed
 
 
 def final_check(staging: Path, plan: Plan, policy: dict) -> list:
@@ -464,6 +479,9 @@ def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary,
                     and not old.strip().replace(".", "").isdigit():
                 originals.add(old.strip())
     originals |= {s for s, e in key.subjects.items() if e.label != s and len(s) >= 3}
+    # labels that stay in the output (sub-emptyroom, kept labels) are not secrets
+    kept = {e.label for e in key.subjects.values()} | {EMPTYROOM}
+    originals = {o for o in originals if not (o in kept or o.removeprefix("sub-") in kept)}
     key.originals = sorted(originals)
     key.runs.append({"time": now_iso(), "tool_version": __version__,
                      "counts": summary.counts, "failed": list(summary.failed),

@@ -167,13 +167,21 @@ def test_second_run_with_key_is_identical(example_run, tmp_path):
         {s: (e.label, e.offset_days) for s, e in read_key(summary.key).subjects.items()}
 
 
+#: Files of the BIDS examples that are broken in the examples themselves.
+BROKEN = {"pet001": ["sub-01/ses-01/anat/sub-01_ses-01_T1w.nii"]}  # an HTML page, not NIfTI
+
+
 @pytest.mark.parametrize("name", BIDS_EXAMPLES)
 def test_bids_examples(name, tmp_path):
     src = copy_tree(DATA / "bids" / name, tmp_path / "in")
     before = tree_hash(src)
-    summary = run_dataset(src, tmp_path / "out", quiet=True, jobs=1)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("run:\n  on_error: skip\n")
+    summary = run_dataset(src, tmp_path / "out", policy_path=policy, quiet=True, jobs=1)
     out = tmp_path / "out"
-    assert summary.published and not summary.failed, summary.failed
+    assert summary.published
+    assert [f.split(": ")[0].removeprefix(str(src) + "/") for f in summary.failed] == \
+        BROKEN.get(name, [])
     assert tree_hash(src) == before
     # originals: subject labels, deny-listed sidecar values, acquisition dates
     needles = [f"sub-{p.name[4:]}" for p in src.glob("sub-*") if p.name != "sub-emptyroom"]
@@ -186,9 +194,10 @@ def test_bids_examples(name, tmp_path):
     for p in src.rglob("*_scans.tsv"):
         needles += [v[:10] for v in read_tsv(p).column("acq_time") if v != "n/a"]
     assert leaks(out, sorted(set(needles)), text_only=True) == []
-    # the examples' data files are empty placeholders: the validator errors on those in
-    # the input too, so only errors of other kinds count
-    assert validate(out, ignore=("EMPTY_FILE", "NIFTI_HEADER_UNREADABLE")) == []
+    # the examples' data files are empty placeholders (and pet001's frame timing is
+    # inconsistent): the output may not have a validator error the input does not have
+    input_errors = {i["code"] for i in validate(src)}
+    assert validate(out, ignore=tuple(input_errors)) == []
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):
