@@ -395,6 +395,13 @@ def name_variants(value: str) -> set[str]:
     return {o for o in out if len(o) >= 3}
 
 
+def caret_parts(value: str) -> set[str]:
+    """A DICOM multi-part value (``NeuroLab^MEG study``) and each part of 3+ characters,
+    as ``bidsanon check --key`` looks for them."""
+    parts = {p.strip() for p in value.split("^") if len(p.strip()) >= 3}
+    return {value.strip()} | (parts if "^" in value else set())
+
+
 def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict) -> tuple[str, ...]:
     """Identifying values in identifying fields (deny-listed sidecar keys, identifying
     participants.tsv columns): free text elsewhere that repeats them gets them replaced."""
@@ -418,7 +425,7 @@ def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict)
         for k in hidden & data.keys():
             v = data[k]
             if isinstance(v, str) and len(v.strip()) >= 4 and not re.fullmatch(r"[\d.\s:-]{0,4}", v):
-                known |= name_variants(v) if k in PERSON_NAME_KEYS else {v.strip()}
+                known |= name_variants(v) if k in PERSON_NAME_KEYS else caret_parts(v)
     participants = root / "participants.tsv"
     if participants.is_file() and participants.stat().st_size:
         try:

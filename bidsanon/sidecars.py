@@ -236,10 +236,10 @@ def _scrub_value(key: str, value: Any, ctx: TaskContext, section: dict,
                 return shifted
         new = ctx.rename(new)
         if section.get("scrub_text", True) and key not in PATH_KEYS:
-            if ctx.section("text").get("replace_bare_labels", True):
-                new = ctx.scrub_labels(new)
             new, found = scrubber.scrub(new, field=key)
             changes.extend(found)
+            if ctx.section("text").get("replace_bare_labels", True):
+                new = ctx.scrub_labels(new)
         if new != s and not any(c.field == key and c.old == s for c in changes):
             changes.append(Change(key, "relabel", old=s, new=new))
         return new

@@ -89,7 +89,10 @@ class Scrubber:
         return text, changes
 
     def _allowed(self, url: str) -> bool:
-        host = urlparse(url if "://" in url else "http://" + url).hostname or ""
+        try:
+            host = urlparse(url if "://" in url else "http://" + url).hostname or ""
+        except ValueError:  # not a parseable URL (e.g. brackets): never an allowed host
+            return False
         return any(host == h or host.endswith("." + h) for h in self.url_allow)
 
 

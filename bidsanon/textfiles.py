@@ -12,11 +12,12 @@ from .text import Scrubber
 
 def scrub_text(text: str, ctx: TaskContext) -> tuple[str, list]:
     """Relabel original labels and replace identifying patterns in free text."""
+    # patterns first: a known value replaced inside a URL must not break the URL match
+    new, changes = Scrubber.from_policy(ctx.section("text")).scrub(ctx.rename(text),
+                                                                   field=ctx.rel or "text")
     if ctx.section("text").get("replace_bare_labels", True):
-        new = ctx.scrub_labels(text)
-    else:
-        new = ctx.rename(text)
-    return Scrubber.from_policy(ctx.section("text")).scrub(new, field=ctx.rel or "text")
+        new = ctx.scrub_labels(new)
+    return new, changes
 
 
 def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
