@@ -1,0 +1,55 @@
+"""Rebuild the private HTML QC report of a run from its key.
+
+Writes one self-contained HTML file (images embedded, no network) next to the key, or to
+-o OUT: a summary, the defacing QC images per subject, the fields changed per file (values
+masked unless --show-values), the final check's findings and the timing of each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import EXIT_OK, BidsanonError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bidsanon report`` arguments to ``parser``."""
+    parser.add_argument("key", type=Path, help="the run's private key file")
+    parser.add_argument("-o", "--output", type=Path,
+                        help="report file (default: next to the key, <key>_report.html)")
+    parser.add_argument("--show-values", action="store_true",
+                        help="show original values instead of masking them")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Rebuild the report; return the exit code (BidsanonError on bad input)."""
+    from .key import read_key
+    from .report import write_report
+    from .run import report_path
+    key = read_key(args.key)
+    out = args.output or report_path(Path(args.key))
+    write_report(key, out, show_values=args.show_values)
+    print(f"report (private): {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``bidsanon report`` on its own."""
+    from .errors import EXIT_USAGE
+    parser = argparse.ArgumentParser(prog="bidsanon report", description=__doc__)
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    try:
+        return run(args)
+    except BidsanonError as exc:
+        print(f"bidsanon report: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
