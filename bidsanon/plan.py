@@ -380,6 +380,7 @@ def _match_emptyroom_by_date(er_refs: dict[str, set[str]], dates: dict, selected
                             "subject recorded nearest in time")
 
 
+ADDRESS_KEYS = ("InstitutionAddress", "PatientAddress")
 PERSON_NAME_KEYS = ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName",
                     "OperatorsName", "PatientMotherBirthName")
 
@@ -425,7 +426,13 @@ def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict)
         for k in hidden & data.keys():
             v = data[k]
             if isinstance(v, str) and len(v.strip()) >= 4 and not re.fullmatch(r"[\d.\s:-]{0,4}", v):
-                known |= name_variants(v) if k in PERSON_NAME_KEYS else caret_parts(v)
+                if k in PERSON_NAME_KEYS:
+                    known |= name_variants(v)
+                elif k in ADDRESS_KEYS:  # street, city, postal code: each is geographic
+                    known |= {v.strip()} | {p.strip() for p in re.split(r"[,;\n]", v)
+                                            if len(p.strip()) >= 3}
+                else:
+                    known |= caret_parts(v)
     participants = root / "participants.tsv"
     if participants.is_file() and participants.stat().st_size:
         try:

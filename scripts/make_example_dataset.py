@@ -99,6 +99,7 @@ def main() -> None:
     rows = [["participant_id", "name", "birthday", "age", "sex", "hand", "notes"]]
     for label, (name, birthday, age, sex, hand, _date, notes) in SUBJECTS.items():
         rows.append([f"sub-{label}", name, birthday, str(age), sex, hand, notes])
+    rows.append(["sub-emptyroom"] + ["n/a"] * 6)
     write_tsv(OUT / "participants.tsv", rows)
     write_json(OUT / "participants.json", {
         "name": {"Description": "full name"}, "birthday": {"Description": "date of birth"},

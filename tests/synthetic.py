@@ -12,6 +12,8 @@ import nibabel as nib
 import numpy as np
 
 DATA = Path(__file__).parent / "data"
+FIRST = ["Adaeze", "Bjorn", "Chiara", "Dmitri", "Esperanza", "Fumiko", "Gunnar", "Hadiza"]
+LAST = ["Okonkwo", "Lindqvist", "Bertolucci", "Petrov", "Villanueva", "Tanaka", "Haugen"]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -71,6 +73,7 @@ def make_dataset(root: Path, n_subjects: int, with_fiff: bool = False) -> Path:
             f"filename\tacq_time\nfunc/{stem}_task-rest_bold.nii.gz\t{iso}T10:00:00\n")
         (root / f"sub-{sub}" / f"sub-{sub}_sessions.tsv").write_text(
             f"session_id\tacq_time\nses-{date}\t{iso}T09:00:00\n")
-        rows.append(f"sub-{sub}\t{20 + i % 70}\t{'MF'[i % 2]}\tName {i}")
+        first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+        rows.append(f"sub-{sub}\t{20 + i % 70}\t{'MF'[i % 2]}\t{first} {last}")
     (root / "participants.tsv").write_text("\n".join(rows) + "\n")
     return root
