@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -552,25 +553,43 @@ def register(vol: np.ndarray, affine: np.ndarray, *, res: float = 4.0,
         starts.append(t2m)
     n_first = 2 if init_world_to_template is not None else 1
 
-    best = None
-    for idx, t2m0 in enumerate(starts):
-        if idx >= n_first and not search_orientations:
-            break
-        if best is not None and best.ok:
-            break
-        t2m = _run_registration(tmpl, moving, moving_aff, t2m0, c_tmp)
+    def attempt(idx: int, t2m0: np.ndarray, quick: bool = False) -> Registration:
+        t2m = _run_registration(tmpl, moving, moving_aff, t2m0, c_tmp, quick=quick)
         ecc, dice = similarity_numbers(tmpl, moving, moving_aff, mhead, t2m)
-        reg = Registration(np.linalg.inv(t2m), ecc, dice, idx,
-                           ok=bool(ecc >= min_similarity and dice >= min_head_overlap))
-        if best is None or (reg.ok, reg.similarity + reg.head_dice) > (
-                best.ok, best.similarity + best.head_dice):
+        ok = bool(ecc >= min_similarity and dice >= min_head_overlap) and not quick
+        return Registration(np.linalg.inv(t2m), ecc, dice, idx, ok=ok)
+
+    def better(a: Registration, b: Registration | None) -> bool:
+        return b is None or (a.ok, a.similarity + a.head_dice) > (b.ok, b.similarity
+                                                                   + b.head_dice)
+
+    best = None
+    for idx in range(n_first):
+        reg = attempt(idx, starts[idx])
+        if better(reg, best):
             best = reg
+        if best.ok:
+            return best
+    if search_orientations:
+        # a quick coarse registration from every other orientation, then the full one
+        # from the two most similar: a wrong or missing header still finds the head
+        quick = [attempt(idx, starts[idx], quick=True) for idx in range(n_first, len(starts))]
+        quick.sort(key=lambda r: -(r.similarity + r.head_dice))
+        for q in quick[:2]:
+            reg = attempt(q.orientation, starts[q.orientation])
+            if better(reg, best):
+                best = reg
+            if best.ok:
+                break
     return best
 
 
 def _run_registration(tmpl: Template, moving: np.ndarray, moving_aff: np.ndarray,
-                      t2m0: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Similarity then affine registration from ``t2m0``; returns template -> moving."""
+                      t2m0: np.ndarray, center: np.ndarray, quick: bool = False) -> np.ndarray:
+    """Similarity then affine registration from ``t2m0``; returns template -> moving.
+
+    ``quick``: only the similarity stage at twice the grid spacing, few iterations (to
+    rank starting orientations)."""
     import SimpleITK as sitk
 
     fixed = _to_sitk(tmpl.image, tmpl.affine)
@@ -579,7 +598,7 @@ def _run_registration(tmpl: Template, moving: np.ndarray, moving_aff: np.ndarray
                      tmpl.affine)
     fmask = sitk.Cast(fmask, sitk.sitkUInt8)
 
-    def method(levels):
+    def method(levels, iterations=150):
         reg = sitk.ImageRegistrationMethod()
         reg.SetNumberOfThreads(1)  # deterministic sums, and one core as budgeted
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
@@ -588,7 +607,7 @@ def _run_registration(tmpl: Template, moving: np.ndarray, moving_aff: np.ndarray
         reg.SetMetricFixedMask(fmask)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=2.0, minStep=1e-3, numberOfIterations=150,
+            learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
             relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetShrinkFactorsPerLevel(levels[0])
@@ -601,9 +620,14 @@ def _run_registration(tmpl: Template, moving: np.ndarray, moving_aff: np.ndarray
     rot = t2m0[:3, :3]
     sim.SetMatrix([float(v) for v in rot.ravel()])
     sim.SetTranslation([float(v) for v in (t2m0[:3, 3] + rot @ center - center)])
-    reg = method(([2, 1], [2.0 * tmpl.res, 0.0]))
+    if quick:
+        reg = method(([2], [2.0 * tmpl.res]), iterations=40)
+    else:
+        reg = method(([2, 1], [2.0 * tmpl.res, 0.0]))
     reg.SetInitialTransform(sim, inPlace=True)
     reg.Execute(fixed, mov)
+    if quick:
+        return _affine_to_matrix(sim)
 
     aff = sitk.AffineTransform(3)
     aff.SetCenter(sim.GetCenter())
@@ -797,7 +821,11 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         raise InputError("method `landmarks` needs NAS, LPA and RPA in the sidecar's "
                          "AnatomicalLandmarkCoordinates; use method `template`", name)
 
-    raw, slope, inter = raw_array(img)
+    try:
+        raw, slope, inter = raw_array(img)
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
+        raise InputError(f"cannot read the voxel data ({type(exc).__name__}: "
+                         f"{str(exc)[:100]}); is the file truncated?", name) from None
     _check_image(img, raw, name)
     affine = img.affine.astype(float)
     shape = raw.shape[:3]

@@ -48,13 +48,13 @@ GRID_MAX = (110.0, 200.0, 120.0)
 
 #: Head: voxels above this fraction of the template's Otsu threshold.
 HEAD_THRESHOLD = 0.5
-BRAIN_PAD_MM = 4.0
+BRAIN_PAD_MM = 6.0
 
 #: Face plane: through the brow (in front of the frontal pole, just above the
 #: eyebrows) and the throat (below the chin, in front of the spine); the face side is
 #: the one that holds NOSE_SIDE.
 BROW = (0.0, 76.0, -4.0)
-THROAT = (0.0, 0.0, -80.0)
+THROAT = (0.0, 20.0, -80.0)
 NOSE_SIDE = (0.0, 120.0, -60.0)
 CLEARANCE_MM = 6.0
 

@@ -1,0 +1,463 @@
+"""Defacing on real heads: brain never touched, face gone, robust to storage and FOV."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import DATA
+from scipy import ndimage as ndi
+
+from bidsanon import deface, face, schema
+from bidsanon.context import TaskContext
+from bidsanon.errors import InputError, PolicyError
+
+SAMPLE = DATA / "anat" / "sample"
+T1 = SAMPLE / "T1.mgz"
+MNI = DATA / "anat" / "mni152" / "MNI152_T1_2mm.nii.gz"
+
+
+# --------------------------------------------------------------------------- helpers
+
+def brain_on_grid(img) -> np.ndarray:
+    """The subject's own brain (brain.mgz, 1 mm) on ``img``'s grid: a voxel is brain if
+    any 1 mm brain voxel falls in it."""
+    brain = nib.load(SAMPLE / "brain.mgz")
+    ijk = np.argwhere(np.asanyarray(brain.dataobj) > 0)
+    world = ijk @ brain.affine[:3, :3].T + brain.affine[:3, 3]
+    inv = np.linalg.inv(img.affine)
+    vox = np.rint(world @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+    ok = np.all((vox >= 0) & (vox < np.array(img.shape[:3])), axis=1)
+    out = np.zeros(img.shape[:3], dtype=bool)
+    out[tuple(vox[ok].T)] = True
+    return out
+
+
+def changed_voxels(before, after) -> np.ndarray:
+    a = np.asanyarray(before.dataobj)
+    b = np.asanyarray(after.dataobj)
+    diff = a != b
+    return diff.any(axis=3) if diff.ndim == 4 else diff
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+
+
+def sample_landmarks(img) -> dict:
+    """NAS/LPA/RPA of the sample subject in voxels of ``img`` (from the .fif, tkr RAS)."""
+    from mne.io import read_fiducials
+
+    pts, _ = read_fiducials(SAMPLE / "sample-fiducials.fif")
+    names = {1: "LPA", 2: "NAS", 3: "RPA"}
+    inv = np.linalg.inv(img.header.get_vox2ras_tkr())
+    return {names[int(p["ident"])]: (inv[:3, :3] @ (p["r"] * 1000.0) + inv[:3, 3]).tolist()
+            for p in pts}
+
+
+def reorient(img, perm, flips):
+    """The same head stored with permuted/flipped voxel axes (world unchanged)."""
+    data = np.asanyarray(img.dataobj)
+    # nibabel's orientation: row i = (output axis of input axis i, flip)
+    ornt = np.array([[perm[i], -1 if flips[i] else 1] for i in range(3)])
+    new = nib.orientations.apply_orientation(data, ornt)
+    aff = img.affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)
+    return nib.Nifti1Image(new, aff), ornt
+
+
+def world_mask_on(mask: np.ndarray, src_aff, dst_img) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a mask from its grid to ``dst_img``'s grid (nearest); also return which
+    destination voxels the source grid covers."""
+    m = np.linalg.inv(src_aff) @ dst_img.affine
+    out = ndi.affine_transform(mask.astype(np.float32), m[:3, :3], m[:3, 3],
+                               output_shape=dst_img.shape[:3], order=0, cval=-1.0)
+    return out > 0.5, out >= 0
+
+
+@pytest.fixture(scope="module")
+def t1():
+    return nib.load(T1)
+
+
+@pytest.fixture(scope="module")
+def t1_brain(t1):
+    return brain_on_grid(t1)
+
+
+@pytest.fixture(scope="module")
+def plain(t1):
+    return deface.deface_image(t1)
+
+
+def assert_brain_kept(before, result, brain):
+    changed = changed_voxels(before, result.image)
+    assert brain.sum() > 50000
+    assert not (changed & brain).any(), f"{int((changed & brain).sum())} brain voxels changed"
+    assert not (result.removed & brain).any()
+
+
+# --------------------------------------------------------------------------- done-when
+
+def test_sample_t1_brain_untouched_face_gone(t1, t1_brain, plain):
+    assert face.has_face(t1), "the detector must find the face on the original render"
+    assert plain.method == "template"
+    assert_brain_kept(t1, plain, t1_brain)
+    assert not face.has_face(plain.image)
+    # a real face was removed: tens of mL, not a sliver
+    assert plain.removed_voxels * plain.voxel_ml() > 200
+    assert plain.registration.ok and plain.similarity >= 0.10
+
+
+def test_untouched_voxels_bit_identical_same_header(t1, plain):
+    before = np.asanyarray(t1.dataobj)
+    after = np.asanyarray(plain.image.dataobj)
+    assert after.dtype == before.dtype
+    assert type(plain.image) is type(t1)
+    np.testing.assert_array_equal(plain.image.affine, t1.affine)
+    keep = ~plain.removed
+    assert np.array_equal(after[keep], before[keep])
+    assert (after[plain.removed] == 0).all()
+    assert (changed_voxels(t1, plain.image) <= plain.removed).all()
+
+
+def test_mni152_head(tmp_path):
+    from nilearn.datasets import load_mni152_brain_mask
+    from nilearn.image import resample_to_img
+
+    img = nib.load(MNI)
+    brain = resample_to_img(load_mni152_brain_mask(resolution=2), img,
+                            interpolation="nearest", force_resample=True,
+                            copy_header=True).get_fdata() > 0
+    assert face.has_face(img)
+    res = deface.deface_image(img)
+    assert_brain_kept(img, res, brain)
+    assert not face.has_face(res.image)
+    assert res.similarity > 0.9  # the template against itself
+
+
+def test_landmark_method_sample_fiducials(t1, t1_brain):
+    marks = sample_landmarks(t1)
+    assert np.allclose(marks["NAS"], (42.3, 30.8, 74.1), atol=1.0)
+    res = deface.deface_image(t1, landmarks=marks)
+    assert res.method == "landmarks"
+    assert_brain_kept(t1, res, t1_brain)
+    assert not face.has_face(res.image)
+    assert res.removed_voxels * res.voxel_ml() > 200
+
+
+def test_quickshear_style_plane_cut_has_no_face(t1, t1_brain):
+    """A cut plane tangent to the brain (what quickshear does): no face detected."""
+    brain_world = np.argwhere(t1_brain) @ t1.affine[:3, :3].T + t1.affine[:3, 3]
+    yz = brain_world[:, 1:]
+    front, bottom = yz[np.argmax(yz[:, 0])], yz[np.argmin(yz[:, 1])]
+    d = bottom - front
+    normal = np.array([d[1], -d[0]])
+    if normal @ np.array([1.0, -1.0]) < 0:
+        normal = -normal
+    offset = ((yz - front) @ normal).max()
+    ijk = np.indices(t1.shape).reshape(3, -1).T
+    world = ijk @ t1.affine[:3, :3].T + t1.affine[:3, 3]
+    cut = (((world[:, 1:] - front) @ normal) > offset).reshape(t1.shape)
+    data = np.asanyarray(t1.dataobj).copy()
+    data[cut] = 0
+    sheared = nib.MGHImage(data, t1.affine, t1.header)
+    assert face.has_face(t1)
+    assert not face.has_face(sheared)
+
+
+# --------------------------------------------------------------------------- robustness
+
+ORIENTATIONS = [(p, f) for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1),
+                                 (2, 1, 0))
+                for f in np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).T.reshape(-1, 3)]
+
+
+@pytest.mark.parametrize("index", sorted(np.random.default_rng(6).choice(48, 6,
+                                                                          replace=False)))
+def test_permuted_and_flipped_axes(t1, t1_brain, plain, index):
+    perm, flips = ORIENTATIONS[index]
+    img, ornt = reorient(t1, perm, tuple(flips))
+    res = deface.deface_image(img)
+    removed = apply_inverse(res.removed, ornt)
+    assert removed.shape == plain.removed.shape
+    assert dice(removed, plain.removed) >= 0.95
+    brain = apply_forward(t1_brain, ornt)
+    assert not (changed_voxels(img, res.image) & brain).any()
+
+
+def apply_forward(arr, ornt):
+    return nib.orientations.apply_orientation(arr, ornt)
+
+
+def apply_inverse(arr, ornt):
+    """Undo ``apply_orientation(x, ornt)``."""
+    inv = np.zeros_like(ornt)
+    for i, (ax, flip) in enumerate(ornt):
+        inv[int(ax)] = (i, flip)
+    return nib.orientations.apply_orientation(arr, inv)
+
+
+def oblique(img, degrees, axis, pad=12):
+    """The same head resampled onto a grid rotated by ``degrees`` about ``axis``."""
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    rot = deface.rotation_matrix(np.eye(3)[axis] * degrees)
+    shape = np.array(data.shape) + pad
+    center = img.affine[:3, :3] @ ((np.array(data.shape) - 1) / 2) + img.affine[:3, 3]
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ img.affine[:3, :3]
+    aff[:3, 3] = center - aff[:3, :3] @ ((shape - 1) / 2)
+    m = np.linalg.inv(img.affine) @ aff
+    new = ndi.affine_transform(data, m[:3, :3], m[:3, 3], output_shape=tuple(shape), order=1)
+    return nib.Nifti1Image(np.rint(new).astype(np.int16), aff)
+
+
+@pytest.mark.parametrize("degrees,axis", [(30, 0), (-20, 1), (25, 2)])
+def test_oblique_grid(t1, t1_brain, plain, degrees, axis):
+    img = oblique(t1, degrees, axis)
+    res = deface.deface_image(img)
+    removed, covered = world_mask_on(res.removed, img.affine, t1)
+    assert dice(removed & covered, plain.removed & covered) >= 0.95
+    brain, _ = world_mask_on(t1_brain, t1.affine, img)
+    assert not (res.removed & brain).any()
+
+
+def test_wrong_header_orientation_found_by_search(t1, plain):
+    """The voxels rotated by 90 degrees but the header left as it was: the head lies on
+    its back in world space. The orientation search still finds the face."""
+    data = np.asanyarray(t1.dataobj)
+    rotated = np.ascontiguousarray(np.flip(np.transpose(data, (0, 2, 1)), axis=1))
+    img = nib.MGHImage(rotated, t1.affine, t1.header)
+    res = deface.deface_image(img)
+    assert res.registration.orientation != 0
+    back = np.transpose(np.flip(res.removed, axis=1), (0, 2, 1))
+    assert dice(back, plain.removed) >= 0.9
+    with pytest.raises(InputError, match="quality check"):
+        deface.deface_image(img, policy={"template": {"search_orientations": False}})
+
+
+def test_origin_far_off(t1, t1_brain, plain):
+    aff = t1.affine.copy()
+    aff[:3, 3] += (100.0, -100.0, 100.0)
+    img = nib.MGHImage(np.asanyarray(t1.dataobj), aff, t1.header)
+    res = deface.deface_image(img)
+    assert dice(res.removed, plain.removed) >= 0.95
+    assert not (res.removed & t1_brain).any()
+
+
+def test_cropped_no_neck(t1, t1_brain, plain):
+    # LIA storage: axis 1 runs inferior; keep everything above the chin (cut 25 slices)
+    keep = slice(0, t1.shape[1] - 25)
+    data = np.asanyarray(t1.dataobj)[:, keep, :]
+    img = nib.MGHImage(np.ascontiguousarray(data), t1.affine, t1.header)
+    res = deface.deface_image(img)
+    assert dice(res.removed, plain.removed[:, keep, :]) >= 0.95
+    assert not (res.removed & t1_brain[:, keep, :]).any()
+    assert not face.has_face(res.image)
+
+
+def test_anisotropic_voxels(t1, t1_brain, plain):
+    """1 x 1 x 3 mm voxels (resampled from the 3 mm head)."""
+    zoom = np.diag([1 / 3, 1 / 3, 1.0, 1.0])
+    aff = t1.affine @ zoom
+    shape = (t1.shape[0] * 3, t1.shape[1] * 3, t1.shape[2])
+    m = np.linalg.inv(t1.affine) @ aff
+    data = ndi.affine_transform(np.asanyarray(t1.dataobj).astype(np.float32), m[:3, :3],
+                                m[:3, 3], output_shape=shape, order=1)
+    img = nib.Nifti1Image(np.rint(data).astype(np.int16), aff)
+    res = deface.deface_image(img)
+    removed, covered = world_mask_on(res.removed, img.affine, t1)
+    assert dice(removed & covered, plain.removed & covered) >= 0.95
+    brain, _ = world_mask_on(t1_brain, t1.affine, img)
+    assert not (res.removed & brain).any()
+
+
+def test_4d_every_volume_same_mask(t1, plain):
+    data = np.asanyarray(t1.dataobj).astype(np.int16)
+    stack = np.stack([data, data // 2 + 3], axis=-1)
+    img = nib.Nifti1Image(stack, t1.affine)
+    res = deface.deface_image(img)
+    out = np.asanyarray(res.image.dataobj)
+    assert out.shape == stack.shape and out.dtype == stack.dtype
+    assert dice(res.removed, plain.removed) >= 0.95
+    for t in range(2):
+        assert (out[..., t][res.removed] == 0).all()
+        assert np.array_equal(out[..., t][~res.removed], stack[..., t][~res.removed])
+
+
+# --------------------------------------------------------------------------- NIfTI I/O
+
+def test_scaled_nifti_bit_exact_through_handle(tmp_path, t1):
+    data = np.asanyarray(t1.dataobj).astype(np.int16) * 7 - 300
+    img = nib.Nifti1Image(data, t1.affine)
+    img.header.set_slope_inter(0.25, 12.5)
+    img.header.set_qform(t1.affine, code=1)
+    img.header.set_sform(t1.affine, code=2)
+    img.header["descrip"] = b"TE=3.2;Time=101112.000"
+    src = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(img, src)
+    dst = tmp_path / "out" / "sub-01_T1w.nii.gz"
+    dst.parent.mkdir()
+    ctx = TaskContext(subject="01", new_subject="01", qc_dir=str(tmp_path / "qc"))
+    result = deface.handle(src, dst, ctx)
+    out = nib.load(dst)
+    assert out.dataobj.slope == 0.25 and out.dataobj.inter == 12.5
+    raw_in = np.asanyarray(nib.load(src).dataobj.get_unscaled())
+    raw_out = np.asanyarray(out.dataobj.get_unscaled())
+    changed = raw_in != raw_out
+    assert 1000 < changed.sum()
+    removed = raw_out[changed]
+    # the fill is 0 in scaled units: raw (0 - 12.5) / 0.25 = -50
+    assert (removed == -50).all()
+    assert out.header.get_qform(coded=True)[1] == 1
+    assert out.header.get_sform(coded=True)[1] == 2
+    np.testing.assert_allclose(out.affine, t1.affine, atol=1e-4)
+    assert out.header["descrip"].item() == b""
+    assert any(c.field == "nifti.descrip" for c in result.changes)
+    m = result.metrics
+    assert m["removed_voxels"] == changed.sum() or m["removed_voxels"] >= changed.sum()
+    assert m["restored_voxels"] >= 0 and 0 < m["similarity"] <= 1
+    # QC pictures are private: next to the key, not in the output folder
+    assert set(result.qc) == {"sagittal", "axial", "render_front"}
+    for path in result.qc.values():
+        assert (tmp_path / "qc") in __import__("pathlib").Path(path).parents
+    assert not list(dst.parent.glob("*.png"))
+    assert not list(dst.parent.glob("*.partial"))
+
+
+def test_handle_uses_sidecar_landmarks(tmp_path, t1):
+    src = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(t1.dataobj), t1.affine), src)
+    marks = sample_landmarks(t1)
+    (tmp_path / "sub-01_T1w.json").write_text(json.dumps(
+        {"AnatomicalLandmarkCoordinates": marks}))
+    dst = tmp_path / "out.nii.gz"
+    result = deface.handle(src, dst, TaskContext())
+    assert dst.is_file()
+    assert any(c.location == "landmarks" for c in result.changes)
+    assert not face.has_face(nib.load(dst))
+
+
+def test_deterministic_output(tmp_path, t1):
+    src = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(t1.dataobj), t1.affine), src)
+    outs = []
+    for n in range(2):
+        dst = tmp_path / f"out{n}.nii.gz"
+        deface.handle(src, dst, TaskContext())
+        outs.append(dst.read_bytes())
+    assert outs[0] == outs[1]
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_not_an_image(tmp_path):
+    src = tmp_path / "sub-01_T1w.nii.gz"
+    src.write_bytes(b"this is not a NIfTI file at all" * 20)
+    dst = tmp_path / "out.nii.gz"
+    with pytest.raises(InputError) as err:
+        deface.handle(src, dst, TaskContext())
+    assert str(src) in str(err.value)
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("shape,value", [((64, 64), 1), ((64, 64, 64), 0),
+                                         ((64, 64, 1), 5), ((40, 40, 40), 7)])
+def test_bad_volumes(tmp_path, shape, value):
+    src = tmp_path / "sub-01_T1w.nii"
+    data = np.full(shape, value, dtype=np.int16)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), src)
+    dst = tmp_path / "out.nii"
+    with pytest.raises(InputError) as err:
+        deface.handle(src, dst, TaskContext())
+    assert str(src) in str(err.value)
+    assert not dst.exists()
+
+
+def test_failed_registration_is_never_accepted(tmp_path):
+    """A volume that is not a head (a bright ellipsoid with noise) fails the check."""
+    rng = np.random.default_rng(0)
+    idx = np.indices((80, 80, 80)).astype(float) - 40
+    blob = ((idx[0] / 30) ** 2 + (idx[1] / 35) ** 2 + (idx[2] / 25) ** 2) < 1
+    data = (blob * 100 + rng.normal(0, 3, blob.shape)).astype(np.float32)
+    img = nib.Nifti1Image(data, np.diag([2.5, 2.5, 2.5, 1]))
+    with pytest.raises(InputError, match="landmarks.*box|box.*landmarks"):
+        deface.deface_image(img, name="blob.nii")
+
+
+def test_truncated_gzip(tmp_path, t1):
+    src = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(t1.dataobj), t1.affine), src)
+    src.write_bytes(src.read_bytes()[:5000])
+    with pytest.raises(InputError):
+        deface.handle(src, tmp_path / "o.nii.gz", TaskContext())
+
+
+# --------------------------------------------------------------------------- policy
+
+def test_policy_defaults_validate_and_document():
+    values = schema.defaults(deface.POLICY)
+    schema.validate(values, deface.POLICY)
+    for path in schema.all_paths(deface.POLICY):
+        node = deface.POLICY
+        for part in path.split("."):
+            node = node[part]
+        if isinstance(node, schema.Key):
+            assert len(node.doc) > 20, path
+    with pytest.raises(PolicyError):
+        schema.validate({"landmarks": {"rotate": [1, 2]}}, deface.POLICY)
+    with pytest.raises(PolicyError):
+        schema.validate({"method": "mri_deface"}, deface.POLICY)
+
+
+def test_should_deface():
+    sec = schema.defaults(deface.POLICY)
+    assert deface.should_deface("T1w", sec)
+    assert deface.should_deface("UNIT1", sec)
+    assert not deface.should_deface("bold", sec)
+    assert not deface.should_deface("T1w", {**sec, "enabled": False})
+    assert deface.should_deface("T1map", {**sec, "suffixes": ["T1map"]})
+
+
+def test_box_method_scanner_frame(t1, t1_brain):
+    # a box in front of the sample head's face, in scanner mm
+    box = {"frame": "scanner", "scale": [200, 120, 120], "translate": [0, 140, -70],
+           "rotate": [0, 0, 0]}
+    res = deface.deface_image(t1, policy={"method": "box", "box": box})
+    assert res.method == "box" and res.removed_voxels > 1000
+    expected = deface.box_mask(t1.shape, t1.affine, np.eye(4), box["rotate"], box["scale"],
+                               box["translate"])
+    assert np.array_equal(res.removed, expected & ~res.protected)
+    assert not (res.removed & t1_brain).any()
+    with pytest.raises(PolicyError):
+        deface.deface_image(t1, policy={"method": "box"})
+
+
+def test_smooth_fill_and_no_ears(t1, t1_brain, plain):
+    res = deface.deface_image(t1, policy={"fill": "smooth", "remove_ears": False})
+    assert res.removed_voxels < plain.removed_voxels
+    out = np.asanyarray(res.image.dataobj)
+    before = np.asanyarray(t1.dataobj)
+    assert np.array_equal(out[~res.removed], before[~res.removed])
+    assert not (changed_voxels(t1, res.image) & t1_brain).any()
+    assert out[res.removed].any()  # smoothed, not zero
+
+
+def test_landmarks_required_for_landmark_method(t1):
+    with pytest.raises(InputError, match="AnatomicalLandmarkCoordinates"):
+        deface.deface_image(t1, method="landmarks")
+
+
+def test_read_landmarks_aliases(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"AnatomicalLandmarkCoordinates": {
+        "Nasion": [1, 2, 3], "LPA": [4, 5, 6], "RPA": [7, 8, 9]}}))
+    marks = deface.read_landmarks(p)
+    assert marks["NAS"].tolist() == [1, 2, 3]
+    p.write_text(json.dumps({"AnatomicalLandmarkCoordinates": {"NAS": [1, 2, 3]}}))
+    assert deface.read_landmarks(p) is None
+    assert deface.read_landmarks(tmp_path / "missing.json") is None
+    assert deface.sidecar_path(tmp_path / "a_T1w.nii.gz").name == "a_T1w.json"
+    shutil.rmtree(tmp_path, ignore_errors=True)
