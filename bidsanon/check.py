@@ -66,6 +66,8 @@ RULES: dict[str, tuple[str, str]] = {
                            "ID, institution, ...) in a file name or in a file's bytes"),
     "check.not-inspected": ("warning", "a file no rule can inspect (unknown binary format, "
                             "or a module that is not installed)"),
+    "check.failed": ("error", "a rule failed on the file (a bug): it was not fully inspected, "
+                     "so it must not pass"),
     "check.copied-binary": ("info", "binary data the policy copies byte for byte "
                             "(`files.copy`): not inspected"),
     "check.text-only": ("info", "a text file of no known format: only the text patterns "
@@ -313,7 +315,7 @@ def _finding(rel: str, rule: str, message: str, location: str = "",
     return Finding(rel, rule, severity or RULES[rule][0], message, location)
 
 
-def _mask(value: str) -> str:
+def _quote(value: str) -> str:
     """Quote a value in a message, shortened (messages go to CI logs)."""
     value = value.replace("\n", " ")
     return repr(value if len(value) <= 60 else value[:57] + "...")
@@ -335,7 +337,7 @@ def check_text(text: str, rel: str, s: Settings, where: str = "") -> list[Findin
             sev = RULES["text.extra"][0]
         what = {"email": "e-mail address", "phone": "phone number", "url": "web address",
                 "date": "date after 1925"}.get(name, f"match of text.extra_patterns.{name}")
-        out.append(Finding(rel, rule, sev, f"{what} {_mask(c.old or '')}", where))
+        out.append(Finding(rel, rule, sev, f"{what} {_quote(c.old or '')}", where))
     return out
 
 
@@ -402,21 +404,21 @@ def check_json(data: Any, rel: str, s: Settings) -> list[Finding]:
             if isinstance(action, dict):
                 if value != action.get("replace"):
                     out.append(_finding(rel, "sidecar.deny-listed", f"{key} holds "
-                                        f"{_mask(str(value))}, the policy replaces it ({why})",
+                                        f"{_quote(str(value))}, the policy replaces it ({why})",
                                         key))
             elif action in ("remove", "blank"):
                 out.append(_finding(rel, "sidecar.deny-listed",
-                                    f"{key} holds {_mask(str(value))} ({why})", key))
+                                    f"{key} holds {_quote(str(value))} ({why})", key))
             elif action == "pseudonymize" and not _is_pseudonym(value):
                 out.append(_finding(rel, "sidecar.not-pseudonymized",
-                                    f"{key} holds an original value {_mask(str(value))} "
+                                    f"{key} holds an original value {_quote(str(value))} "
                                     f"({why})", key))
             elif action == "code" and not _is_code(value):
                 out.append(_finding(rel, "sidecar.deny-listed", f"{key} holds free text "
-                                    f"{_mask(str(value))}, not a sequence code ({why})", key))
+                                    f"{_quote(str(value))}, not a sequence code ({why})", key))
             elif action == "shift" and isinstance(value, str) and _date_of(value) is None:
                 out.append(_finding(rel, "sidecar.deny-listed", f"{key} holds "
-                                    f"{_mask(value)}, which is not a date that could have "
+                                    f"{_quote(value)}, which is not a date that could have "
                                     f"been shifted ({why})", key))
     for where, value in _walk_json(data):
         if not isinstance(value, str) or not value.strip():
@@ -471,7 +473,7 @@ def check_scans(table, rel: str, s: Settings) -> list[Finding]:
         if values:
             skip.add("source")
             out.append(_finding(rel, "scans.source", f"column 'source' holds {len(values)} "
-                                f"original names (e.g. {_mask(values[0])})", "source"))
+                                f"original names (e.g. {_quote(values[0])})", "source"))
     if "acq_time" in table.columns:
         skip.add("acq_time")
         for n, v in enumerate(table.column("acq_time"), start=2):
@@ -525,7 +527,7 @@ def check_nifti(path: Path, rel: str) -> list[Finding]:
                                 f"({c.old})", "header"))
         else:
             out.append(_finding(rel, "nifti.header-text", f"{name} holds "
-                                f"{_mask(c.old or '')}", f"header {name}"))
+                                f"{_quote(c.old or '')}", f"header {name}"))
     return out
 
 
@@ -544,13 +546,13 @@ def check_gzip(path: Path, rel: str, s: Settings) -> list[Finding]:
     out = []
     if name:
         out.append(_finding(rel, "gzip.name", f"gzip header stores the file name "
-                            f"{_mask(name)}", "gzip header"))
+                            f"{_quote(name)}", "gzip header"))
     if mtime:
         when = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).replace(tzinfo=None)
         out.append(_finding(rel, "gzip.mtime", f"gzip header stores the time {when} "
                             "(write with mtime 0)", "gzip header", s.date_severity()))
     if comment:
-        out.append(_finding(rel, "gzip.comment", f"gzip header comment {_mask(comment)}",
+        out.append(_finding(rel, "gzip.comment", f"gzip header comment {_quote(comment)}",
                             "gzip header"))
     return out
 
@@ -609,25 +611,24 @@ def save_renders(pics: dict, hits: dict, folder: Path, stem: str) -> list[str]:
     return out
 
 
-def _sniff_text(path: Path) -> str | None:
-    """The file's text when it looks like text (no NUL byte, decodes), else None."""
+def _read_text(path: Path) -> str | None:
+    """The file's text when it looks like text, else None (binary, or too large).
+
+    Text has no NUL byte in its first 8 KiB and either decodes as UTF-8 or (Latin-1
+    and the like) has almost no control characters.
+    """
     from .fileio import read_text
     with open(path, "rb") as f:
         head = f.read(_SNIFF)
-    if b"\0" in head:
+    if b"\0" in head or path.stat().st_size > _TEXT_LIMIT:
         return None
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not only a character cut at the sniff boundary
-            try:
-                head.decode("latin-1")
-            except UnicodeDecodeError:
-                return None
-            if sum(b < 32 and b not in (9, 10, 13) for b in head) > len(head) // 100:
-                return None
-    if path.stat().st_size > _TEXT_LIMIT:
-        return None
+        cut = exc.start >= len(head) - 4  # a character cut at the end of the sniff
+        controls = sum(b < 32 and b not in (9, 10, 12, 13) for b in head)
+        if not cut and controls > len(head) // 100:
+            return None
     return read_text(path)
 
 
@@ -663,15 +664,16 @@ def check_path(path: Path, rel: str, s: Settings, is_dir: bool = False
     """
     from .deface import should_deface
     from .handlers import suffix_of
+    from .plan import is_placeholder
     path = Path(path)
     out: list[Finding] = []
     renders: list[str] = []
     if s.needles is not None:
         for hit in s.needles.in_name(rel):
             out.append(_finding(rel, s.needles.rule_for(hit), f"the path contains the "
-                                f"original {_mask(hit)}", "file name"))
-    if not is_dir and path.stat().st_size == 0:
-        return out, renders  # an empty placeholder holds nothing
+                                f"original {_quote(hit)}", "file name"))
+    if not is_dir and is_placeholder(path):
+        return out, renders  # empty, or only a byte-order mark: it holds nothing
     kind, why = _kind(rel, is_dir, s.policy)
     if kind in FORMAT_CHECKERS:
         found = _call(FORMAT_CHECKERS[kind], path, rel, s.policy)
@@ -684,7 +686,7 @@ def check_path(path: Path, rel: str, s: Settings, is_dir: bool = False
     if kind in ("sidecar", "participants_json", "dataset_description", "participants",
                 "scans", "tsv", "text", "brainvision") or kind is None or kind == "copy":
         if not is_dir:
-            text = _sniff_text(path)
+            text = _read_text(path)
     if kind in ("sidecar", "participants_json", "dataset_description"):
         out += _check_json_text(text, rel, s)
     elif kind in ("participants", "scans", "tsv"):
@@ -692,9 +694,11 @@ def check_path(path: Path, rel: str, s: Settings, is_dir: bool = False
     elif kind in ("text", "brainvision"):
         out += check_text_file(text or "", rel, s)
     elif kind in ("nifti", "anat"):
-        out += check_nifti(path, rel)
+        header = check_nifti(path, rel)
+        out += header
+        readable = not any(f.rule == "nifti.unreadable" for f in header)
         anat = "/anat/" in "/" + rel
-        if s.faces and anat and should_deface(suffix_of(PurePosixPath(rel).name),
+        if s.faces and readable and anat and should_deface(suffix_of(PurePosixPath(rel).name),
                                               s.policy["anat"].get("deface", {})):
             found, renders = _check_face(path, rel, s)
             out += found
@@ -729,7 +733,7 @@ def _check_face(path: Path, rel: str, s: Settings) -> tuple[list[Finding], list[
 def _check_json_text(text: str | None, rel: str, s: Settings) -> list[Finding]:
     import json
     if text is None:
-        return [_finding(rel, "check.not-inspected", "binary content in a .json file")]
+        return [_finding(rel, "check.not-inspected", "not text, or larger than 64 MiB")]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -741,7 +745,7 @@ def _check_json_text(text: str | None, rel: str, s: Settings) -> list[Finding]:
 def _check_tsv_text(text: str | None, rel: str, s: Settings, kind: str) -> list[Finding]:
     from .tsv import parse_tsv
     if text is None:
-        return [_finding(rel, "check.not-inspected", "binary content in a .tsv file")]
+        return [_finding(rel, "check.not-inspected", "not text, or larger than 64 MiB")]
     try:
         table = parse_tsv(text, rel)
     except InputError as exc:
@@ -761,7 +765,7 @@ def _check_key_bytes(path: Path, rel: str, needles: Needles, is_dir: bool) -> li
         for value, pos in needles.in_file(p).items():
             inner = p.relative_to(path).as_posix() + ", " if is_dir else ""
             out.append(_finding(rel, needles.rule_for(value), f"the file holds the original "
-                                f"{_mask(value)}", f"{inner}byte {pos}"))
+                                f"{_quote(value)}", f"{inner}byte {pos}"))
     return out
 
 
@@ -865,6 +869,10 @@ def _one(args: tuple[Path, str, bool, Settings]) -> tuple[str, bool, list[Findin
     except (OSError, InputError) as exc:
         found, renders = [_finding(rel, "check.not-inspected", f"cannot be read: "
                                    f"{getattr(exc, 'message', None) or exc}")], []
+    except Exception as exc:  # noqa: BLE001 - a checker's bug must not pass the file
+        found, renders = [_finding(rel, "check.failed", f"a rule failed on this file "
+                                   f"({type(exc).__name__}: {exc}); it was not fully "
+                                   "inspected (please report it)")], []
     return rel, is_dir, found, renders
 
 
