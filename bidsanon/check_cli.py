@@ -18,18 +18,20 @@ from .errors import EXIT_FINDINGS, EXIT_OK, BidsanonError, UsageError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bidsanon check`` arguments to ``parser``."""
     from .check_format import FORMATS
-    parser.add_argument("dataset", type=Path, help="the BIDS dataset folder to scan")
-    parser.add_argument("--policy", type=Path, help="study policy YAML: its deny-list "
-                        "actions, dates.latest, text patterns and URL allow-list are used "
-                        "(default: built-in policy)")
-    parser.add_argument("--key", type=Path, help="a bidsanon key: look for its original "
-                        "labels and values in every file name and file")
+    parser.add_argument("dataset", type=Path, metavar="DATASET",
+                        help="the BIDS dataset folder to scan")
+    parser.add_argument("--policy", type=Path, metavar="FILE",
+                        help="study policy YAML: its deny-list actions, dates.latest, text "
+                        "patterns and URL allow-list are used (default: built-in policy)")
+    parser.add_argument("--key", type=Path, metavar="FILE",
+                        help="a bidsanon key: look for its original labels and values in "
+                        "every file name and file")
     parser.add_argument("--format", choices=FORMATS, default="text",
                         help="output format (default: text)")
     parser.add_argument("--fail-on", choices=("error", "warning"), default="error",
                         help="exit 1 when a finding of this severity or above exists "
                         "(default: error)")
-    parser.add_argument("--output", "-o", type=Path,
+    parser.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write the report to this file instead of standard output")
     parser.add_argument("--renders", type=Path, metavar="DIR",
                         help="private folder (outside the dataset) for renders of detected "

@@ -16,8 +16,8 @@ from .errors import EXIT_OK, BidsanonError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bidsanon report`` arguments to ``parser``."""
-    parser.add_argument("key", type=Path, help="the run's private key file")
-    parser.add_argument("-o", "--output", type=Path,
+    parser.add_argument("key", type=Path, metavar="KEY", help="the run's private key file")
+    parser.add_argument("-o", "--output", type=Path, metavar="OUT",
                         help="report file (default: next to the key, <key>_report.html)")
     parser.add_argument("--show-values", action="store_true",
                         help="show original values instead of masking them")
