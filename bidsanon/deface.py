@@ -164,6 +164,8 @@ class DefaceResult:
     protected: np.ndarray
     restored_voxels: int
     method: str
+    #: voxels (3D positions) whose value actually changed (removed tissue, not air)
+    changed_voxels: int = 0
     similarity: float = float("nan")
     head_dice: float = float("nan")
     seconds: float = 0.0
@@ -923,9 +925,11 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         sub[removed[box]] = vals
     else:
         out[removed] = _fill_raw(raw, float(sec["fill_value"]), slope, inter)
+    diff = out[removed] != raw[removed]
+    changed = int(diff.any(axis=-1).sum() if diff.ndim == 2 else diff.sum())
     new = _new_image(img, out, slope, inter)
     return DefaceResult(image=new, removed=removed, protected=protected,
-                        restored_voxels=restored, method=method,
+                        restored_voxels=restored, method=method, changed_voxels=changed,
                         similarity=reg.similarity, head_dice=reg.head_dice,
                         seconds=time.perf_counter() - t0, warnings=warnings,
                         registration=reg)
@@ -965,6 +969,8 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
     result = FileResult(changes=changes, warnings=list(res.warnings))
     result.metrics = {"restored_voxels": float(res.restored_voxels),
                       "removed_voxels": float(res.removed_voxels),
+                      "changed_voxels": float(res.changed_voxels),
+                      "removed_ml": res.changed_voxels * ml,
                       "restored_ml": res.restored_voxels * ml,
                       "similarity": float(res.similarity),
                       "head_overlap": float(res.head_dice),

@@ -461,3 +461,56 @@ def test_read_landmarks_aliases(tmp_path):
     assert deface.read_landmarks(tmp_path / "missing.json") is None
     assert deface.sidecar_path(tmp_path / "a_T1w.nii.gz").name == "a_T1w.json"
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_cli_deface_nifti_and_mgz(tmp_path, t1, t1_brain):
+    from bidsanon import deface_cli
+
+    out = tmp_path / "defaced.nii.gz"
+    qc_dir = tmp_path / "qc"
+    assert deface_cli.main([str(T1), "-o", str(out), "--qc-dir", str(qc_dir), "-q"]) == 0
+    img = nib.load(out)
+    assert np.asanyarray(img.dataobj).dtype == np.uint8
+    changed = np.asanyarray(img.dataobj) != np.asanyarray(t1.dataobj)
+    assert changed.sum() > 1000 and not (changed & t1_brain).any()
+    assert len(list(qc_dir.glob("*.png"))) == 3
+    mgz = tmp_path / "defaced.mgz"
+    assert deface_cli.main([str(T1), "-o", str(mgz), "--keep-ears", "-q"]) == 0
+    again = nib.load(mgz)
+    assert isinstance(again, nib.MGHImage)
+    assert np.array_equal(np.asanyarray(again.dataobj)[~changed],
+                          np.asanyarray(t1.dataobj)[~changed])
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from bidsanon import deface_cli
+
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"junk" * 100)
+    assert deface_cli.main([str(junk), "-o", str(tmp_path / "o.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(junk) in err
+    assert not (tmp_path / "o.nii.gz").exists()
+    assert deface_cli.main([str(T1), "-o", str(tmp_path / "o.txt")]) == 2
+    assert deface_cli.main([str(T1), "-o", str(tmp_path / "o.nii"), "--method",
+                            "landmarks"]) == 2
+    assert "AnatomicalLandmarkCoordinates" in capsys.readouterr().err
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("anat:\n  deface:\n    brain_margin_mm: 99\n")
+    assert deface_cli.main([str(T1), "-o", str(tmp_path / "o.nii"), "--policy",
+                            str(policy)]) == 2
+    assert "brain_margin_mm" in capsys.readouterr().err
+
+
+def test_cli_policy_file_applies(tmp_path):
+    from bidsanon import deface_cli
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("anat:\n  deface:\n    fill_value: 7\n    remove_ears: false\n")
+    out = tmp_path / "o.nii"
+    assert deface_cli.main([str(T1), "-o", str(out), "--policy", str(policy), "-q"]) == 0
+    data = np.asanyarray(nib.load(out).dataobj)
+    before = np.asanyarray(nib.load(T1).dataobj)
+    assert (data[data != before] == 7).all()

@@ -1,0 +1,104 @@
+"""Head renders and dlib's face detector on real heads, defaced heads and non-heads."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import DATA
+
+from bidsanon import deface, face
+
+T1 = DATA / "anat" / "sample" / "T1.mgz"
+MNI = DATA / "anat" / "mni152" / "MNI152_T1_2mm.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def t1():
+    return nib.load(T1)
+
+
+@pytest.fixture(scope="module")
+def t1_front(t1):
+    return face.render_head(t1, "front")
+
+
+def test_render_views_shapes(t1, t1_front):
+    assert t1_front.dtype == np.uint8 and t1_front.ndim == 2
+    # 1 mm pixels: the 258 mm field of view plus 2 x 30 mm padding (+ 60 mm below the
+    # neck, which the field of view cuts)
+    assert 300 <= t1_front.shape[1] <= 330
+    assert t1_front.shape[0] > t1_front.shape[1]
+    left, right = face.render_head(t1, "left"), face.render_head(t1, "right")
+    assert left.shape == right.shape
+    assert (t1_front > 0).mean() > 0.2 and (left > 0).mean() > 0.2
+    with pytest.raises(ValueError):
+        face.render_head(t1, "top")
+
+
+def test_face_found_on_real_heads(t1_front):
+    boxes = face.detect_faces(t1_front)
+    assert boxes and max(b.score for b in boxes) > 1.0
+    b = max(boxes, key=lambda b: b.score)
+    # the face sits in the upper-middle of the render, not at its edge
+    h, w = t1_front.shape
+    assert 0.25 * w < (b.left + b.right) / 2 < 0.75 * w
+    assert (b.top + b.bottom) / 2 < 0.6 * h
+
+
+def test_face_found_on_mni152_with_fov_extension():
+    img = nib.load(MNI)
+    depth, hit, cut = face.depth_map(img, "front")
+    assert cut.any(), "the template's field of view stops at the nose"
+    assert face.detect_faces(face.shade(depth, hit, cut))
+    assert face.has_face(img)
+
+
+def test_render_is_world_space(t1, t1_front):
+    """The same head stored in another axis order renders the same picture."""
+    data = np.asanyarray(t1.dataobj)
+    ornt = np.array([[2, -1], [0, 1], [1, -1]])
+    img = nib.Nifti1Image(nib.orientations.apply_orientation(data, ornt),
+                          t1.affine @ nib.orientations.inv_ornt_aff(ornt, data.shape))
+    other = face.render_head(img, "front")
+    assert other.shape == t1_front.shape
+    assert np.abs(other.astype(int) - t1_front.astype(int)).mean() < 2.0
+    assert face.has_face(img)
+
+
+def test_no_face_after_defacing(t1):
+    res = deface.deface_image(t1)
+    for view in face.VIEWS:
+        assert not face.detect_faces(face.render_head(res.image, view))
+
+
+def test_no_face_on_non_heads():
+    rng = np.random.default_rng(1)
+    idx = np.indices((70, 80, 70)).astype(float)
+    ellipsoid = (((idx[0] - 35) / 30) ** 2 + ((idx[1] - 40) / 35) ** 2
+                 + ((idx[2] - 35) / 32) ** 2) < 1
+    blob = nib.Nifti1Image((ellipsoid * 100 + rng.normal(0, 2, idx[0].shape)).astype(
+        np.float32), np.diag([2.5, 2.5, 2.5, 1]))
+    assert not face.has_face(blob, views=face.VIEWS)
+    noise = nib.Nifti1Image(rng.random((40, 40, 40)).astype(np.float32), np.eye(4))
+    assert not face.has_face(noise)
+
+
+def test_detect_faces_accepts_image_and_threshold(t1, t1_front):
+    assert face.detect_faces(t1) == face.detect_faces(t1_front)
+    assert not face.detect_faces(t1_front, threshold=10.0)
+    assert len(face.detect_faces(t1_front, upsample=(1,))) >= 1
+
+
+def test_check_file(tmp_path, t1):
+    src = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(t1.dataobj), t1.affine), src)
+    findings = face.check_file(src, "sub-01/anat/sub-01_T1w.nii.gz")
+    assert [f.rule for f in findings] == ["anat.face"]
+    assert findings[0].severity == "error"
+    defaced = tmp_path / "defaced_T1w.nii.gz"
+    nib.save(deface.deface_image(t1).image, defaced)
+    assert face.check_file(defaced, "x") == []
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"no image here" * 10)
+    assert [f.rule for f in face.check_file(junk, "junk.nii.gz")] == ["anat.unreadable"]
