@@ -298,6 +298,19 @@ def test_every_file_is_accounted_for(tmp_path):
     assert ("outside.txt", "check.symlink", "warning") in got
 
 
+def test_nifti_extensions_and_text_in_brainvision_headers(tmp_path):
+    src = copy_tree(DATA / "bids/eeg_matchingpennies", tmp_path / "ds")
+    img = nib.load(DATA / "anat/mni152/MNI152_T1_2mm.nii.gz")
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"acquired for J. Doe"))
+    (src / "sub-05" / "anat").mkdir()
+    nib.save(img, src / "sub-05/anat/sub-05_acq-ext_angio.nii")  # .nii: no gzip header
+    vhdr = src / "sub-05/eeg/sub-05_task-matchingpennies_eeg.vhdr"
+    vhdr.write_text(vhdr.read_text() + "\n[Comment]\nrecorded by lab.tech@example.org\n")
+    got = found(scan_dataset(src, faces=False))
+    assert ("sub-05/anat/sub-05_acq-ext_angio.nii", "nifti.extensions", "error") in got
+    assert ("sub-05/eeg/sub-05_task-matchingpennies_eeg.vhdr", "text.email", "error") in got
+
+
 def test_participants_age_cap_follows_the_policy(tmp_path):
     src = copy_tree(DATA / "bids/eeg_matchingpennies", tmp_path / "ds")
     policy = load_policy(overrides={"tsv": {"participants": {"columns": {"age": {"cap": 26}}}}})
