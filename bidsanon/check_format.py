@@ -207,7 +207,8 @@ def to_github(result: CheckResult, fail_on: str = "error", prefix: str = "") -> 
             if number.isdigit():
                 props.append(f"line={number}")
         props.append(f"title={_gh_property(f.rule)}")
-        where = f"{f.location}: " if f.location else ""
+        where = f"{f.location}: " if f.location and not re.fullmatch(r"line \d+", f.location) \
+            else ""
         lines.append(f"::{_GITHUB_LEVEL[f.severity]} {','.join(props)}::"
                      f"{_gh_data(where + f.message)}")
     level = "error" if result.failed(fail_on) else "notice"
