@@ -205,9 +205,8 @@ class Needles:
         values = set()
         for v in key.originals:
             if isinstance(v, str) and len(v.strip()) >= 3:
-                values.add(v.strip())
-                if "^" in v:  # a DICOM person name: family^given^middle^prefix^suffix
-                    values |= {p.strip() for p in v.split("^") if len(p.strip()) >= 3}
+                from .plan import caret_parts
+                values |= caret_parts(v)  # DICOM multi-part values, as the plan replaces them
         return cls.compile(sorted(labels), sorted(values - labels))
 
     @classmethod
@@ -377,8 +376,8 @@ def _is_pseudonym(value: Any) -> bool:
 
 def _is_code(value: Any) -> bool:
     """The sidecar handler's own test of a sequence code (kept by action ``code``)."""
-    from .sidecars import _CODE, _DATE_RUN  # no public name yet: asked of its owner
-    return isinstance(value, str) and bool(_CODE.match(value)) and not _DATE_RUN.search(value)
+    from .sidecars import is_code
+    return is_code(value)
 
 
 def _empty(value: Any) -> bool:

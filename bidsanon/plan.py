@@ -397,9 +397,11 @@ def name_variants(value: str) -> set[str]:
 
 
 def caret_parts(value: str) -> set[str]:
-    """A DICOM multi-part value (``NeuroLab^MEG study``) and each part of 3+ characters,
-    as ``bidsanon check --key`` looks for them."""
-    parts = {p.strip() for p in value.split("^") if len(p.strip()) >= 3}
+    """A DICOM multi-part value (``Ortiz^Helen``, ``NeuroLab^MEG study``) and each
+    single-word part of 3+ characters (``Ortiz``, ``Helen``, ``NeuroLab``; a phrase such
+    as ``MEG study`` is too generic to hunt for on its own)."""
+    parts = {p.strip() for p in value.split("^")
+             if len(p.strip()) >= 3 and not re.search(r"\s", p.strip())}
     return {value.strip()} | (parts if "^" in value else set())
 
 

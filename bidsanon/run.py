@@ -34,6 +34,15 @@ IDENTIFYING_FIELD = re.compile(r"name|birth|institution|address|station|serial|e
                                r"technician|subject|participant", re.IGNORECASE)
 
 
+#: Values identifying fields hold that identify nobody (placeholders of acquisition
+#: software, empty-room "subjects", shared system accounts): not recorded as originals,
+#: so `bidsanon check --key` does not flag "empty room" in every MEG README.
+NOT_IDENTIFYING = frozenset({
+    "empty", "room", "empty room", "emptyroom", "noise", "phantom", "test", "anonymous",
+    "unknown", "none", "n/a", "subject", "patient", "mne_anonymize", "anonymized",
+    "neuromag", "meg", "user", "operator", "admin", "root", "guest", "default"})
+
+
 @dataclass(frozen=True)
 class Shared:
     """What every task needs besides its own FileTask (sent to each worker once)."""
@@ -401,7 +410,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     update_key(plan.key, ordered, summary, plan.known)
     # the final gate: the same check a CI job runs, on what is about to be published
     t1 = time.perf_counter()
-    findings = final_check(staging, plan, plan.policy)
+    findings = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path), jobs=jobs)
     summary.findings = findings
     timings["check"] = time.perf_counter() - t1
     plan.key.runs[-1]["timings"] = {k: round(v, 3) for k, v in timings.items()}
@@ -432,15 +441,15 @@ def drop_companions(failed: list[FileTask], tasks: list[FileTask], staging: Path
     return removed
 
 
-def final_check(staging: Path, plan: Plan, policy: dict) -> list:
-    """Run ``bidsanon check`` on the staged output when enabled (module may be absent)."""
+def final_check(staging: Path, plan: Plan, policy: dict, render_dir: Path | None = None,
+                jobs: int = 1) -> list:
+    """Run ``bidsanon check`` on the staged output (face renders go to the private QC
+    folder: a face found there must not be shown anywhere public)."""
     if not policy["run"]["check"]:
         return []
-    try:
-        from .check import check_dataset
-    except ModuleNotFoundError:
-        return []
-    return check_dataset(staging, policy=policy, key=plan.key)
+    from .check import check_dataset
+    return check_dataset(staging, policy=policy, key=plan.key, render_dir=render_dir,
+                         jobs=jobs)
 
 
 def report_path(key_path: Path) -> Path:
@@ -479,6 +488,7 @@ def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary,
                     and not old.strip().replace(".", "").isdigit():
                 originals.add(old.strip())
     originals |= {s for s, e in key.subjects.items() if e.label != s and len(s) >= 3}
+    originals = {o for o in originals if o.lower() not in NOT_IDENTIFYING}
     # labels that stay in the output (sub-emptyroom, kept labels) are not secrets
     kept = {e.label for e in key.subjects.values()} | {EMPTYROOM}
     originals = {o for o in originals if not (o in kept or o.removeprefix("sub-") in kept)}

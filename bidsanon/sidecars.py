@@ -127,6 +127,12 @@ POLICY = {
 }
 
 
+def is_code(value: Any) -> bool:
+    """Whether a value looks like a sequence code (``t1_mprage_sag``): no spaces, no date.
+    Free text (``T1w MK 2023-05-02``) is not."""
+    return isinstance(value, str) and bool(_CODE.match(value)) and not _DATE_RUN.search(value)
+
+
 def pseudonym(value: str, secret: bytes, prefix: str = "") -> str:
     """Keyed, stable pseudonym of ``value`` (HMAC-SHA256): the same key gives the same
     pseudonym, and nobody without the key can link it back."""
@@ -206,7 +212,7 @@ def scrub_sidecar(data: dict, ctx: TaskContext, secret: bytes,
             changes.append(Change(key, "pseudonymize", old=_text(value), new=_text(new)))
             continue
         if action == "code":
-            if not (isinstance(value, str) and _CODE.match(value) and not _DATE_RUN.search(value)):
+            if not is_code(value):
                 changes.append(Change(key, "remove", old=_text(value)))
                 continue
             action = "keep"
