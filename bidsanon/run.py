@@ -201,7 +201,8 @@ class Progress:
     def __init__(self, total: int, stage: str, quiet: bool = False, stream=None):
         self.total, self.stage, self.quiet = total, stage, quiet
         self.stream = stream or sys.stderr
-        self.done, self.started, self.last = 0, time.monotonic(), 0.0
+        self.done, self.started = 0, time.monotonic()
+        self.last = self.started
         self.bar = None
         if not quiet and self.stream.isatty():
             from tqdm import tqdm
@@ -305,6 +306,9 @@ def run_dataset(bids_dir: str | Path, output_dir: str | Path, *, policy_path: st
     key.source_root = str(bids_dir.resolve())
     key.policy_digest = pdigest
     timings["plan"] = time.perf_counter() - t0
+    echo(f"[plan] {len(plan.tasks)} files to write, {len(plan.excluded)} excluded, "
+         f"{sum(1 for e in key.subjects.values() if not e.withdrawn)} subjects "
+         f"({timings['plan']:.1f} s)")
     if dry_run:
         print(plan.describe())
         return RunSummary(output=output_dir, key=key_path, counts=plan.summary(),
@@ -410,7 +414,8 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     update_key(plan.key, ordered, summary, plan.known)
     # the final gate: the same check a CI job runs, on what is about to be published
     t1 = time.perf_counter()
-    findings = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path), jobs=jobs)
+    findings = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path), jobs=jobs,
+                           quiet=quiet)
     summary.findings = findings
     timings["check"] = time.perf_counter() - t1
     plan.key.runs[-1]["timings"] = {k: round(v, 3) for k, v in timings.items()}
@@ -442,14 +447,25 @@ def drop_companions(failed: list[FileTask], tasks: list[FileTask], staging: Path
 
 
 def final_check(staging: Path, plan: Plan, policy: dict, render_dir: Path | None = None,
-                jobs: int = 1) -> list:
+                jobs: int = 1, quiet: bool = False) -> list:
     """Run ``bidsanon check`` on the staged output (face renders go to the private QC
     folder: a face found there must not be shown anywhere public)."""
     if not policy["run"]["check"]:
         return []
-    from .check import check_dataset
-    return check_dataset(staging, policy=policy, key=plan.key, render_dir=render_dir,
-                         jobs=jobs)
+    from .check import scan_dataset
+    bar: Progress | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = Progress(total, "check", quiet=quiet)
+        bar.update(done - bar.done)
+    try:
+        return scan_dataset(staging, policy=policy, key=plan.key, render_dir=render_dir,
+                            jobs=jobs, progress=progress).findings
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def report_path(key_path: Path) -> Path:
