@@ -77,9 +77,11 @@ POLICY: dict = {
     "method": Key("auto", "How the face is found: `template` (registration to the MNI152 "
                   "head), `landmarks` (box in the head frame of the sidecar's "
                   "AnatomicalLandmarkCoordinates), `box` (explicit box below), `auto` "
-                  "(landmarks when the sidecar has them, else template).", choices=METHODS),
-    "remove_ears": Key(True, "Also remove the outer ears (identifying in 3D renders). The "
-                       "template method only; add a box for the other methods."),
+                  "(with landmarks: the landmark box plus the template masks when the "
+                  "registration passes its check, else the box alone; without: "
+                  "template).", choices=METHODS),
+    "remove_ears": Key(True, "Also remove the outer ears (identifying in 3D renders), with "
+                       "the template masks (methods template and auto)."),
     "brain_margin_mm": Key(5.0, "Radius (mm) of the sphere the brain mask is dilated by; "
                            "every voxel inside the dilated mask is kept exactly.",
                            min=0.0, max=30.0),
@@ -846,6 +848,10 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     marks = _pick_landmarks(landmarks) if landmarks else None
     if landmarks and marks is None:
         raise InputError("landmarks need NAS, LPA and RPA with three numbers each", name)
+    # auto with landmarks: the landmark box and, when the registration passes its check,
+    # the template's face (and ear) masks as well; either alone leaves more face-like
+    # relief for a detector than the two together
+    combine = method == "auto" and marks is not None
     if method == "auto":
         method = "landmarks" if marks is not None else "template"
     if method == "landmarks" and marks is None:
@@ -893,14 +899,18 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         dist = ndi.distance_transform_edt(head_mask(vol.astype(np.float32)), sampling=zooms)
         brain = dist > 10.0
 
+    template_masks = (labels & FACE) > 0
+    if sec["remove_ears"]:
+        template_masks |= (labels & EARS) > 0
     if method == "template":
-        candidate = (labels & FACE) > 0
-        if sec["remove_ears"]:
-            candidate |= (labels & EARS) > 0
+        candidate = template_masks
     elif method == "landmarks":
         lsec = sec["landmarks"]
         candidate = box_mask(shape, affine, head_frame(world_marks), lsec["rotate"],
                              lsec["scale"], lsec["translate"])
+        if combine and reg.ok:
+            candidate |= template_masks
+            method = "landmarks+template"
     else:
         bsec = sec["box"]
         if min(bsec["scale"]) <= 0:

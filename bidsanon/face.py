@@ -189,11 +189,9 @@ def detect_faces(img_or_render, upsample: tuple[int, ...] = (0, 1),
     out = []
     for up in upsample:
         dets, scores, _ = _detector().run(pic, int(up), float(threshold))
-        f = 2 ** int(up)
-        for d, s in zip(dets, scores):
+        for d, s in zip(dets, scores):  # dlib maps boxes back to the input's pixels
             if s > threshold:
-                out.append(FaceBox(d.left() // f, d.top() // f, d.right() // f,
-                                   d.bottom() // f, float(s)))
+                out.append(FaceBox(d.left(), d.top(), d.right(), d.bottom(), float(s)))
     return out
 
 

@@ -141,11 +141,40 @@ def test_mni152_head(tmp_path):
 def test_landmark_method_sample_fiducials(t1, t1_brain):
     marks = sample_landmarks(t1)
     assert np.allclose(marks["NAS"], (42.3, 30.8, 74.1), atol=1.0)
-    res = deface.deface_image(t1, landmarks=marks)
+    res = deface.deface_image(t1, method="landmarks", landmarks=marks)
     assert res.method == "landmarks"
     assert_brain_kept(t1, res, t1_brain)
     assert not face.has_face(res.image)
-    assert res.removed_voxels * res.voxel_ml() > 200
+    assert res.changed_voxels * res.voxel_ml() > 200
+    # the box is the policy's box in the head frame, minus the protected brain
+    lsec = deface.policy_section(None)["landmarks"]
+    world = {k: t1.affine[:3, :3] @ np.asarray(v) + t1.affine[:3, 3] for k, v in marks.items()}
+    box = deface.box_mask(t1.shape, t1.affine, deface.head_frame(world), lsec["rotate"],
+                          lsec["scale"], lsec["translate"])
+    assert np.array_equal(res.removed, box & ~res.protected)
+
+
+def test_auto_with_landmarks_adds_template_masks(t1, t1_brain, plain):
+    marks = sample_landmarks(t1)
+    res = deface.deface_image(t1, landmarks=marks)
+    assert res.method == "landmarks+template"
+    assert_brain_kept(t1, res, t1_brain)
+    assert not face.has_face(res.image)
+    assert (plain.removed & ~res.removed).sum() < 0.01 * plain.removed.sum()
+
+
+def test_head_frame_axes():
+    marks = {"NAS": np.array([0.0, 100.0, 10.0]), "LPA": np.array([-80.0, 5.0, 0.0]),
+             "RPA": np.array([80.0, -5.0, 0.0])}
+    frame = deface.head_frame(marks)
+    rot = frame[:3, :3]
+    np.testing.assert_allclose(rot.T @ rot, np.eye(3), atol=1e-12)
+    assert np.linalg.det(rot) > 0
+    nas_head = np.linalg.inv(frame) @ np.append(marks["NAS"], 1.0)
+    np.testing.assert_allclose(nas_head[[0, 2]], 0.0, atol=1e-9)  # NAS on the +y axis
+    assert nas_head[1] > 90
+    with pytest.raises(InputError):
+        deface.head_frame({"NAS": np.zeros(3), "LPA": np.ones(3), "RPA": np.ones(3)})
 
 
 def test_quickshear_style_plane_cut_has_no_face(t1, t1_brain):
@@ -336,7 +365,7 @@ def test_handle_uses_sidecar_landmarks(tmp_path, t1):
     dst = tmp_path / "out.nii.gz"
     result = deface.handle(src, dst, TaskContext())
     assert dst.is_file()
-    assert any(c.location == "landmarks" for c in result.changes)
+    assert any(c.location == "landmarks+template" for c in result.changes)
     assert not face.has_face(nib.load(dst))
 
 
