@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -489,7 +488,6 @@ def test_read_landmarks_aliases(tmp_path):
     assert deface.read_landmarks(p) is None
     assert deface.read_landmarks(tmp_path / "missing.json") is None
     assert deface.sidecar_path(tmp_path / "a_T1w.nii.gz").name == "a_T1w.json"
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- CLI
