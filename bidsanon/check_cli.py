@@ -93,19 +93,9 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``bidsanon-check`` on its own (the same as ``bidsanon check``)."""
-    from .errors import EXIT_USAGE
-    parser = argparse.ArgumentParser(prog="bidsanon check", description=__doc__)
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_USAGE if exc.code else EXIT_OK
-    try:
-        return run(args)
-    except BidsanonError as exc:
-        print(f"bidsanon check: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    """``bidsanon check`` on its own (errors and exit codes as in :func:`bidsanon.cli.main`)."""
+    from .cli import main as cli_main
+    return cli_main(["check", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

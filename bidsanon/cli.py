@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bidsanon`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: a code, not an exit
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except BidsanonError as exc:

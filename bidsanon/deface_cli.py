@@ -41,13 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--quiet", "-q", action="store_true", help="print nothing on success")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bidsanon deface",
-                                     description=(__doc__ or "").strip().split("\n")[0])
-    add_arguments(parser)
-    return parser
-
-
 def _policy_section(args: argparse.Namespace) -> dict:
     from . import deface, schema
 
@@ -154,19 +147,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run; errors are one line on stderr with exit code 2."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        return run(args)
-    except BidsanonError as exc:
-        print(f"bidsanon deface: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("bidsanon deface: interrupted", file=sys.stderr)
-        return 130
+    """``bidsanon deface`` on its own (errors and exit codes as in :func:`bidsanon.cli.main`)."""
+    from .cli import main as cli_main
+    return cli_main(["deface", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -193,33 +193,12 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        print(f"{self.prog}: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bidsanon fiff", description="De-identify FIFF files "
-                     "(options compatible with MNE-CPP's mne_anonymize).")
-    add_arguments(parser)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run; errors are one line on stderr with exit code 2."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        return run(args)
-    except BidsanonError as exc:
-        print(f"bidsanon fiff: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("bidsanon fiff: interrupted", file=sys.stderr)
-        return 130
+    """``bidsanon fiff`` on its own (errors and exit codes as in :func:`bidsanon.cli.main`)."""
+    from .cli import main as cli_main
+    return cli_main(["fiff", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

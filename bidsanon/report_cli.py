@@ -36,19 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``bidsanon report`` on its own."""
-    from .errors import EXIT_USAGE
-    parser = argparse.ArgumentParser(prog="bidsanon report", description=__doc__)
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_USAGE if exc.code else EXIT_OK
-    try:
-        return run(args)
-    except BidsanonError as exc:
-        print(f"bidsanon report: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    """``bidsanon report`` on its own (errors and exit codes as in :func:`bidsanon.cli.main`)."""
+    from .cli import main as cli_main
+    return cli_main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
