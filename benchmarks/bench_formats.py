@@ -7,7 +7,7 @@ Large inputs are generated in a temporary folder (deleted at the end) from the r
 files in tests/data.
 """
 from pathlib import Path
-import os, shutil, struct, sys, time, tempfile
+import shutil, sys, time, tempfile
 import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

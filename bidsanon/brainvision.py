@@ -19,7 +19,7 @@ from . import schema
 from .context import TaskContext
 from .errors import InputError
 from .fileio import write_bytes_atomic
-from .records import Change, FileResult, Finding
+from .records import Change, FileResult, Finding, markdown_table
 from .schema import Key
 
 FORMAT = "brainvision"
@@ -467,9 +467,6 @@ def check_file(path: Path, rel: str) -> list[Finding]:
 
 def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
-    rows = ["| file | field | where | what it holds | what is done | check rule |",
-            "|---|---|---|---|---|---|"]
-    for f in FIELDS:
-        rows.append(f"| {f.file} | {f.name} | {f.where} | {f.what} | {ACTIONS[f.action]} "
-                    f"| `{f.rule}` |")
-    return "\n".join(rows) + "\n"
+    return markdown_table(
+        ["file", "field", "where", "what it holds", "what is done", "check rule"],
+        [[f.file, f.name, f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
 from .errors import InputError, UsageError
-from .records import SEVERITIES, Finding
+from .records import SEVERITIES, Finding, markdown_table
 
 #: Rules of this module: rule -> (severity, what it finds). The format modules' rules
 #: are listed in their own tables (docs/formats.md); docs/check.md lists these.
@@ -909,6 +909,5 @@ def check_dataset(root: str | Path, policy: dict | None = None, key=None, *,
 
 def doc_table() -> str:
     """The Markdown table of :data:`RULES` that docs/check.md includes."""
-    rows = ["| rule | severity | what it finds |", "|---|---|---|"]
-    rows += [f"| `{rule}` | {sev} | {what} |" for rule, (sev, what) in RULES.items()]
-    return "\n".join(rows) + "\n"
+    return markdown_table(["rule", "severity", "what it finds"],
+                          [[f"`{rule}`", sev, what] for rule, (sev, what) in RULES.items()])

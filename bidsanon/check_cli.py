@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import EXIT_FINDINGS, EXIT_OK, BidsanonError, UsageError
+from .fileio import is_inside
+from .errors import EXIT_FINDINGS, EXIT_OK, UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         from .run import qc_dir
         key = read_key(args.key)
         renders = renders or qc_dir(args.key)
-    if args.output is not None and _inside(real(args.output), real(dataset)):
+    if args.output is not None and is_inside(real(args.output), real(dataset)):
         raise UsageError(f"{args.output} is inside the dataset: the report quotes what it "
                          "found; write it elsewhere")
     result = scan_dataset(dataset, policy, key, faces=not args.no_faces, render_dir=renders,
@@ -86,10 +87,6 @@ def run(args: argparse.Namespace) -> int:
         stream.write(text)
         stream.flush()
     return EXIT_FINDINGS if result.failed(args.fail_on) else EXIT_OK
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 
-from .errors import EXIT_OK, EXIT_USAGE, BidsanonError, UsageError
+from .errors import EXIT_OK, BidsanonError, UsageError
 
 _EXTS = (".nii.gz", ".nii", ".mgz", ".mgh")
 

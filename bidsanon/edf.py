@@ -27,7 +27,7 @@ from . import schema
 from .context import TaskContext
 from .errors import InputError
 from .fileio import CHUNK
-from .records import Change, FileResult, Finding
+from .records import Change, FileResult, Finding, markdown_table
 from .schema import Key
 
 FORMAT = "edf"
@@ -672,9 +672,6 @@ def check_file(path: Path, rel: str) -> list[Finding]:
 
 def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
-    rows = ["| field | where | what it holds | what is done | check rule |",
-            "|---|---|---|---|---|"]
-    for f in FIELDS:
-        rows.append(f"| `{f.name}` | {f.where} | {f.what} | {ACTIONS[f.action]} | "
-                    f"`{f.rule}` |")
-    return "\n".join(rows) + "\n"
+    return markdown_table(
+        ["field", "where", "what it holds", "what is done", "check rule"],
+        [[f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])

@@ -31,6 +31,12 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def is_inside(child: Path, parent: Path) -> bool:
+    """Whether ``child`` is ``parent`` or below it (paths compared as given: resolve
+    symlinks first where that matters)."""
+    return child == parent or parent in child.parents
+
+
 def is_gzip(path: str | Path) -> bool:
     """Whether a file starts with the gzip magic bytes."""
     with open(path, "rb") as f:

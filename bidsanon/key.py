@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ._version import __version__
+from .fileio import is_inside
 from .errors import InputError, UsageError
 
 FORMAT = "bidsanon-key"
@@ -186,14 +187,6 @@ def now_iso() -> str:
 
 # --- where the key may go ----------------------------------------------------------
 
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
 def real(path: str | Path) -> Path:
     """Absolute path with every symlink resolved (also for paths that do not exist yet)."""
     return Path(os.path.realpath(os.path.abspath(path)))
@@ -207,14 +200,14 @@ def check_paths(bids_dir: str | Path, output_dir: str | Path, key_path: str | Pa
         raise UsageError(f"input dataset not found: {bids_dir}")
     if src == out:
         raise UsageError("the output folder is the input folder; choose a new folder")
-    if _inside(out, src):
+    if is_inside(out, src):
         raise UsageError(f"the output folder {output_dir} is inside the input dataset; "
                          "choose a folder outside it")
-    if _inside(src, out):
+    if is_inside(src, out):
         raise UsageError(f"the input dataset is inside the output folder {output_dir}")
     for private in [key_path, *extra_private]:
         p = real(private)
         for where, root in (("input dataset", src), ("output dataset", out)):
-            if _inside(p, root):
+            if is_inside(p, root):
                 raise UsageError(f"{private} is inside the {where}; the key and report are "
                                  "private: put them outside both datasets")

@@ -22,7 +22,7 @@ from . import schema
 from .context import TaskContext
 from .errors import InputError
 from .fileio import write_bytes_atomic
-from .records import Change, FileResult, Finding
+from .records import Change, FileResult, Finding, markdown_table
 from .schema import Key
 
 FORMAT = "photos"
@@ -184,6 +184,5 @@ def check_file(path: Path, rel: str) -> list[Finding]:
 
 def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
-    rows = ["| part | where | what is done | check rule |", "|---|---|---|---|"]
-    rows += [f"| {f.name} | {f.where} | {f.action} | `{f.rule}` |" for f in FIELDS]
-    return "\n".join(rows) + "\n"
+    return markdown_table(["part", "where", "what is done", "check rule"],
+                          [[f.name, f.where, f.action, f"`{f.rule}`"] for f in FIELDS])

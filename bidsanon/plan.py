@@ -17,8 +17,9 @@ import random
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from .fileio import is_inside
 from .errors import InputError, UsageError
 from .handlers import PEEK_DATES, classify, matches, optional
 from .key import KeyData, SubjectEntry
@@ -135,7 +136,7 @@ def walk(root: Path, policy: dict) -> tuple[list[tuple[str, bool]], list[tuple[s
                 continue
             if full.is_symlink():
                 target = Path(os.path.realpath(full))
-                if not _inside(target, real_root):
+                if not is_inside(target, real_root):
                     excluded.append((rel, "symlink leaves the dataset: never followed"))
                     continue
                 if not target.exists():
@@ -153,14 +154,6 @@ def _all_files(folder: Path, root: Path) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         out += [(Path(dirpath) / f).relative_to(root).as_posix() for f in sorted(filenames)]
     return out
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
 
 
 @functools.lru_cache(maxsize=1)

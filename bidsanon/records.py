@@ -49,3 +49,10 @@ class FileResult:
     qc: dict[str, str] = field(default_factory=dict)
     #: handler-specific numbers for the report (e.g. restored voxels)
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table: how every module's table of identifying fields reaches docs/."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

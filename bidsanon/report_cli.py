@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import EXIT_OK, BidsanonError
+from .errors import EXIT_OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

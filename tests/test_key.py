@@ -40,12 +40,12 @@ def dataset(tmp_path) -> Path:
 
 
 def test_encrypted_round_trip_and_wrong_passphrase(tmp_path):
-    key = KeyData(subjects={"01": SubjectEntry("X1", -40000)})
+    key = KeyData(subjects={"JSMITH01": SubjectEntry("Q7LABELX", -40000)})
     path = tmp_path / "k.json"
     write_key(path, key, passphrase="correct horse")
     raw = path.read_bytes()
-    assert b"X1" not in raw and key.secret.encode() not in raw
-    assert read_key(path, "correct horse").subjects["01"].label == "X1"
+    assert b"Q7LABELX" not in raw and b"JSMITH01" not in raw and key.secret.encode() not in raw
+    assert read_key(path, "correct horse").subjects["JSMITH01"].label == "Q7LABELX"
     with pytest.raises(InputError, match="wrong passphrase"):
         read_key(path, "wrong")
 
