@@ -26,20 +26,38 @@ def _client(address):
                          "with `dask scheduler` or check the address") from None
 
 
+def execute_batch(tasks: list, shared) -> list[dict]:
+    """Run a batch of tasks on one worker (one scheduler round trip for the batch)."""
+    from .run import execute_task
+    return [execute_task(t, shared) for t in tasks]
+
+
+def batches(tasks: list, workers: int, per_worker: int = 8, largest: int = 64) -> list[list]:
+    """Split tasks into batches: about ``per_worker`` batches per worker (so the load
+    still balances), never more than ``largest`` tasks in one."""
+    size = max(1, min(largest, len(tasks) // max(1, workers * per_worker)))
+    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+
+
 def iter_results_dask(tasks: list, shared, address) -> Iterator[dict]:
-    """Submit every task to the cluster and yield results as they complete."""
+    """Submit the tasks to the cluster in batches and yield results as they complete.
+
+    Thousands of small files would otherwise cost one scheduler round trip each,
+    which on a small cluster takes longer than the work (see docs/performance.md).
+    """
     from dask.distributed import as_completed
 
-    from .run import execute_task
     client, owned = _client(address)
     try:
         # the shared context (policy, labels) is sent to each worker once, not per task
         [shared_future] = client.scatter([shared], broadcast=True, hash=False)
-        futures = client.map(execute_task, tasks, shared=shared_future, pure=False,
-                             key=[f"bidsanon-{i}" for i in range(len(tasks))])
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        groups = batches(tasks, workers)
+        futures = client.map(execute_batch, groups, shared=shared_future, pure=False,
+                             key=[f"bidsanon-{i}" for i in range(len(groups))])
         try:
             for fut in as_completed(futures):
-                yield fut.result()
+                yield from fut.result()
         except BaseException:
             client.cancel(futures)
             raise
