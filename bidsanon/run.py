@@ -11,7 +11,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
 from ._version import __version__
@@ -427,6 +427,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         raise FindingsError(f"the check found {len(errors)} identifying item(s) in the staged "
                             f"output (first: {errors[0].path}: {errors[0].message}); nothing "
                             f"was published, staging kept in {staging}")
+    prune_staging(staging, {r["out"] for r in ordered} | {"dataset_description.json"})
     publish(staging, output_dir)
     shutil.rmtree(work, ignore_errors=True)
     summary.published = True
@@ -552,6 +553,23 @@ def _scrub_any(value, ctx: TaskContext, scrubber: Scrubber):
     if isinstance(value, dict):
         return {k: _scrub_any(v, ctx, scrubber) for k, v in value.items()}
     return value
+
+
+def prune_staging(staging: Path, expected: set[str]) -> list[str]:
+    """Delete from staging everything that is not a planned output: temporary files of
+    a run killed mid-write, outputs of tasks that failed. Only planned files publish."""
+    removed = []
+    for path in sorted(staging.rglob("*"), reverse=True):  # children before parents
+        rel = PurePosixPath(path.relative_to(staging).as_posix())
+        if str(rel) in expected or any(str(p) in expected for p in rel.parents):
+            continue  # a planned output, or inside a planned folder (CTF .ds)
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink()
+            removed.append(str(rel))
+    return removed
 
 
 def publish(staging: Path, output_dir: Path) -> None:

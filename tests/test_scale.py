@@ -131,3 +131,18 @@ def test_progress_lines_when_not_a_terminal(reference, tmp_path):
                             str(tmp_path / "out2"), "--key", str(with_key(key, tmp_path)), "-q"],
                            capture_output=True, text=True, timeout=300)
     assert "[files]" not in quiet.stderr
+
+
+def test_only_planned_files_are_published(reference, tmp_path):
+    """A run killed mid-write leaves temporary files in staging: they never publish."""
+    src, key, expected = reference
+    key = with_key(key, tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bidsanon", "run", str(src), str(out), "--key", str(key), "-j", "1"]
+    interrupt(cmd, tmp_path / ".out.bidsanon-work" / "manifest.jsonl", signal.SIGKILL)
+    staging = tmp_path / ".out.bidsanon-work" / "staging"
+    some = next(p for p in staging.rglob("*.json"))
+    (some.parent / f".{some.name}.abc123.tmp").write_text("half-written")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert tree(out) == expected
