@@ -92,8 +92,9 @@ def write_bytes_atomic(path: str | Path, data: bytes, private: bool = False) -> 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        if not private:
-            os.fchmod(fd, 0o644)  # mkstemp creates 0600; ordinary outputs are 0644
+        # mkstemp creates the file 0600 with O_EXCL; set the mode explicitly whatever the
+        # umask: owner-only for private files, 0644 for ordinary outputs
+        os.fchmod(fd, 0o600 if private else 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ._version import __version__
-from .fileio import is_inside
+from .fileio import is_inside, write_bytes_atomic
 from .errors import InputError, UsageError
 
 FORMAT = "bidsanon-key"
@@ -153,24 +153,14 @@ def read_key(path: str | Path, passphrase: str | None = None) -> KeyData:
 def write_private(path: str | Path, data: bytes) -> None:
     """Create or replace ``path`` with mode 0600 from the first byte, atomically.
 
-    The temporary file is created with O_EXCL and mode 0600 in the same folder, so no
-    moment exists at which another user can read the content; then renamed over.
+    The temporary file is created 0600 with O_EXCL in the same folder, so no moment
+    exists at which another user can read the content; then renamed over. Writing
+    through a symbolic link is refused (it could point into a dataset).
     """
     path = Path(path)
     if path.is_symlink():
         raise UsageError(f"refusing to write through a symbolic link: {path}")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # in case the umask or filesystem widened it
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data, private=True)
 
 
 def write_key(path: str | Path, key: KeyData, passphrase: str | None = None) -> None:
