@@ -28,7 +28,7 @@ from . import schema
 from .context import TaskContext
 from .errors import InputError
 from .fileio import copy_exact, read_text, write_bytes_atomic
-from .records import Change, FileResult, Finding, markdown_table
+from .records import Change, FileResult, Finding, markdown_table, PartField
 from .schema import Key
 
 FORMAT = "headshape"
@@ -62,14 +62,7 @@ POLICY = {
 }
 
 
-@dataclass(frozen=True)
-class Field:
-    """One identifying part of a head-shape file."""
-
-    name: str
-    where: str
-    action: str
-    rule: str
+Field = PartField
 
 
 #: The one table of identifying parts of head-shape files.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,7 +21,7 @@ from . import schema
 from .context import TaskContext
 from .errors import InputError
 from .fileio import write_bytes_atomic
-from .records import Change, FileResult, Finding, markdown_table
+from .records import Change, FileResult, Finding, markdown_table, PartField
 from .schema import Key
 
 FORMAT = "photos"
@@ -39,14 +38,7 @@ POLICY = {
 }
 
 
-@dataclass(frozen=True)
-class Field:
-    """One identifying part of a photo file."""
-
-    name: str
-    where: str
-    action: str
-    rule: str
+Field = PartField
 
 
 #: The one table of identifying parts of a photo.

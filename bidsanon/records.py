@@ -26,6 +26,17 @@ class Change:
 
 
 @dataclass(frozen=True)
+class PartField:
+    """One identifying part of a file kind without header fields (photos, head shapes):
+    what it is, where it is, what is done to it, and the check rule that reports it."""
+
+    name: str
+    where: str
+    action: str
+    rule: str
+
+
+@dataclass(frozen=True)
 class Finding:
     """One thing ``bidsanon check`` (or a handler) found still identifying."""
 
