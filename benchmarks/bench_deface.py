@@ -30,7 +30,7 @@ from pathlib import Path
 t0 = time.perf_counter()
 mode, src, dst, qc = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 import nibabel as nib
-from bidsanon import nifti
+from bidsanon.formats import nifti
 t_import = time.perf_counter() - t0
 t0 = time.perf_counter()
 if mode == "baseline":

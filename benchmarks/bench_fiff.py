@@ -4,7 +4,7 @@ Generates the file in a temporary folder (deleted afterwards) by concatenating a
 test recording with MNE-Python, then times, in this process:
 
 - ``shutil.copyfile`` (the baseline),
-- ``bidsanon.fiff.anonymize_file``,
+- ``bidsanon.formats.fiff.anonymize_file``,
 - MNE-Python ``raw.anonymize()`` + ``raw.save()`` (re-encodes to single precision),
 
 and measures each one's peak memory (max RSS) in a fresh child process. Prints the
@@ -27,7 +27,7 @@ SOURCE = ROOT / "tests" / "data" / "meg" / "fiff" / "141027_cropped_90Hz_raw.fif
 
 CHILD = {
     "copy": "import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])",
-    "bidsanon": ("import sys; from bidsanon.fiff import Settings, anonymize_file; "
+    "bidsanon": ("import sys; from bidsanon.formats.fiff import Settings, anonymize_file; "
                  "anonymize_file(sys.argv[1], sys.argv[2], Settings(meas_offset_days=-36500))"),
     "mne": ("import sys, mne; mne.set_log_level('ERROR'); "
             "raw = mne.io.read_raw_fif(sys.argv[1]); raw.anonymize(); "
@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--skip-mne", action="store_true", help="skip the MNE-Python run")
     opts = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from bidsanon.fiff import Settings, anonymize_file
+    from bidsanon.formats.fiff import Settings, anonymize_file
 
     with tempfile.TemporaryDirectory(prefix="bench_fiff_") as tmp:
         tmp = Path(tmp)
@@ -100,7 +100,7 @@ def main() -> None:
         t_copy = timed(lambda: shutil.copyfile(src, dst), dst, opts.repeat)
         t_ours = timed(lambda: anonymize_file(src, dst, settings), dst, opts.repeat)
         rows = [("shutil.copyfile", t_copy, peak_rss_mb("copy", src, dst)),
-                ("bidsanon.fiff.anonymize_file", t_ours, peak_rss_mb("bidsanon", src, dst))]
+                ("bidsanon.formats.fiff.anonymize_file", t_ours, peak_rss_mb("bidsanon", src, dst))]
         if not opts.skip_mne:
             import mne
 

@@ -11,7 +11,11 @@ import shutil, sys, time, tempfile
 import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bidsanon import ctf, edf, brainvision as bv, photos, headshape as hs
+from bidsanon.formats import ctf
+from bidsanon.formats import edf
+from bidsanon.formats import brainvision as bv
+from bidsanon.formats import photos
+from bidsanon.formats import headshape as hs
 from bidsanon.context import TaskContext
 from bidsanon.labels import Labels
 

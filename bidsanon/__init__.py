@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from ._version import __version__
+from bidsanon._version import __version__
 
 #: public name -> (module, attribute)
 _API = {
@@ -22,7 +22,7 @@ _API = {
     "load_policy": ("bidsanon.policy", "load_policy"),
     "default_policy": ("bidsanon.policy", "default_policy"),
     "read_key": ("bidsanon.key", "read_key"),
-    "anonymize_fiff": ("bidsanon.fiff", "anonymize_file"),
+    "anonymize_fiff": ("bidsanon.formats.fiff", "anonymize_file"),
     "deface_image": ("bidsanon.deface", "deface_image"),
     "check_dataset": ("bidsanon.check", "check_dataset"),
 }

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .labels import Labels, relabel_name, replace_bare_labels, replace_known
+from bidsanon.labels import Labels, relabel_name, replace_bare_labels, replace_known
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,15 @@
 """Run plan tasks on a Dask distributed cluster (``bidsanon run --scheduler ADDRESS``).
 
 Workers must see the input, staging and QC folders at the same paths (a shared
-filesystem); the coordinator alone writes the manifest, the key and the
-dataset_description.json, exactly as in a local run, so the output is byte-identical.
+filesystem); the coordinator alone writes the manifest and the key, exactly as in a local run, so the output is byte-identical.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from .errors import UsageError
+from bidsanon.errors import UsageError
+from bidsanon.execute import execute_task
 
 
 def _client(address):
@@ -28,7 +28,6 @@ def _client(address):
 
 def execute_batch(tasks: list, shared) -> list[dict]:
     """Run a batch of tasks on one worker (one scheduler round trip for the batch)."""
-    from .run import execute_task
     return [execute_task(t, shared) for t in tasks]
 
 

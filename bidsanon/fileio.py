@@ -44,16 +44,21 @@ def is_gzip(path: str | Path) -> bool:
 
 
 @contextmanager
-def open_gzip_write(path: str | Path) -> Iterator[IO[bytes]]:
-    """Open ``path`` for writing gzip with no stored file name and mtime 0.
+def gzip_stream(raw: IO[bytes]) -> Iterator[IO[bytes]]:
+    """A gzip writer on an open binary file, with no stored file name and mtime 0.
 
     The BIDS validator warns on gzip headers that carry a name or a time, and both can
     identify; they also make output depend on the run, which breaks determinism.
     """
-    with open(path, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                           compresslevel=6) as gz:
-            yield gz
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+        yield gz
+
+
+@contextmanager
+def open_gzip_write(path: str | Path) -> Iterator[IO[bytes]]:
+    """Write gzip (no name, mtime 0) to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path, fsync=False) as raw, gzip_stream(raw) as gz:
+        yield gz
 
 
 def gzip_header_info(path: str | Path) -> tuple[str | None, int, str | None]:
@@ -83,8 +88,12 @@ def copy_exact(src: str | Path, dst: str | Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes, private: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename.
+@contextmanager
+def atomic_file(path: str | Path, private: bool = False, fsync: bool = True,
+                buffering: int = -1) -> Iterator[IO[bytes]]:
+    """Open a temporary file next to ``path`` for writing; rename it onto ``path`` when
+    the block ends, remove it when the block raises. The one atomic writer: every
+    output and the key go through it, so nothing half-written is ever published.
 
     With ``private=True`` the file is created with mode 0600 from the start, so there
     is no window in which it is readable by others.
@@ -95,18 +104,42 @@ def write_bytes_atomic(path: str | Path, data: bytes, private: bool = False) -> 
         # mkstemp creates the file 0600 with O_EXCL; set the mode explicitly whatever the
         # umask: owner-only for private files, 0644 for ordinary outputs
         os.fchmod(fd, 0o600 if private else 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "wb", buffering=buffering) as f:
+            yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` for writers that take a file name (nibabel,
+    folder formats); renamed onto ``path`` when the block ends, removed if it raises."""
+    path = Path(path)
+    tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, private: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path, private=private) as f:
+        f.write(data)
+
+
 def write_text_atomic(path: str | Path, text: str, private: bool = False) -> None:
-    """Write UTF-8 text atomically (see :func:`write_bytes_atomic`)."""
+    """Write UTF-8 text atomically (see :func:`atomic_file`)."""
     write_bytes_atomic(path, text.encode("utf-8"), private=private)
 
 
@@ -122,6 +155,6 @@ def read_text(path: str | Path) -> str:
 def gzip_bytes(data: bytes) -> bytes:
     """Compress bytes deterministically (no name, mtime 0)."""
     buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+    with gzip_stream(buf) as gz:
         gz.write(data)
     return buf.getvalue()

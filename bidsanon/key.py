@@ -11,9 +11,9 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ._version import __version__
-from .fileio import is_inside, write_bytes_atomic
-from .errors import InputError, UsageError
+from bidsanon._version import __version__
+from bidsanon.fileio import is_inside, write_bytes_atomic
+from bidsanon.errors import InputError, UsageError
 
 FORMAT = "bidsanon-key"
 VERSION = 1

@@ -19,11 +19,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fileio import is_inside
-from .errors import InputError, UsageError
-from .handlers import PEEK_DATES, classify, matches, optional
-from .key import KeyData, SubjectEntry
-from .labels import EMPTYROOM, Labels, relabel_name
+from bidsanon.fileio import is_inside
+from bidsanon.errors import InputError, UsageError
+from bidsanon.formats import classify, matches, peek_dates
+from bidsanon.key import KeyData, SubjectEntry
+from bidsanon.labels import EMPTYROOM, Labels, relabel_name
 
 JUNK = re.compile(r"^(\.DS_Store|Thumbs\.db|desktop\.ini|\._.*|.*~|\..*\.swp|\.#.*)$")
 SKIP_DIRS = {".git", ".datalad", ".heudiconv", "__MACOSX", ".bidsanon", ".idea", ".vscode"}
@@ -275,10 +275,11 @@ def _date_of_label(label: str) -> dt.datetime | None:
 
 # --- dates known before execution ------------------------------------------------
 
-def collect_dates(root: Path, items: list[tuple[str, bool]]) -> dict[str | None, dict[str | None, list[dt.datetime]]]:
+def collect_dates(root: Path, items: list[tuple[str, bool]], policy: dict) -> dict[str | None, dict[str | None, list[dt.datetime]]]:
     """Acquisition dates per subject and session, from tables, sidecars and headers."""
-    from .sidecars import parse_iso
-    from .tsv import read_tsv
+    from bidsanon.dates import parse_iso
+    from bidsanon.formats.sidecars import ACQUISITION_KEYS
+    from bidsanon.formats.tsv import read_tsv
     out: dict = defaultdict(lambda: defaultdict(list))
     for rel, is_dir in items:
         sub, ses = entities(rel)
@@ -303,35 +304,19 @@ def collect_dates(root: Path, items: list[tuple[str, bool]]) -> dict[str | None,
             elif name.endswith(".json") and path.stat().st_size:
                 data = json.loads(path.read_text(encoding="utf-8-sig"))
                 if isinstance(data, dict):
-                    for k in ("AcquisitionDateTime", "AcquisitionDate", "StudyDate",
-                              "SeriesDate", "ContentDate"):
+                    for k in ACQUISITION_KEYS:
                         parsed = parse_iso(str(data.get(k, "")))
                         if parsed:
                             out[sub][ses].append(parsed[0])
         except (OSError, ValueError, InputError):
             continue  # unreadable here: the handler reports it when it runs
-        handler, _ = _peek_kind(name, is_dir)
-        if handler:
-            peek = optional(PEEK_DATES[handler])
-            if peek is not None and (is_dir or path.stat().st_size):
-                try:
-                    out[sub][ses].extend(d.replace(tzinfo=None) for d in peek(path))
-                except Exception:  # noqa: BLE001 - a corrupt header is reported by its handler
-                    pass
+        if is_dir or path.stat().st_size:
+            try:
+                out[sub][ses].extend(d.replace(tzinfo=None)
+                                     for d in peek_dates(rel, path, is_dir, policy))
+            except Exception:  # noqa: BLE001 - a corrupt header is reported by its handler
+                pass
     return out
-
-
-def _peek_kind(name: str, is_dir: bool) -> tuple[str | None, str]:
-    lower = name.lower()
-    if is_dir and lower.endswith(".ds"):
-        return "ctf", ""
-    if lower.endswith((".fif", ".fif.gz")):
-        return "fiff", ""
-    if lower.endswith((".edf", ".bdf")):
-        return "edf", ""
-    if lower.endswith(".vmrk"):
-        return "brainvision", ""
-    return None, ""
 
 
 def emptyroom_references(root: Path, items: list[tuple[str, bool]]) -> dict[str, set[str]]:
@@ -401,8 +386,9 @@ def caret_parts(value: str) -> set[str]:
 def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict) -> tuple[str, ...]:
     """Identifying values in identifying fields (deny-listed sidecar keys, identifying
     participants.tsv columns): free text elsewhere that repeats them gets them replaced."""
-    from .sidecars import IDENTIFYING_KEYS
-    from .tsv import IDENTIFYING_COLUMNS, normalise_column, read_tsv
+    from bidsanon.formats.sidecars import IDENTIFYING_KEYS
+    from bidsanon.formats.participants import IDENTIFYING_COLUMNS
+    from bidsanon.formats.tsv import normalise_column, read_tsv
     if not policy["text"].get("known_identifiers", True):
         return ()
     actions = policy["sidecars"]["actions"]
@@ -473,7 +459,7 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
     if unknown:
         raise UsageError(f"--participant-label {' '.join(unknown)}: no such subject in the dataset")
     selected = [s for s in subjects if s != EMPTYROOM and (not wanted or s in wanted)]
-    dates = collect_dates(root, items)
+    dates = collect_dates(root, items, policy)
     er_refs = emptyroom_references(root, items)
     for refs in er_refs.values():
         refs.intersection_update(selected)
@@ -496,7 +482,7 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
     if not wanted:
         for s, entry in key.subjects.items():
             if s not in subjects and not entry.withdrawn:
-                from .key import now_iso
+                from bidsanon.key import now_iso
                 entry.withdrawn = now_iso()
                 warnings.append(f"sub-{s} is in the key but no longer in the input: "
                                 "recorded as withdrawn and left out of the output")
@@ -556,7 +542,7 @@ def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
     if handler is None:
         plan.excluded.append((rel, why))
         return
-    if not is_dir and handler not in ("dataset_description",) and is_placeholder(path):
+    if not is_dir and handler != "dataset_description" and is_placeholder(path):
         handler, why = "empty", "empty placeholder copied as it is"
     if sub is None:
         plan.tasks.append(FileTask(rel, relabel_name(rel, labels), handler, why))
@@ -625,9 +611,10 @@ def _plan_tables(plan: Plan) -> None:
         if json_rel in sidecar_adds and json_rel not in sidecars and t.handler != "sidecar":
             # BIDS derivatives require SkullStripped for anatomical and PET images
             tasks.append(FileTask(t.rel, re.sub(r"\.nii(\.gz)?$", ".json", t.out),
-                                  "new_sidecar", "sidecar added (SkullStripped)",
+                                  "sidecar", "sidecar added (SkullStripped)",
                                   t.subject, t.session, t.new_subject, t.new_session,
-                                  t.offset_days, extra={"add": {"SkullStripped": False}}))
+                                  t.offset_days, extra={"create": True,
+                                                        "add": {"SkullStripped": False}}))
         if t.handler == "sidecar" and t.rel in sidecar_adds:
             t = FileTask(**{**t.__dict__, "extra": {**t.extra, "add": sidecar_adds[t.rel]}})
         if t.handler == "scans":
@@ -635,9 +622,8 @@ def _plan_tables(plan: Plan) -> None:
             rows = [r[len(base):] for r in excluded if r.startswith(base)]
             t = FileTask(**{**t.__dict__, "extra": {**t.extra, "excluded_rows": rows}})
         elif t.handler == "participants":
-            t = FileTask(**{**t.__dict__, "extra": {"subjects": selected, "offsets": offsets}})
-        elif t.handler == "participants_json":
-            t = FileTask(**{**t.__dict__, "extra": {"columns": columns}})
+            t = FileTask(**{**t.__dict__, "extra": {"subjects": selected, "offsets": offsets,
+                                                    "columns": columns}})
         tasks.append(t)
     plan.tasks = tasks
 
@@ -646,7 +632,7 @@ def _participants_columns(plan: Plan) -> list[str]:
     path = plan.root / "participants.tsv"
     if not path.is_file() or path.stat().st_size == 0:
         return []
-    from .tsv import read_tsv
+    from bidsanon.formats.tsv import read_tsv
     section = plan.policy["tsv"]["participants"]
     return [c for c in read_tsv(path).columns
             if section["columns"].get(c, section["unknown_columns"]) != "drop"]

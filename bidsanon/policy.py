@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib
 import json
 import re
 from pathlib import Path
@@ -13,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from .errors import PolicyError
-from .schema import Key, all_paths, defaults, merge, validate
+from bidsanon.errors import PolicyError
+from bidsanon.schema import Key, all_paths, defaults, merge, validate
 
 
 def _iso_date_problem(value: str) -> str | None:
@@ -101,14 +100,6 @@ FILES = {
                 item=Key("", "")),
 }
 
-OUTPUT = {
-    "dataset_type": Key("derivative", "`derivative` (DatasetType derivative with "
-                        "GeneratedBy) or `raw` (for direct upload to an archive).",
-                        choices=("derivative", "raw")),
-    "name": Key("", "Name written to dataset_description.json (default: the input's Name, "
-                "scrubbed).", type=str),
-}
-
 RUN = {
     "on_error": Key("stop", "When one file fails: `stop` the run (nothing is published) or "
                     "`skip` the file (reported, left out of the output).",
@@ -118,41 +109,27 @@ RUN = {
     "qc": Key(True, "Write QC images (defacing) and report.html next to the key."),
 }
 
-#: Where each handler module's own ``POLICY`` section is mounted.
-MOUNTS: dict[tuple[str, ...], str] = {
-    ("sidecars",): "bidsanon.sidecars",
-    ("tsv",): "bidsanon.tsv",
-    ("text",): "bidsanon.text",
-    ("meg", "fiff"): "bidsanon.fiff",
-    ("meg", "ctf"): "bidsanon.ctf",
-    ("eeg", "edf"): "bidsanon.edf",
-    ("eeg", "brainvision"): "bidsanon.brainvision",
-    ("anat", "deface"): "bidsanon.deface",
-    ("files", "photos"): "bidsanon.photos",
-    ("files", "headshape"): "bidsanon.headshape",
-}
-
 _SCHEMA: dict | None = None
 
 
 def schema() -> dict:
-    """The whole policy schema (built once)."""
+    """The whole policy schema (built once): this module's sections, the ``text``
+    patterns (:mod:`bidsanon.scrub`), and every format's ``POLICY`` at its registry mount
+    (:data:`bidsanon.formats.FORMATS`)."""
     global _SCHEMA
     if _SCHEMA is None:
+        from bidsanon import formats, scrub
         root: dict = {"subjects": SUBJECTS, "sessions": SESSIONS, "dates": DATES,
-                      "files": dict(FILES), "output": OUTPUT, "run": RUN,
-                      "meg": {}, "eeg": {}, "anat": {}}
-        for path, module in MOUNTS.items():
-            try:
-                section = importlib.import_module(module).POLICY
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
-                section = {}  # handler not built yet
+                      "files": dict(FILES), "output": {}, "run": RUN, "meg": {}, "eeg": {},
+                      "anat": {}, "sidecars": {}, "tsv": {}, "text": scrub.POLICY}
+        for fmt in formats.FORMATS:
+            if fmt.mount is None:
+                continue
             node = root
-            for name in path[:-1]:
+            for name in fmt.mount[:-1]:
                 node = node.setdefault(name, {})
-            node[path[-1]] = section
+            section = formats.load(fmt.name).POLICY
+            node[fmt.mount[-1]] = {**node.get(fmt.mount[-1], {}), **section}
         _SCHEMA = root
     return _SCHEMA
 

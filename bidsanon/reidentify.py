@@ -9,8 +9,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from .key import KeyData
-from .sidecars import parse_iso
+from bidsanon.key import KeyData
+from bidsanon.formats.sidecars import parse_iso
 
 _ENTITY = re.compile(r"(?<![A-Za-z0-9])(sub|ses)-([A-Za-z0-9]+)")
 _ISO_IN_TEXT = re.compile(r"(?<![\d-])\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"

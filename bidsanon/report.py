@@ -17,9 +17,9 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path, PurePosixPath
 
-from ._version import __version__
-from .errors import UsageError
-from .key import KeyData, write_private
+from bidsanon._version import __version__
+from bidsanon.errors import UsageError
+from bidsanon.key import KeyData, write_private
 
 #: Order and captions of the defacing QC images (keys of ``key.files[i]["qc"]``).
 QC_CAPTIONS = {"sagittal": "sagittal slice, before | after",

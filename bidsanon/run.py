@@ -14,19 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
-from ._version import __version__
-from .context import TaskContext
-from .errors import BidsanonError, FindingsError, InputError, UsageError
-from .fileio import sha256_file, write_text_atomic
-from .handlers import resolve
-from .key import KeyData, check_paths, now_iso, read_key, write_key
-from .labels import EMPTYROOM, Labels
-from .plan import FileTask, Plan, build_plan
-from .policy import digest, load_policy
-from .sidecars import dump_json, load_json
-from .text import Scrubber
+from bidsanon._version import __version__
+from bidsanon.errors import FindingsError, InputError, UsageError
+from bidsanon.execute import Shared, input_signature, iter_results
+from bidsanon.key import KeyData, check_paths, now_iso, read_key, write_key
+from bidsanon.labels import EMPTYROOM
+from bidsanon.plan import FileTask, Plan, build_plan
+from bidsanon.policy import digest, load_policy
 
-CODE_URL = "https://github.com/bidsanon/bidsanon"
 #: Change fields whose original values identify a person or place: recorded in the key
 #: so that ``bidsanon check --key`` can look for them in an output.
 IDENTIFYING_FIELD = re.compile(r"name|birth|institution|address|station|serial|experimenter|"
@@ -41,19 +36,6 @@ NOT_IDENTIFYING = frozenset({
     "empty", "room", "empty room", "emptyroom", "noise", "phantom", "test", "anonymous",
     "unknown", "none", "n/a", "subject", "patient", "mne_anonymize", "anonymized",
     "neuromag", "meg", "user", "operator", "admin", "root", "guest", "default"})
-
-
-@dataclass(frozen=True)
-class Shared:
-    """What every task needs besides its own FileTask (sent to each worker once)."""
-
-    root: str
-    staging: str
-    policy: dict
-    labels: Labels
-    secret: bytes
-    qc_dir: str | None
-    known: tuple[str, ...] = ()
 
 
 @dataclass
@@ -104,93 +86,13 @@ def work_dir(output_dir: str | Path) -> Path:
     return out.parent / f".{out.name}.bidsanon-work"
 
 
-# --- one task --------------------------------------------------------------------
-
-def input_signature(path: Path) -> list:
-    """Cheap fingerprint of an input (size and mtime; for folders, of every file)."""
-    if path.is_dir():
-        return sorted([p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns]
-                      for p in path.rglob("*") if p.is_file())
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-def execute_task(task: FileTask, shared: Shared) -> dict:
-    """Run one task's handler; return a JSON-able result (never raises for bad input)."""
-    src = Path(shared.root) / task.rel
-    dst = Path(shared.staging) / task.out
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    _remove(dst)  # a half-written file from an interrupted run
-    ctx = TaskContext(subject=task.subject, session=task.session, new_subject=task.new_subject,
-                      new_session=task.new_session, offset_days=task.offset_days,
-                      policy=shared.policy, labels=shared.labels, rel=task.rel,
-                      qc_dir=shared.qc_dir, secret=shared.secret, extra=task.extra,
-                      known=shared.known)
-    started = time.perf_counter()
-    base = {"rel": task.rel, "out": task.out, "handler": task.handler}
-    try:
-        result = resolve(task.handler)(src, dst, ctx)
-    except BidsanonError as exc:
-        _remove(dst)
-        return {**base, "error": str(exc) if exc.path else f"{task.rel}: {exc}"}
-    except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
-        _remove(dst)
-        return {**base, "error": f"{task.rel}: unexpected {type(exc).__name__}: {exc}"}
-    if not dst.exists():
-        return {**base, "error": f"{task.rel}: the {task.handler} handler wrote no output"}
-    return {**base,
-            "source_sha256": sha256_file(src), "output_sha256": sha256_file(dst),
-            "changes": [c.to_dict() for c in result.changes],
-            "warnings": list(result.warnings), "qc": dict(result.qc),
-            "metrics": dict(result.metrics), "seconds": round(time.perf_counter() - started, 4)}
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-# --- executors -------------------------------------------------------------------
-
-_WORKER_SHARED: Shared | None = None
-
-
-def _init_worker(shared: Shared) -> None:
-    global _WORKER_SHARED
-    _WORKER_SHARED = shared
-
-
-def _run_in_worker(task: FileTask) -> dict:
-    assert _WORKER_SHARED is not None
-    return execute_task(task, _WORKER_SHARED)
-
-
-def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1,
-                 scheduler: str | None = None) -> Iterator[dict]:
-    """Yield task results as they complete, locally or on a Dask cluster."""
+def results_of(tasks: list[FileTask], shared: Shared, jobs: int,
+               scheduler: str | None) -> Iterator[dict]:
+    """Task results as they complete: on the Dask cluster at ``scheduler``, or locally."""
     if scheduler:
-        from .distributed import iter_results_dask
-        yield from iter_results_dask(tasks, shared, scheduler)
-        return
-    if jobs <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            yield execute_task(t, shared)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(shared,)) as pool:
-        futures = [pool.submit(_run_in_worker, t) for t in tasks]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+        from bidsanon.distributed import iter_results_dask
+        return iter_results_dask(tasks, shared, scheduler)
+    return iter_results(tasks, shared, jobs=jobs)
 
 
 # --- progress --------------------------------------------------------------------
@@ -300,7 +202,7 @@ def run_dataset(bids_dir: str | Path, output_dir: str | Path, *, policy_path: st
     else:
         key = KeyData(created=now_iso())
     if encrypt_key and passphrase is None:
-        from .key import get_passphrase
+        from bidsanon.key import get_passphrase
         passphrase = get_passphrase(confirm=True)
     plan = build_plan(bids_dir, policy, key, participant_labels)
     key.source_root = str(bids_dir.resolve())
@@ -359,8 +261,6 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     results: dict[str, dict] = {}
     todo: list[FileTask] = []
     for t in plan.tasks:
-        if t.handler == "dataset_description":
-            continue
         entry = done.get(t.out)
         if entry and entry["task"] == dataclasses.asdict(t) and \
                 entry["signature"] == input_signature(plan.root / t.rel) and \
@@ -383,7 +283,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         if not done:
             mf.write(json.dumps(header) + "\n")
         try:
-            for res in iter_results(todo, shared, jobs=jobs, scheduler=scheduler):
+            for res in results_of(todo, shared, jobs, scheduler):
                 task = by_out[res["out"]]
                 results[res["out"]] = res
                 if "error" in res:
@@ -399,7 +299,6 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         finally:
             progress.close()
     timings["files"] = time.perf_counter() - t0
-    write_dataset_description(plan, staging)
     summary = RunSummary(output=output_dir, key=key_path, counts=plan.summary(),
                          excluded=list(plan.excluded), warnings=list(plan.warnings),
                          failed=failed, resumed=resumed, timings=timings)
@@ -427,7 +326,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         raise FindingsError(f"the check found {len(errors)} identifying item(s) in the staged "
                             f"output (first: {errors[0].path}: {errors[0].message}); nothing "
                             f"was published, staging kept in {staging}")
-    prune_staging(staging, {r["out"] for r in ordered} | {"dataset_description.json"})
+    prune_staging(staging, {r["out"] for r in ordered})
     publish(staging, output_dir)
     shutil.rmtree(work, ignore_errors=True)
     summary.published = True
@@ -440,7 +339,7 @@ def drop_companions(failed: list[FileTask], tasks: list[FileTask], staging: Path
     stems = {re.sub(r"(\.nii\.gz|\.[^./]+)$", "", t.out) for t in failed}
     removed = []
     for t in tasks:
-        if t.handler in ("sidecar", "new_sidecar") and t.out.endswith(".json") \
+        if t.handler == "sidecar" and t.out.endswith(".json") \
                 and t.out[:-5] in stems and (staging / t.out).exists():
             (staging / t.out).unlink()
             removed.append(t.rel)
@@ -453,7 +352,7 @@ def final_check(staging: Path, plan: Plan, policy: dict, render_dir: Path | None
     folder: a face found there must not be shown anywhere public)."""
     if not policy["run"]["check"]:
         return []
-    from .check import scan_dataset
+    from bidsanon.check.engine import scan_dataset
     bar: Progress | None = None
 
     def progress(done: int, total: int) -> None:
@@ -483,7 +382,7 @@ def _write_report(plan: Plan, key_path: Path) -> None:
     if not plan.policy["run"]["qc"]:
         return
     try:
-        from .report import write_report
+        from bidsanon.report import write_report
     except ModuleNotFoundError:
         return
     write_report(plan.key, report_path(key_path))
@@ -516,43 +415,6 @@ def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary,
                      "excluded": [list(x) for x in summary.excluded],
                      "withdrawn": sorted(s for s, e in key.subjects.items() if e.withdrawn),
                      "timings": {}, "findings": []})
-
-
-def write_dataset_description(plan: Plan, staging: Path) -> None:
-    """dataset_description.json of the output: no path or name of the source."""
-    src = plan.root / "dataset_description.json"
-    data = load_json(src)
-    if not isinstance(data, dict):
-        raise InputError("dataset_description.json must be a JSON object", src)
-    out_policy = plan.policy["output"]
-    scrubber = Scrubber.from_policy(plan.policy["text"])
-    ctx = TaskContext(policy=plan.policy, labels=plan.labels, known=plan.known)
-    desc: dict = {}
-    name = out_policy["name"] or data.get("Name", "dataset")
-    desc["Name"] = scrubber.scrub(ctx.scrub_labels(str(name)))[0]
-    desc["BIDSVersion"] = data.get("BIDSVersion", "1.9.0")
-    desc["DatasetType"] = out_policy["dataset_type"]
-    for k in ("License", "Authors", "Acknowledgements", "HowToAcknowledge", "Funding",
-              "EthicsApprovals", "ReferencesAndLinks", "DatasetDOI", "HEDVersion"):
-        if k in data:
-            desc[k] = _scrub_any(data[k], ctx, scrubber)
-    generated = [{"Name": "bidsanon", "Version": __version__, "CodeURL": CODE_URL,
-                  "Description": "De-identification: subjects relabelled, dates shifted per "
-                                 "subject, identifying metadata removed, faces removed from "
-                                 "anatomical MRI"}]
-    if out_policy["dataset_type"] == "derivative" or data.get("GeneratedBy"):
-        desc["GeneratedBy"] = generated
-    write_text_atomic(staging / "dataset_description.json", dump_json(desc))
-
-
-def _scrub_any(value, ctx: TaskContext, scrubber: Scrubber):
-    if isinstance(value, str):
-        return scrubber.scrub(ctx.scrub_labels(value))[0]
-    if isinstance(value, list):
-        return [_scrub_any(v, ctx, scrubber) for v in value]
-    if isinstance(value, dict):
-        return {k: _scrub_any(v, ctx, scrubber) for k, v in value.items()}
-    return value
 
 
 def prune_staging(staging: Path, expected: set[str]) -> list[str]:

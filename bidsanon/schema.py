@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import PolicyError
+from bidsanon.errors import PolicyError
 
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
                list: "a list", dict: "a mapping"}

@@ -151,7 +151,7 @@ def save(mask: np.ndarray, aff: np.ndarray, name: str) -> None:
     img.header.set_qform(aff, code=4)  # MNI152
     img.header.set_sform(aff, code=4)
     img.header["descrip"] = b"bidsanon template mask"
-    from bidsanon.nifti import save_image
+    from bidsanon.formats.nifti import save_image
 
     save_image(img, HERE / name)
 

@@ -1,7 +1,8 @@
 """Regenerate the files derived from the policy schema:
 
 - ``configs/default.yaml``: the built-in defaults, every key explained;
-- the key reference table in ``docs/policy.md`` (between the GENERATED markers).
+- the key reference table in ``docs/policy.md`` (between the GENERATED markers);
+- every format's field table in ``docs/formats.md`` (between its ``table:`` markers).
 
 Run ``python scripts/generate_docs.py`` after changing a policy section; the tests fail
 when these files are out of date.
@@ -11,6 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
+from bidsanon import formats
 from bidsanon.policy import annotated_yaml, markdown_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +38,13 @@ def main() -> None:
              + markdown_reference() + "\n")
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     doc.write_text(text[:start] + "\n" + table + text[end:])
+    fdoc = ROOT / "docs" / "formats.md"
+    ftext = fdoc.read_text()
+    for fmt in formats.FORMATS:
+        table = formats.load(fmt.name).doc_table()
+        marker = re.compile(rf"(<!-- table: {fmt.name} -->\n).*?(<!-- end table -->)", re.S)
+        ftext = marker.sub(lambda m: m.group(1) + table + m.group(2), ftext)
+    fdoc.write_text(ftext)
 
 
 if __name__ == "__main__":

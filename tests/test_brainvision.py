@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from bidsanon import brainvision as bv
+from bidsanon.formats import brainvision as bv
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import sha256_file

@@ -16,7 +16,6 @@ import pytest
 from nibabel.processing import resample_from_to
 
 from bidsanon.check import Needles, check_dataset, scan_dataset
-from bidsanon.check_cli import main as check_main
 from bidsanon.cli import main
 from bidsanon.errors import FindingsError, UsageError
 from bidsanon.key import read_key
@@ -335,13 +334,13 @@ def test_cli_exit_codes(tmp_path, capsys):
 
 def test_cli_writes_reports_outside_the_dataset_only(tmp_path, capsys):
     report = tmp_path / "check.json"
-    code = check_main([str(EXAMPLE), "--no-faces", "--format", "json", "-o", str(report)])
+    code = main(["check", str(EXAMPLE), "--no-faces", "--format", "json", "-o", str(report)])
     assert code == 1
     data = json.loads(report.read_text())
     assert data["passed"] is False and data["counts"]["error"] > 20
     assert "FAILED" in capsys.readouterr().err
     src = copy_tree(DATA / "bids/ds000248", tmp_path / "ds")
-    assert check_main([str(src), "-o", str(src / "report.txt")]) == 2
+    assert main(["check", str(src), "-o", str(src / "report.txt")]) == 2
     assert not (src / "report.txt").exists()
 
 
@@ -350,7 +349,7 @@ def test_cli_with_key_saves_face_renders_next_to_it(outputs, tmp_path, capsys):
     key_path = tmp_path / "study_bidsanon-key.json"
     key_path.write_text(key.to_json())
     shutil.rmtree(tmp_path / "study_bidsanon-key_qc", ignore_errors=True)
-    code = check_main([str(src), "--key", str(key_path), "--format", "json"])
+    code = main(["check", str(src), "--key", str(key_path), "--format", "json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 1
     assert set(data["renders"]) == {f"{JS_ANAT}.nii.gz", f"{MK_ANAT}.nii.gz"}

@@ -14,7 +14,7 @@ import pytest
 import xmlschema
 
 from bidsanon.check import scan_dataset
-from bidsanon.check_format import (FORMATS, load_schema, render, to_dict, to_github,
+from bidsanon.check.output import (FORMATS, load_schema, render, to_dict, to_github,
                                    to_junit, to_text)
 from bidsanon.records import Finding
 from conftest import DATA

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import DATA, copy_tree
 
-from bidsanon import ctf
+from bidsanon.formats import ctf
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import sha256_file

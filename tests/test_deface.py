@@ -10,7 +10,10 @@ import pytest
 from conftest import DATA
 from scipy import ndimage as ndi
 
-from bidsanon import deface, face, schema
+from bidsanon import deface
+from bidsanon.formats import anat
+from bidsanon.deface import face
+from bidsanon import schema
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError, PolicyError
 
@@ -329,7 +332,7 @@ def test_scaled_nifti_bit_exact_through_handle(tmp_path, t1):
     dst = tmp_path / "out" / "sub-01_T1w.nii.gz"
     dst.parent.mkdir()
     ctx = TaskContext(subject="01", new_subject="01", qc_dir=str(tmp_path / "qc"))
-    result = deface.handle(src, dst, ctx)
+    result = anat.handle(src, dst, ctx)
     out = nib.load(dst)
     assert out.dataobj.slope == 0.25 and out.dataobj.inter == 12.5
     raw_in = np.asanyarray(nib.load(src).dataobj.get_unscaled())
@@ -362,7 +365,7 @@ def test_handle_uses_sidecar_landmarks(tmp_path, t1):
     (tmp_path / "sub-01_T1w.json").write_text(json.dumps(
         {"AnatomicalLandmarkCoordinates": marks}))
     dst = tmp_path / "out.nii.gz"
-    result = deface.handle(src, dst, TaskContext())
+    result = anat.handle(src, dst, TaskContext())
     assert dst.is_file()
     assert any(c.location == "landmarks+template" for c in result.changes)
     assert not face.has_face(nib.load(dst))
@@ -374,7 +377,7 @@ def test_deterministic_output(tmp_path, t1):
     outs = []
     for n in range(2):
         dst = tmp_path / f"out{n}.nii.gz"
-        deface.handle(src, dst, TaskContext())
+        anat.handle(src, dst, TaskContext())
         outs.append(dst.read_bytes())
     assert outs[0] == outs[1]
 
@@ -386,7 +389,7 @@ def test_not_an_image(tmp_path):
     src.write_bytes(b"this is not a NIfTI file at all" * 20)
     dst = tmp_path / "out.nii.gz"
     with pytest.raises(InputError) as err:
-        deface.handle(src, dst, TaskContext())
+        anat.handle(src, dst, TaskContext())
     assert str(src) in str(err.value)
     assert not dst.exists()
 
@@ -399,7 +402,7 @@ def test_bad_volumes(tmp_path, shape, value):
     nib.save(nib.Nifti1Image(data, np.eye(4)), src)
     dst = tmp_path / "out.nii"
     with pytest.raises(InputError) as err:
-        deface.handle(src, dst, TaskContext())
+        anat.handle(src, dst, TaskContext())
     assert str(src) in str(err.value)
     assert not dst.exists()
 
@@ -420,7 +423,7 @@ def test_truncated_gzip(tmp_path, t1):
     nib.save(nib.Nifti1Image(np.asanyarray(t1.dataobj), t1.affine), src)
     src.write_bytes(src.read_bytes()[:5000])
     with pytest.raises(InputError):
-        deface.handle(src, tmp_path / "o.nii.gz", TaskContext())
+        anat.handle(src, tmp_path / "o.nii.gz", TaskContext())
 
 
 # --------------------------------------------------------------------------- policy
@@ -493,18 +496,18 @@ def test_read_landmarks_aliases(tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 def test_cli_deface_nifti_and_mgz(tmp_path, t1, t1_brain):
-    from bidsanon import deface_cli
+    from bidsanon.cli import main
 
     out = tmp_path / "defaced.nii.gz"
     qc_dir = tmp_path / "qc"
-    assert deface_cli.main([str(T1), "-o", str(out), "--qc-dir", str(qc_dir), "-q"]) == 0
+    assert main(["deface", str(T1), "-o", str(out), "--qc-dir", str(qc_dir), "-q"]) == 0
     img = nib.load(out)
     assert np.asanyarray(img.dataobj).dtype == np.uint8
     changed = np.asanyarray(img.dataobj) != np.asanyarray(t1.dataobj)
     assert changed.sum() > 1000 and not (changed & t1_brain).any()
     assert len(list(qc_dir.glob("*.png"))) == 3
     mgz = tmp_path / "defaced.mgz"
-    assert deface_cli.main([str(T1), "-o", str(mgz), "--keep-ears", "-q"]) == 0
+    assert main(["deface", str(T1), "-o", str(mgz), "--keep-ears", "-q"]) == 0
     again = nib.load(mgz)
     assert isinstance(again, nib.MGHImage)
     assert np.array_equal(np.asanyarray(again.dataobj)[~changed],
@@ -512,32 +515,32 @@ def test_cli_deface_nifti_and_mgz(tmp_path, t1, t1_brain):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from bidsanon import deface_cli
+    from bidsanon.cli import main
 
     junk = tmp_path / "junk.nii.gz"
     junk.write_bytes(b"junk" * 100)
-    assert deface_cli.main([str(junk), "-o", str(tmp_path / "o.nii.gz")]) == 2
+    assert main(["deface", str(junk), "-o", str(tmp_path / "o.nii.gz")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(junk) in err
     assert not (tmp_path / "o.nii.gz").exists()
-    assert deface_cli.main([str(T1), "-o", str(tmp_path / "o.txt")]) == 2
-    assert deface_cli.main([str(T1), "-o", str(tmp_path / "o.nii"), "--method",
+    assert main(["deface", str(T1), "-o", str(tmp_path / "o.txt")]) == 2
+    assert main(["deface", str(T1), "-o", str(tmp_path / "o.nii"), "--method",
                             "landmarks"]) == 2
     assert "AnatomicalLandmarkCoordinates" in capsys.readouterr().err
     policy = tmp_path / "policy.yaml"
     policy.write_text("anat:\n  deface:\n    brain_margin_mm: 99\n")
-    assert deface_cli.main([str(T1), "-o", str(tmp_path / "o.nii"), "--policy",
+    assert main(["deface", str(T1), "-o", str(tmp_path / "o.nii"), "--policy",
                             str(policy)]) == 2
     assert "brain_margin_mm" in capsys.readouterr().err
 
 
 def test_cli_policy_file_applies(tmp_path):
-    from bidsanon import deface_cli
+    from bidsanon.cli import main
 
     policy = tmp_path / "policy.yaml"
     policy.write_text("anat:\n  deface:\n    fill_value: 7\n    remove_ears: false\n")
     out = tmp_path / "o.nii"
-    assert deface_cli.main([str(T1), "-o", str(out), "--policy", str(policy), "-q"]) == 0
+    assert main(["deface", str(T1), "-o", str(out), "--policy", str(policy), "-q"]) == 0
     data = np.asanyarray(nib.load(out).dataobj)
     before = np.asanyarray(nib.load(T1).dataobj)
     assert (data[data != before] == 7).all()

@@ -12,7 +12,7 @@ import pyedflib
 import pytest
 from conftest import DATA
 
-from bidsanon import edf
+from bidsanon.formats import edf
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import sha256_file

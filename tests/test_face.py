@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from bidsanon import deface, face
+from bidsanon import deface
+from bidsanon.deface import face
 
 T1 = DATA / "anat" / "sample" / "T1.mgz"
 MNI = DATA / "anat" / "mni152" / "MNI152_T1_2mm.nii.gz"

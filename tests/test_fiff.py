@@ -17,7 +17,8 @@ from conftest import DATA
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from mne.io.constants import FIFF
 
-from bidsanon import fiff, fiff_tags as ft
+from bidsanon.formats import fiff
+from bidsanon.formats.fiff import tags as ft
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError, PolicyError
 from bidsanon.fileio import gzip_header_info, sha256_file

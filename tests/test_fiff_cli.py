@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from bidsanon import fiff
-from bidsanon.fiff_cli import default_output, main, parse_date
+from bidsanon.formats import fiff
+from bidsanon.cli import main as cli_main
+from bidsanon.cli.fiff import default_output, parse_date
+
+
+def main(argv):
+    return cli_main(["fiff", *argv])
 
 mne.set_log_level("ERROR")
 FIF = DATA / "meg" / "fiff"
@@ -169,7 +174,7 @@ def test_in_place_needs_confirmation(work, monkeypatch, capsys):
 def test_in_place_with_force_and_no_terminal(work):
     src = work / "ct_sparse.fif"
     # no answer on stdin: not overwritten
-    proc = subprocess.run([sys.executable, "-m", "bidsanon.fiff_cli", "-i", str(src), "-o",
+    proc = subprocess.run([sys.executable, "-m", "bidsanon", "fiff", "-i", str(src), "-o",
                            str(src)], input="", capture_output=True, text=True)
     assert proc.returncode == 2 and src.read_bytes() == (FIF / "ct_sparse.fif").read_bytes()
     assert main(["-i", str(src), "--out", str(src), "--avoid_delete_confirmation", "-s"]) == 0
@@ -241,7 +246,7 @@ def test_gzip_through_the_command(tmp_path):
 def test_version_and_module_entry_point(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("bidsanon fiff ")
-    proc = subprocess.run([sys.executable, "-m", "bidsanon.fiff_cli", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "bidsanon", "fiff", "--help"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "--measurement_date_offset" in proc.stdout
     assert main([]) == 2  # -i is required: one line, exit 2

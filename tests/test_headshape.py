@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from bidsanon import headshape as hs
+from bidsanon.formats import headshape as hs
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import sha256_file
@@ -72,10 +72,10 @@ def test_keep_and_drop(tmp_path):
     dst = tmp_path / "keep.pos"
     hs.handle(POS, dst, ctx("keep"))
     assert dst.read_bytes() == POS.read_bytes()
-    assert hs.include({"action": "drop"}) is False
-    assert hs.include({}) is True
-    assert hs.include({}, Path("x_headshape.hs")) is False  # binary: cannot filter
-    assert hs.include({"action": "keep"}, Path("x_headshape.hs")) is True
+    assert hs.include("x_headshape.pos", {"files": {"headshape": {"action": "drop"}}}) is False
+    assert hs.include("x_headshape.pos", {}) is True
+    assert hs.include("x_headshape.hs", {}) is False  # binary: cannot filter
+    assert hs.include("x_headshape.hs", {"files": {"headshape": {"action": "keep"}}}) is True
 
 
 def test_hsp_points_removed_and_readable_by_mne(tmp_path):

@@ -15,7 +15,7 @@ from bidsanon.errors import InputError
 from bidsanon.key import KeyData, SubjectEntry, read_key, write_key, write_private
 from bidsanon.reidentify import Inverse, reidentify_text
 from bidsanon.run import run_dataset
-from bidsanon.tsv import read_tsv
+from bidsanon.formats.tsv import read_tsv
 from conftest import DATA, copy_tree
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import DATA
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
-from bidsanon import photos
+from bidsanon.formats import photos
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import sha256_file
@@ -21,8 +21,9 @@ KEEP = TaskContext(policy={"files": {"photos": {"action": "keep_stripped"}}})
 
 
 def test_excluded_by_default():
-    assert photos.include({}) is False
-    assert photos.include({"action": "keep_stripped"}) is True
+    assert photos.include("sub-01_photo.jpg", {}) is False
+    assert photos.include("sub-01_photo.jpg",
+                          {"files": {"photos": {"action": "keep_stripped"}}}) is True
 
 
 def test_real_jpeg_with_exif_is_stripped(tmp_path):

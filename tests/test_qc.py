@@ -8,7 +8,9 @@ import pytest
 from conftest import DATA
 from PIL import Image
 
-from bidsanon import deface, qc
+from bidsanon import deface
+from bidsanon.formats import anat
+from bidsanon.deface import qc
 from bidsanon.context import TaskContext
 
 T1 = DATA / "anat" / "sample" / "T1.mgz"
@@ -65,9 +67,9 @@ def test_handle_writes_qc_only_when_asked(tmp_path):
     nib.save(nib.Nifti1Image(np.asanyarray(t1.dataobj), t1.affine), src)
     out = tmp_path / "out"
     out.mkdir()
-    res = deface.handle(src, out / "sub-01_T1w.nii.gz", TaskContext())
+    res = anat.handle(src, out / "sub-01_T1w.nii.gz", TaskContext())
     assert res.qc == {}
-    res = deface.handle(src, out / "sub-02_T1w.nii.gz",
+    res = anat.handle(src, out / "sub-02_T1w.nii.gz",
                         TaskContext(qc_dir=str(tmp_path / "key_qc"),
                                     policy={"anat": {"deface": {"qc": {"enabled": False}}}}))
     assert res.qc == {}

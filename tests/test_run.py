@@ -17,8 +17,8 @@ import pytest
 from bidsanon.cli import main
 from bidsanon.key import read_key
 from bidsanon.run import run_dataset
-from bidsanon.sidecars import IDENTIFYING_KEYS
-from bidsanon.tsv import read_tsv
+from bidsanon.formats.sidecars import IDENTIFYING_KEYS
+from bidsanon.formats.tsv import read_tsv
 from conftest import DATA, copy_tree
 
 ROOT = Path(__file__).resolve().parents[1]

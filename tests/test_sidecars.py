@@ -12,7 +12,7 @@ from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.labels import Labels
 from bidsanon.policy import default_policy, schema
-from bidsanon.sidecars import IDENTIFYING_KEYS, handle, pseudonym, shift_iso
+from bidsanon.formats.sidecars import IDENTIFYING_KEYS, handle, pseudonym, shift_iso
 from conftest import DATA
 
 PET = DATA / "bids/pet001/sub-01/ses-01/anat/sub-01_ses-01_T1w.json"

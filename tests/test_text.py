@@ -1,7 +1,7 @@
 """Identifying text patterns."""
 
 from bidsanon.schema import defaults
-from bidsanon.text import POLICY, Scrubber, find
+from bidsanon.scrub import POLICY, Scrubber, find
 
 
 def scrub(text, patterns=("email", "url", "phone")):

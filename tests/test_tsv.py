@@ -10,7 +10,8 @@ from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.labels import Labels
 from bidsanon.policy import default_policy, schema
-from bidsanon.tsv import handle_generic, handle_participants, handle_scans, parse_tsv, read_tsv
+from bidsanon.formats import participants, scans, tsv
+from bidsanon.formats.tsv import parse_tsv, read_tsv
 
 LABELS = Labels(subjects={"JS042": "Q1", "MK117": "Z9", "AB203": "A5"},
                 sessions={"JS042": {"20230415": "19230101"}})
@@ -28,7 +29,7 @@ def test_participants_columns_cap_and_shuffle(tmp_path):
     src, dst = tmp_path / "p.tsv", tmp_path / "o.tsv"
     src.write_text(PARTICIPANTS)
     c = ctx(extra={"subjects": ["JS042", "MK117", "AB203"], "offsets": {}})
-    handle_participants(src, dst, c)
+    participants.handle(src, dst, c)
     out = read_tsv(dst)
     assert out.columns == ["participant_id", "age", "sex", "hand"]
     assert out.column("participant_id") == ["sub-A5", "sub-Q1", "sub-Z9"]  # sorted by new label
@@ -43,7 +44,7 @@ def test_participants_bin_and_unselected_rows(tmp_path):
     src, dst = tmp_path / "p.tsv", tmp_path / "o.tsv"
     src.write_text(PARTICIPANTS)
     policy = merge(default_policy(), {"tsv": {"participants": {"columns": {"age": {"bin": 5}}}}}, schema())
-    handle_participants(src, dst, ctx(policy, extra={"subjects": ["JS042", "MK117"], "offsets": {}}))
+    participants.handle(src, dst, ctx(policy, extra={"subjects": ["JS042", "MK117"], "offsets": {}}))
     out = read_tsv(dst)
     assert out.column("age") == ["90", "30"] and len(out.rows) == 2
 
@@ -55,7 +56,7 @@ def test_scans_relabel_shift_drop_source_and_excluded_rows(tmp_path):
                    "meg/sub-JS042_ses-20230415_photo.jpg\t2023-04-15T10:00:00\tcam\n")
     c = ctx(subject="JS042", session="20230415", offset_days=-36569,
             extra={"excluded_rows": ["meg/sub-JS042_ses-20230415_photo.jpg"]})
-    handle_scans(src, dst, c)
+    scans.handle(src, dst, c)
     out = read_tsv(dst)
     assert out.columns == ["filename", "acq_time"]
     assert out.rows == [["anat/sub-Q1_ses-19230101_T1w.nii.gz", "1923-03-02T09:30:12"]]
@@ -65,7 +66,7 @@ def test_generic_tsv_free_text_scrubbed_dates_shifted(tmp_path):
     src, dst = tmp_path / "c.tsv", tmp_path / "o.tsv"
     src.write_text("name\ttype\tdescription\tstatus_description\n"
                    "MEG0111\tMEGMAG\tcall jane@x.org\tbad since 2023-04-15\n")
-    handle_generic(src, dst, ctx(subject="JS042", offset_days=-7))
+    tsv.handle(src, dst, ctx(subject="JS042", offset_days=-7))
     row = read_tsv(dst).rows[0]
     assert row[:2] == ["MEG0111", "MEGMAG"]
     assert row[2] == "call [email removed]"

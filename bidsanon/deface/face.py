@@ -1,0 +1,219 @@
+"""Surface renders of the head and a face detector on them.
+
+:func:`render_head` looks at the head from the front (or a side) in world space: the
+first voxel above the head threshold along each ray, with sub-voxel depth, shaded from
+its normal. :func:`detect_faces` runs dlib's HOG frontal-face detector on such a render
+(``dlib.get_frontal_face_detector()``: no model file). On real heads it finds the face;
+on heads defaced by a plane cut it finds none, where OpenCV's Haar cascades fire on the
+exposed orbits (see docs/deface.md). ``bidsanon check`` reuses :func:`check_file`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from bidsanon.errors import InputError
+from bidsanon.records import Finding
+
+VIEWS = ("front", "left", "right")
+#: How far (mm) the head's outline is continued below the field of view when the image
+#: cuts the head (the MNI152 template stops at the nose): without it the detector sees
+#: half a face. It can only make detection more sensitive.
+EXTEND_MM = 60.0
+PAD_MM = 30.0
+LIGHT = (0.0, 1.0, 1.0)  # 45 degrees above the viewing direction
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A detection on a render: pixel box and dlib's score (> 0 is a face)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    score: float
+
+
+@functools.lru_cache(maxsize=1)
+def _detector():
+    import dlib
+
+    return dlib.get_frontal_face_detector()
+
+
+def _volume(img) -> tuple[np.ndarray, np.ndarray]:
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"cannot render a {data.ndim}D image")
+    return data, np.asarray(img.affine, float)
+
+
+def _view_axes(view: str, lo: np.ndarray, hi: np.ndarray, res: float):
+    """Grid (column, depth, up) -> world affine and grid shape for a view."""
+    x0, y0, z0 = lo
+    x1, y1, z1 = hi
+    if view == "front":  # looking at the face: subject's right on the image's left
+        axes = ((-1, 0, 0), (0, -1, 0), (0, 0, 1))
+        start = (x1, y1, z0)
+        extent = (x1 - x0, y1 - y0, z1 - z0)
+    elif view == "left":  # looking at the left side: face on the image's left
+        axes = ((0, -1, 0), (1, 0, 0), (0, 0, 1))
+        start = (x0, y1, z0)
+        extent = (y1 - y0, x1 - x0, z1 - z0)
+    elif view == "right":
+        axes = ((0, 1, 0), (-1, 0, 0), (0, 0, 1))
+        start = (x1, y0, z0)
+        extent = (y1 - y0, x1 - x0, z1 - z0)
+    else:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    aff = np.eye(4)
+    aff[:3, :3] = np.array(axes, float).T * res
+    aff[:3, 3] = start
+    shape = tuple(int(e // res) + 1 for e in extent)
+    return aff, shape
+
+
+def depth_map(img, view: str = "front", res: float = 1.0, threshold: float | None = None,
+              mask=None):
+    """First hit of the head along the view direction.
+
+    Returns (depth in mm, hit mask), both (columns, rows-from-bottom), and whether each
+    column is cut by the field of view at its lowest hit. ``mask`` (a boolean volume on
+    the image grid) replaces the intensity threshold when given.
+    """
+    from bidsanon.deface.geometry import apply_affine, corners, downsample, head_threshold
+
+    data, affine = _volume(img)
+    if mask is not None:
+        vol = np.asarray(mask, dtype=np.float32)
+        thr = 0.5
+    else:
+        vol, affine = downsample(data, affine, 2.0 * res)
+        zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+        vol = ndi.gaussian_filter(vol.astype(np.float32), np.maximum(0.7 * res / zooms, 0.3))
+        thr = head_threshold(vol) if threshold is None else threshold
+    w = apply_affine(affine, corners(vol.shape))
+    grid, shape = _view_axes(view, w.min(0), w.max(0), res)
+    m = np.linalg.inv(affine) @ grid
+    vals = ndi.affine_transform(vol, m[:3, :3], m[:3, 3], output_shape=shape, order=1,
+                                cval=np.nan)
+    above = vals > thr
+    lab, n = ndi.label(above)
+    if n > 1:  # the head is the largest component; specks of noise in the air are not
+        sizes = np.bincount(lab.ravel())[1:]
+        above = lab == (int(np.argmax(sizes)) + 1)
+    hit = above.any(axis=1)
+    k = np.argmax(above, axis=1)
+    km = np.clip(k - 1, 0, None)
+    v0 = np.take_along_axis(vals, km[:, None, :], 1)[:, 0]
+    v1 = np.take_along_axis(vals, k[:, None, :], 1)[:, 0]
+    v0 = np.where(np.isfinite(v0), v0, 0.0)
+    frac = np.clip((thr - v0) / np.maximum(v1 - v0, 1e-6), 0.0, 1.0)
+    depth = np.where(k > 0, km + frac, 0.0) * res
+    # columns whose lowest hit sits on the edge of the field of view
+    cut = np.zeros(hit.shape[0], dtype=bool)
+    for c in np.nonzero(hit.any(axis=1))[0]:
+        r = int(np.argmax(hit[c]))
+        cut[c] = r == 0 or not np.isfinite(vals[c, k[c, r], r - 1])
+    return depth, hit, cut
+
+
+def shade(depth: np.ndarray, hit: np.ndarray, cut: np.ndarray | None = None,
+          res: float = 1.0) -> np.ndarray:
+    """Shaded uint8 picture (rows top = superior) of a depth map."""
+    if cut is not None and cut.any():
+        pad = int(EXTEND_MM / res)
+        low = np.argmax(hit, axis=1)
+        d2 = np.zeros((depth.shape[0], depth.shape[1] + pad))
+        h2 = np.zeros(d2.shape, dtype=bool)
+        d2[:, pad:], h2[:, pad:] = depth, hit
+        for c in np.nonzero(cut)[0]:
+            d2[c, : pad + low[c]] = depth[c, low[c]]
+            h2[c, : pad + low[c]] = True
+        depth, hit = d2, h2
+    if not hit.any():
+        return np.zeros(depth.T.shape, dtype=np.uint8)
+    far = depth[hit].max() + 5.0
+    d = ndi.gaussian_filter(np.where(hit, depth, far), 1.0 / res) / res
+    gx, gz = np.gradient(d)
+    n = np.stack([gx, gz, np.ones_like(d)])
+    n /= np.linalg.norm(n, axis=0)
+    light = np.asarray(LIGHT, float) / np.linalg.norm(LIGHT)
+    lam = np.clip(np.tensordot(light, n, axes=1), 0.0, 1.0)
+    near = (d - d[hit].min()) / max(float(np.ptp(d[hit])), 1.0)
+    lam = lam * (1.0 - 0.5 * near)  # depth cue: nearer is brighter
+    out = 255.0 * (0.15 + 0.85 * lam)
+    out[~hit] = 0.0
+    pic = out.T[::-1].astype(np.uint8)
+    pad = int(PAD_MM / res)
+    return np.pad(pic, pad)
+
+
+def render_head(img, view: str = "front", res: float = 1.0, threshold: float | None = None,
+                mask=None) -> np.ndarray:
+    """Shaded surface render of the head seen from ``view`` (uint8, rows top = up).
+
+    Parameters
+    ----------
+    img : nibabel image
+        3D or 4D (the first volume is rendered); any orientation, world space is used.
+    view : str
+        ``front``, ``left`` or ``right``.
+    res : float
+        Pixel size in mm (1 mm suits dlib's detector for adult heads).
+    threshold : float | None
+        Head/air intensity threshold (default: half of Otsu's threshold).
+    mask : ndarray | None
+        Render this boolean volume (image grid) instead of thresholding.
+    """
+    depth, hit, cut = depth_map(img, view, res, threshold, mask)
+    return shade(depth, hit, cut, res)
+
+
+def detect_faces(img_or_render, upsample: tuple[int, ...] = (0, 1),
+                 threshold: float = 0.0) -> list[FaceBox]:
+    """Faces found by dlib's HOG frontal detector on a render (or an image's front
+    render), at each of the ``upsample`` levels; scores above ``threshold``."""
+    pic = img_or_render
+    if not isinstance(pic, np.ndarray):
+        pic = render_head(img_or_render, "front")
+    pic = np.ascontiguousarray(pic, dtype=np.uint8)
+    out = []
+    for up in upsample:
+        dets, scores, _ = _detector().run(pic, int(up), float(threshold))
+        for d, s in zip(dets, scores):  # dlib maps boxes back to the input's pixels
+            if s > threshold:
+                out.append(FaceBox(d.left(), d.top(), d.right(), d.bottom(), float(s)))
+    return out
+
+
+def has_face(img, views: tuple[str, ...] = ("front",)) -> bool:
+    """Whether a face is detected on the head render from any of ``views``."""
+    return any(detect_faces(render_head(img, v)) for v in views)
+
+
+def check_file(path: Path, rel: str) -> list[Finding]:
+    """Findings for ``bidsanon check``: ``anat.face`` when a face is detected on the
+    front render of an anatomical image, ``anat.unreadable`` when it cannot be read."""
+    from bidsanon.deface.image import load_image
+
+    try:
+        img = load_image(path)
+        boxes = detect_faces(render_head(img, "front"))
+    except (InputError, ValueError, MemoryError) as exc:
+        return [Finding(rel, "anat.unreadable", "warning",
+                        f"cannot render the head to look for a face: {exc}")]
+    if not boxes:
+        return []
+    best = max(b.score for b in boxes)
+    return [Finding(rel, "anat.face", "error",
+                    f"a face is visible on a 3D render of the head (detector score "
+                    f"{best:.2f}); deface the image", location="front render")]

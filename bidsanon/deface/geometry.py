@@ -1,0 +1,149 @@
+"""Voxel/world geometry, head masks and boxes in the head frame."""
+
+from __future__ import annotations
+
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from bidsanon.errors import InputError
+
+
+# --------------------------------------------------------------------------- geometry
+
+def corners(shape) -> np.ndarray:
+    return np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                     for k in (0, shape[2] - 1)], dtype=float)
+
+
+def apply_affine(aff: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 affine to (N, 3) points."""
+    return pts @ aff[:3, :3].T + aff[:3, 3]
+
+
+def downsample(vol: np.ndarray, affine: np.ndarray, target_mm: float):
+    """Block-average ``vol`` by integer factors towards ``target_mm`` voxels (cheap
+    anti-aliasing before the resampling to the registration grid)."""
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    f = np.maximum(1, np.floor(target_mm / zooms / 1.5)).astype(int)
+    if np.all(f == 1):
+        return vol.astype(np.float32, copy=False), affine
+    n = np.array(vol.shape[:3]) // f
+    v = vol[: n[0] * f[0], : n[1] * f[1], : n[2] * f[2]].astype(np.float32)
+    v = v.reshape(n[0], f[0], n[1], f[1], n[2], f[2]).mean(axis=(1, 3, 5))
+    scale = np.diag([*f, 1.0])
+    shift = np.eye(4)
+    shift[:3, 3] = (f - 1) / 2.0
+    return v, affine @ shift @ scale
+
+
+def world_grid(vol: np.ndarray, affine: np.ndarray, res: float, bounds=None,
+               order: int = 1, cval: float = 0.0):
+    """Resample ``vol`` onto a world-aligned (RAS) grid of ``res`` mm voxels.
+
+    ``bounds`` is ((xmin, ymin, zmin), (xmax, ymax, zmax)) in mm; by default the world
+    bounding box of the volume. Returns the volume and its voxel -> world affine.
+    """
+    if bounds is None:
+        w = apply_affine(affine, corners(vol.shape))
+        bounds = (w.min(0), w.max(0))
+    lo, hi = np.asarray(bounds[0], float), np.asarray(bounds[1], float)
+    shape = tuple(int(np.floor((h - l) / res)) + 1 for l, h in zip(lo, hi))
+    grid_aff = np.diag([res, res, res, 1.0])
+    grid_aff[:3, 3] = lo
+    m = np.linalg.inv(affine) @ grid_aff  # grid voxel -> source voxel
+    out = ndi.affine_transform(vol.astype(np.float32, copy=False), m[:3, :3], m[:3, 3],
+                               output_shape=shape, order=order, cval=cval,
+                               mode="constant")
+    return out, grid_aff
+
+
+def _otsu(values: np.ndarray) -> float:
+    hist, edges = np.histogram(values, bins=128)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centers[int(np.argmax(between))])
+
+
+def head_threshold(vol: np.ndarray) -> float:
+    """Intensity above which a voxel belongs to the head (half Otsu's threshold)."""
+    v = vol[np.isfinite(vol)]
+    v = v[v > np.percentile(v, 0.5)] if v.size else v
+    if v.size == 0:
+        return 0.0
+    hi = np.percentile(v, 99.5)
+    return 0.5 * _otsu(np.clip(v, None, hi))
+
+
+def head_mask(vol: np.ndarray, thr: float | None = None) -> np.ndarray:
+    """The head: above the threshold, largest component, holes filled."""
+    thr = head_threshold(vol) if thr is None else thr
+    mask = vol > thr
+    lab, n = ndi.label(mask)
+    if n > 1:
+        sizes = np.bincount(lab.ravel())[1:]
+        mask = lab == (int(np.argmax(sizes)) + 1)
+    mask = ndi.binary_closing(mask, iterations=1)
+    return ndi.binary_fill_holes(mask)
+
+
+def rotation_matrix(degrees) -> np.ndarray:
+    """Rotation about x, then y, then z (degrees), as FieldTrip's ``rotate``."""
+    rx, ry, rz = np.deg2rad(np.asarray(degrees, float))
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    mx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    my = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    mz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return mz @ my @ mx
+
+
+def head_frame(world_landmarks: dict[str, np.ndarray]) -> np.ndarray:
+    """4x4 head frame -> world from NAS, LPA, RPA in world mm.
+
+    Neuromag convention: x from LPA to RPA, y towards NAS (perpendicular to x), z up,
+    origin where the perpendicular from NAS meets the LPA-RPA line.
+    """
+    nas, lpa, rpa = (np.asarray(world_landmarks[k], float) for k in ("NAS", "LPA", "RPA"))
+    ex = rpa - lpa
+    if np.linalg.norm(ex) < 1e-3:
+        raise InputError("LPA and RPA coincide; cannot build the head frame")
+    ex /= np.linalg.norm(ex)
+    origin = lpa + np.dot(nas - lpa, ex) * ex
+    ey = nas - origin
+    if np.linalg.norm(ey) < 1e-3:
+        raise InputError("NAS lies on the LPA-RPA line; cannot build the head frame")
+    ey /= np.linalg.norm(ey)
+    ez = np.cross(ex, ey)
+    out = np.eye(4)
+    out[:3, :3] = np.column_stack([ex, ey, ez])
+    out[:3, 3] = origin
+    return out
+
+
+def box_mask(shape, affine: np.ndarray, frame: np.ndarray, rotate, scale, translate,
+             ) -> np.ndarray:
+    """Voxels inside a box given in ``frame`` (frame -> world 4x4), FieldTrip-style:
+    a unit cube scaled by ``scale``, rotated by ``rotate`` and centred on ``translate``."""
+    box = np.eye(4)
+    box[:3, :3] = rotation_matrix(rotate) @ np.diag(np.maximum(np.asarray(scale, float),
+                                                               1e-9))
+    box[:3, 3] = translate
+    # image voxel -> unit-cube coordinates
+    m = np.linalg.inv(frame @ box) @ affine
+    out = np.zeros(shape[:3], dtype=bool)
+    j, k = np.meshgrid(np.arange(shape[1], dtype=np.float32),
+                       np.arange(shape[2], dtype=np.float32), indexing="ij")
+    for i in range(shape[0]):
+        inside = np.ones(j.shape, dtype=bool)
+        for r in range(3):
+            c = m[r, 0] * i + m[r, 1] * j + m[r, 2] * k + m[r, 3]
+            inside &= np.abs(c) <= 0.5
+        out[i] = inside
+    return out
+
+

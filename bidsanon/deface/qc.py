@@ -1,0 +1,104 @@
+"""QC pictures of a defaced image.
+
+For every defaced image: mid-sagittal and axial slices before and after, with the removed
+region (red) and the protected brain mask (cyan) outlined, and a front render of the head
+after defacing. Pictures of the original show the face: they are private and go next to
+the key (``ctx.qc_path``), never into the output dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+REMOVED_RGB = (255, 40, 40)
+PROTECTED_RGB = (0, 220, 255)
+TARGET_MM = 1.0  # slice pixels are resampled to this size in world space
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndi.binary_erosion(mask)
+
+
+def _plane(vol: np.ndarray, aff: np.ndarray, origin, u, v, nu: int, nv: int, order: int,
+           res: float) -> np.ndarray:
+    """Sample ``vol`` on the plane origin + i*res*u + j*res*v (rows i, columns j)."""
+    ii, jj = np.mgrid[0:nu, 0:nv].astype(np.float64)
+    pts = (np.asarray(origin, float)[:, None, None] + res * (ii * np.asarray(u)[:, None, None]
+                                                           + jj * np.asarray(v)[:, None, None]))
+    inv = np.linalg.inv(aff)
+    vox = np.tensordot(inv[:3, :3], pts, axes=1) + inv[:3, 3][:, None, None]
+    return ndi.map_coordinates(vol.astype(np.float32), vox, order=order, cval=0.0)
+
+
+def slice_panels(img, new_img, removed: np.ndarray, protected: np.ndarray,
+                 res: float = TARGET_MM) -> dict[str, np.ndarray]:
+    """RGB panels: ``sagittal``/``axial``, each before | after, masks outlined."""
+    from bidsanon.deface.geometry import apply_affine, corners
+
+    aff = np.asarray(img.affine, float)
+    before = np.asanyarray(img.dataobj)
+    after = np.asanyarray(new_img.dataobj)
+    if before.ndim == 4:
+        before, after = before[..., 0], after[..., 0]
+    w = apply_affine(aff, corners(before.shape))
+    lo, hi = w.min(0), w.max(0)
+    ext = hi - lo
+    if removed.any():
+        c = apply_affine(aff, np.argwhere(removed).mean(0)[None])[0]
+    else:
+        c = (lo + hi) / 2
+    mid_x = (lo[0] + hi[0]) / 2
+    planes = {
+        # rows from top (superior) down, columns from posterior to anterior
+        "sagittal": ((mid_x, lo[1], hi[2]), (0, 0, -1), (0, 1, 0), ext[2], ext[1]),
+        # rows from anterior down to posterior, columns from subject's right to left
+        "axial": ((hi[0], hi[1], c[2]), (0, -1, 0), (-1, 0, 0), ext[1], ext[0]),
+    }
+    out = {}
+    scale = float(np.percentile(before[::2, ::2, ::2], 99.5)) or 1.0
+    for name, (origin, u, v, eu, ev) in planes.items():
+        nu, nv = int(eu / res) + 1, int(ev / res) + 1
+        pics = []
+        rem = _plane(removed, aff, origin, u, v, nu, nv, 0, res) > 0.5
+        pro = _plane(protected, aff, origin, u, v, nu, nv, 0, res) > 0.5
+        for vol in (before, after):
+            g = _plane(vol, aff, origin, u, v, nu, nv, 1, res)
+            g = np.clip(g / scale * 255.0, 0, 255).astype(np.uint8)
+            rgb = np.repeat(g[..., None], 3, axis=-1)
+            rgb[_outline(pro)] = PROTECTED_RGB
+            rgb[_outline(rem)] = REMOVED_RGB
+            pics.append(rgb)
+        gap = np.zeros((nu, 4, 3), dtype=np.uint8)
+        out[name] = np.concatenate([pics[0], gap, pics[1]], axis=1)
+    return out
+
+
+def save_png(rgb: np.ndarray, path: str | Path) -> None:
+    """Write a PNG (deterministic: no time stamp)."""
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path, format="PNG")
+
+
+def write_qc(img, result, path_for: Callable[[str], Path | None]) -> dict[str, str]:
+    """Write the QC pictures of one :class:`~bidsanon.deface.DefaceResult`.
+
+    ``path_for(name)`` gives the private path of a picture (or None to skip it).
+    Returns name -> path of what was written.
+    """
+    from bidsanon.deface.face import render_head
+
+    written = {}
+    panels = slice_panels(img, result.image, result.removed, result.protected)
+    panels["render_front"] = render_head(result.image, "front")
+    for name, pic in panels.items():
+        path = path_for(f"deface_{name}.png")
+        if path is None:
+            continue
+        save_png(pic, path)
+        written[name] = str(path)
+    return written

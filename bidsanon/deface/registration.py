@@ -1,0 +1,291 @@
+"""Affine registration of a head to the MNI152 template shipped in ``bidsanon/data/template`` and the mapping of its masks."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+from bidsanon.errors import InputError
+from bidsanon.deface.geometry import apply_affine, downsample, head_mask, world_grid
+
+
+TEMPLATE_DIR = Path(__file__).parent.parent / "data" / "template"
+
+#: Label bits of the template mask grid (one lookup maps all masks at once).
+HEAD, BRAIN, FACE, EARS = 1, 2, 4, 8
+
+#: MNI coordinates (mm) of the fiducials of the template head (fsaverage's fiducials
+#: shipped with MNE; MNI305, within a few mm of MNI152). Used to start the registration
+#: from an image's landmarks.
+TEMPLATE_FIDUCIALS = {"NAS": (1.5, 85.1, -34.8), "LPA": (-80.6, -29.1, -41.3),
+                      "RPA": (84.4, -28.5, -41.3)}
+
+
+# --------------------------------------------------------------------------- template
+
+@dataclass
+class Registration:
+    """An affine template registration and its quality numbers."""
+
+    #: 4x4: image world (mm) -> template world (MNI mm)
+    world_to_template: np.ndarray
+    similarity: float  # entropy correlation coefficient, 0..1
+    head_dice: float
+    orientation: int = 0  # index of the starting orientation that won
+    ok: bool = True
+
+
+@dataclass(frozen=True)
+class Template:
+    """The template head at registration resolution and the mask label grid."""
+
+    image: np.ndarray  # world-aligned volume at ``res`` mm
+    affine: np.ndarray
+    head: np.ndarray  # head mask on that grid
+    labels: np.ndarray  # uint8 bits HEAD|BRAIN|FACE|EARS on the mask grid
+    labels_affine: np.ndarray
+    res: float
+
+
+@functools.lru_cache(maxsize=4)
+def load_template(res: float = 4.0) -> Template:
+    """The shipped template resampled to ``res`` mm and its mask labels (cached)."""
+    img = nib.load(TEMPLATE_DIR / "MNI152_T1_2mm.nii.gz")
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    small, aff = downsample(data, img.affine, res)
+    vol, grid = world_grid(small, aff, res)
+    masks = {}
+    for name in ("head", "brain", "face", "ear"):
+        m = nib.load(TEMPLATE_DIR / f"{name}_mask.nii.gz")
+        masks[name] = np.asanyarray(m.dataobj) > 0
+        labels_affine = m.affine
+    labels = (masks["head"] * HEAD | masks["brain"] * BRAIN | masks["face"] * FACE
+              | masks["ear"] * EARS).astype(np.uint8)
+    head_small, _ = world_grid(masks["head"].astype(np.float32), labels_affine, res,
+                               bounds=(grid[:3, 3], apply_affine(grid, np.array([vol.shape]) - 1)[0]))
+    return Template(vol, grid, head_small > 0.5, labels, labels_affine, res)
+
+
+def _to_sitk(vol: np.ndarray, affine: np.ndarray):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(vol.transpose(2, 1, 0)))
+    img.SetSpacing([float(affine[0, 0])] * 3)
+    img.SetOrigin([float(v) for v in affine[:3, 3]])
+    return img  # world-aligned grid: identity direction, RAS mm as physical space
+
+
+def _axis_rotations() -> list[np.ndarray]:
+    """The 24 proper rotations that map axes onto axes, identity first."""
+    mats = []
+    for perm in ((0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 2, 1), (2, 1, 0), (1, 0, 2)):
+        for signs in np.array(np.meshgrid([1, -1], [1, -1], [1, -1])).T.reshape(-1, 3):
+            m = np.zeros((3, 3))
+            m[np.arange(3), perm] = signs
+            if np.linalg.det(m) > 0:
+                mats.append(m)
+    mats.sort(key=lambda m: -np.trace(m))
+    return mats
+
+
+def _affine_to_matrix(tx) -> np.ndarray:
+    """4x4 matrix of a SimpleITK affine-like transform (fixed -> moving points)."""
+    a = np.array(tx.GetMatrix()).reshape(3, 3)
+    c = np.array(tx.GetCenter())
+    t = np.array(tx.GetTranslation())
+    out = np.eye(4)
+    out[:3, :3] = a
+    out[:3, 3] = t + c - a @ c
+    return out
+
+
+def similarity_numbers(tmpl: Template, moving: np.ndarray, moving_aff: np.ndarray,
+                       moving_head: np.ndarray, t2m: np.ndarray) -> tuple[float, float]:
+    """(entropy correlation coefficient, head Dice) of a registration.
+
+    Both are computed on the template grid, inside the part of it that the moving
+    image's field of view covers, so a cropped image is not penalised for what it lacks.
+    """
+    m = np.linalg.inv(moving_aff) @ t2m @ tmpl.affine  # template voxel -> moving voxel
+    warped = ndi.affine_transform(moving, m[:3, :3], m[:3, 3], output_shape=tmpl.image.shape,
+                                  order=1, cval=np.nan)
+    head = ndi.affine_transform(moving_head.astype(np.float32), m[:3, :3], m[:3, 3],
+                                output_shape=tmpl.image.shape, order=1, cval=np.nan)
+    inside = np.isfinite(warped)
+    region = inside & tmpl.head  # inside the head only: the head/air edge is easy to match
+    if region.sum() < 100:
+        return 0.0, 0.0
+    a, b = tmpl.image[region], warped[region]
+    hist, _, _ = np.histogram2d(a, b, bins=16)
+    p = hist / hist.sum()
+    px, py = p.sum(1), p.sum(0)
+
+    def ent(q):
+        q = q[q > 0]
+        return float(-(q * np.log(q)).sum())
+
+    hx, hy, hxy = ent(px), ent(py), ent(p.ravel())
+    ecc = 2.0 * (hx + hy - hxy) / max(hx + hy, 1e-9)
+    th = tmpl.head[inside]
+    mh = head[inside] > 0.5
+    dice = 2.0 * float((th & mh).sum()) / max(float(th.sum() + mh.sum()), 1.0)
+    return ecc, dice
+
+
+def register(vol: np.ndarray, affine: np.ndarray, *, res: float = 4.0,
+             min_similarity: float = 0.10, min_head_overlap: float = 0.85,
+             search_orientations: bool = True,
+             init_world_to_template: np.ndarray | None = None) -> Registration:
+    """Affine registration of a 3D volume (voxel -> world ``affine``) to the template.
+
+    Starts from the centres of mass of the two heads with the header's orientation
+    (or ``init_world_to_template``); if the result fails the quality check and
+    ``search_orientations`` is on, retries from the other 23 axis-aligned orientations
+    and keeps the best. ``ok`` tells whether the best passed the check.
+    """
+    tmpl = load_template(res)
+    small, small_aff = downsample(vol, affine, res)
+    moving, moving_aff = world_grid(small, small_aff, res)
+    mhead = head_mask(moving)
+    if mhead.sum() < 50:
+        raise InputError("no head found in the image (too little signal above background)")
+    c_mov = apply_affine(moving_aff, np.argwhere(mhead).mean(0)[None])[0]
+    c_tmp = apply_affine(tmpl.affine, np.argwhere(tmpl.head).mean(0)[None])[0]
+
+    starts: list[np.ndarray] = []
+    if init_world_to_template is not None:
+        starts.append(np.linalg.inv(init_world_to_template))
+    for rot in _axis_rotations():
+        t2m = np.eye(4)  # template point -> moving point
+        t2m[:3, :3] = rot
+        t2m[:3, 3] = c_mov - rot @ c_tmp
+        starts.append(t2m)
+    n_first = 2 if init_world_to_template is not None else 1
+
+    def attempt(idx: int, t2m0: np.ndarray, quick: bool = False) -> Registration:
+        t2m = _run_registration(tmpl, moving, moving_aff, t2m0, c_tmp, quick=quick)
+        ecc, dice = similarity_numbers(tmpl, moving, moving_aff, mhead, t2m)
+        ok = bool(ecc >= min_similarity and dice >= min_head_overlap) and not quick
+        return Registration(np.linalg.inv(t2m), ecc, dice, idx, ok=ok)
+
+    def better(a: Registration, b: Registration | None) -> bool:
+        return b is None or (a.ok, a.similarity + a.head_dice) > (b.ok, b.similarity
+                                                                   + b.head_dice)
+
+    best = None
+    for idx in range(n_first):
+        reg = attempt(idx, starts[idx])
+        if better(reg, best):
+            best = reg
+        if best.ok:
+            return best
+    if search_orientations:
+        # a quick coarse registration from every other orientation, then the full one
+        # from the two most similar: a wrong or missing header still finds the head
+        quick = [attempt(idx, starts[idx], quick=True) for idx in range(n_first, len(starts))]
+        quick.sort(key=lambda r: -(r.similarity + r.head_dice))
+        for q in quick[:2]:
+            reg = attempt(q.orientation, starts[q.orientation])
+            if better(reg, best):
+                best = reg
+            if best.ok:
+                break
+    return best
+
+
+def _run_registration(tmpl: Template, moving: np.ndarray, moving_aff: np.ndarray,
+                      t2m0: np.ndarray, center: np.ndarray, quick: bool = False) -> np.ndarray:
+    """Similarity then affine registration from ``t2m0``; returns template -> moving.
+
+    ``quick``: only the similarity stage at twice the grid spacing, few iterations (to
+    rank starting orientations)."""
+    import SimpleITK as sitk
+
+    fixed = _to_sitk(tmpl.image, tmpl.affine)
+    mov = _to_sitk(moving, moving_aff)
+    fmask = _to_sitk(ndi.binary_dilation(tmpl.head, iterations=2).astype(np.uint8),
+                     tmpl.affine)
+    fmask = sitk.Cast(fmask, sitk.sitkUInt8)
+
+    def method(levels, iterations=150):
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetNumberOfThreads(1)  # deterministic sums, and one core as budgeted
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(0.5, 12345)
+        reg.SetMetricFixedMask(fmask)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
+            relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel(levels[0])
+        reg.SetSmoothingSigmasPerLevel(levels[1])
+        reg.SetSmoothingSigmasAreSpecifiedInPhysicalUnits(True)
+        return reg
+
+    sim = sitk.Similarity3DTransform()
+    sim.SetCenter([float(v) for v in center])
+    rot = t2m0[:3, :3]
+    sim.SetMatrix([float(v) for v in rot.ravel()])
+    sim.SetTranslation([float(v) for v in (t2m0[:3, 3] + rot @ center - center)])
+    if quick:
+        reg = method(([2], [2.0 * tmpl.res]), iterations=40)
+    else:
+        reg = method(([2, 1], [2.0 * tmpl.res, 0.0]))
+    reg.SetInitialTransform(sim, inPlace=True)
+    reg.Execute(fixed, mov)
+    if quick:
+        return _affine_to_matrix(sim)
+
+    aff = sitk.AffineTransform(3)
+    aff.SetCenter(sim.GetCenter())
+    aff.SetMatrix(sim.GetMatrix())
+    aff.SetTranslation(sim.GetTranslation())
+    reg = method(([1], [0.0]))
+    reg.SetInitialTransform(aff, inPlace=True)
+    reg.Execute(fixed, mov)
+    return _affine_to_matrix(aff)
+
+
+def lookup_labels(shape, affine: np.ndarray, world_to_template: np.ndarray,
+                  tmpl: Template) -> np.ndarray:
+    """Template label bits at every image voxel (nearest neighbour; 0 outside)."""
+    m = np.linalg.inv(tmpl.labels_affine) @ world_to_template @ affine
+    lab = tmpl.labels
+    lim = np.array(lab.shape) - 1
+    out = np.zeros(shape[:3], dtype=np.uint8)
+    j, k = np.meshgrid(np.arange(shape[1], dtype=np.float32),
+                       np.arange(shape[2], dtype=np.float32), indexing="ij")
+    base = [m[r, 1] * j + m[r, 2] * k + m[r, 3] for r in range(3)]
+    for i in range(shape[0]):
+        idx = [np.rint(base[r] + m[r, 0] * i).astype(np.int32) for r in range(3)]
+        ok = np.ones(j.shape, dtype=bool)
+        for r in range(3):
+            ok &= (idx[r] >= 0) & (idx[r] <= lim[r])
+        sl = out[i]
+        sl[ok] = lab[idx[0][ok], idx[1][ok], idx[2][ok]]
+    return out
+
+
+def landmark_init(world_landmarks: dict[str, np.ndarray]) -> np.ndarray:
+    """Similarity transform (image world -> template) matching the three fiducials."""
+    src = np.array([world_landmarks[k] for k in ("NAS", "LPA", "RPA")], float)
+    dst = np.array([TEMPLATE_FIDUCIALS[k] for k in ("NAS", "LPA", "RPA")], float)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    u, s, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt))
+    r = u @ np.diag([1, 1, d]) @ vt
+    scale = (s * [1, 1, d]).sum() / max((a ** 2).sum(), 1e-9)
+    out = np.eye(4)
+    out[:3, :3] = scale * r
+    out[:3, 3] = md - scale * r @ ms
+    return out
+
+

@@ -1,0 +1,116 @@
+"""Running one planned task: its format's handler on one file, in this process, in a
+local worker pool, or (:mod:`bidsanon.distributed`) on a Dask cluster. Never raises for
+bad input: a failed file is a result with an ``error``."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from bidsanon.context import TaskContext
+from bidsanon.errors import BidsanonError
+from bidsanon.fileio import sha256_file
+from bidsanon.formats import load
+from bidsanon.labels import Labels
+from bidsanon.plan import FileTask
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every task needs besides its own FileTask (sent to each worker once)."""
+
+    root: str
+    staging: str
+    policy: dict
+    labels: Labels
+    secret: bytes
+    qc_dir: str | None
+    known: tuple[str, ...] = ()
+
+
+# --- one task --------------------------------------------------------------------
+
+def input_signature(path: Path) -> list:
+    """Cheap fingerprint of an input (size and mtime; for folders, of every file)."""
+    if path.is_dir():
+        return sorted([p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns]
+                      for p in path.rglob("*") if p.is_file())
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def execute_task(task: FileTask, shared: Shared) -> dict:
+    """Run one task's handler; return a JSON-able result (never raises for bad input)."""
+    src = Path(shared.root) / task.rel
+    dst = Path(shared.staging) / task.out
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _remove(dst)  # a half-written file from an interrupted run
+    ctx = TaskContext(subject=task.subject, session=task.session, new_subject=task.new_subject,
+                      new_session=task.new_session, offset_days=task.offset_days,
+                      policy=shared.policy, labels=shared.labels, rel=task.rel,
+                      qc_dir=shared.qc_dir, secret=shared.secret, extra=task.extra,
+                      known=shared.known)
+    started = time.perf_counter()
+    base = {"rel": task.rel, "out": task.out, "handler": task.handler}
+    try:
+        result = load(task.handler).handle(src, dst, ctx)
+    except BidsanonError as exc:
+        _remove(dst)
+        return {**base, "error": str(exc) if exc.path else f"{task.rel}: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
+        _remove(dst)
+        return {**base, "error": f"{task.rel}: unexpected {type(exc).__name__}: {exc}"}
+    if not dst.exists():
+        return {**base, "error": f"{task.rel}: the {task.handler} handler wrote no output"}
+    return {**base,
+            "source_sha256": sha256_file(src), "output_sha256": sha256_file(dst),
+            "changes": [c.to_dict() for c in result.changes],
+            "warnings": list(result.warnings), "qc": dict(result.qc),
+            "metrics": dict(result.metrics), "seconds": round(time.perf_counter() - started, 4)}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+# --- executors -------------------------------------------------------------------
+
+_WORKER_SHARED: Shared | None = None
+
+
+def _init_worker(shared: Shared) -> None:
+    global _WORKER_SHARED
+    _WORKER_SHARED = shared
+
+
+def _run_in_worker(task: FileTask) -> dict:
+    assert _WORKER_SHARED is not None
+    return execute_task(task, _WORKER_SHARED)
+
+
+def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1) -> Iterator[dict]:
+    """Yield task results as they complete, in this process or ``jobs`` local workers."""
+    if jobs <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            yield execute_task(t, shared)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(shared,)) as pool:
+        futures = [pool.submit(_run_in_worker, t) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise

@@ -1,0 +1,94 @@
+"""The ``anat`` format: anatomical MRI (``anat/*.nii[.gz]`` with a defaced suffix)
+defaced by :mod:`bidsanon.deface`, header scrubbed like any NIfTI."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from bidsanon.deface import policy as deface_policy
+from bidsanon.deface.policy import policy_section, should_deface
+from bidsanon.errors import InputError
+from bidsanon.formats import nifti, suffix_of
+from bidsanon.records import Change, FileResult, Finding, markdown_table
+
+#: The ``anat.deface`` section (kept in :mod:`bidsanon.deface.policy`, which loads no numpy).
+POLICY = deface_policy.POLICY
+
+#: What defacing changes besides the NIfTI header (:data:`nifti.FIELDS`).
+FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("face", "voxels of the face (skin, nose, eyes, mouth)", "removed (fill value)"),
+    ("ears", "voxels of the outer ears", "removed with `remove_ears`"),
+    ("brain", "the dilated brain mask", "kept exactly (no voxel changes)"),
+    *nifti.FIELDS,
+)
+
+
+def include(rel: str, policy: dict) -> bool:
+    """Whether an image in ``anat/`` is defaced (its suffix is in ``anat.deface``)."""
+    section = (policy.get("anat") or {}).get("deface") or {}
+    return should_deface(suffix_of(PurePosixPath(rel).name), section)
+
+def handle(src: Path, dst: Path, ctx) -> FileResult:
+    """Deface one anatomical image of the dataset."""
+    import nibabel as nib
+    import numpy as np
+
+    from bidsanon.deface.image import load_image, read_landmarks, sidecar_path
+    from bidsanon.deface.pipeline import deface_image
+    src, dst = Path(src), Path(dst)
+    sec = policy_section(ctx.section("anat", "deface"))
+    img = load_image(src)
+    marks = read_landmarks(sidecar_path(src))
+    try:
+        res = deface_image(img, method=sec["method"], landmarks=marks, policy=sec,
+                           name=str(src))
+    except InputError as exc:
+        if exc.path is None:
+            exc = InputError(exc.message, src)
+        raise exc from None
+    out = res.image
+    changes: list[Change] = []
+    if not isinstance(out, (nib.Nifti1Image, nib.Nifti2Image)):
+        out = nib.Nifti1Image(np.asanyarray(out.dataobj), out.affine)
+    changes.extend(nifti.scrub_image(out))
+    nifti.save_image(out, dst)
+    ml = res.voxel_ml()
+    changes.append(Change(field="voxels.face", action="remove", location=res.method,
+                          old=None, new=f"{res.removed_voxels} voxels set to "
+                          f"{sec['fill'] if sec['fill'] == 'smooth' else sec['fill_value']}"))
+    result = FileResult(changes=changes, warnings=list(res.warnings))
+    result.metrics = {"restored_voxels": float(res.restored_voxels),
+                      "removed_voxels": float(res.removed_voxels),
+                      "changed_voxels": float(res.changed_voxels),
+                      "removed_ml": res.changed_voxels * ml,
+                      "restored_ml": res.restored_voxels * ml,
+                      "similarity": float(res.similarity),
+                      "head_overlap": float(res.head_dice),
+                      "seconds": float(res.seconds)}
+    if res.restored_voxels * ml > float(sec["qc"]["max_restored_ml"]):
+        result.warnings.append(
+            f"brain re-insertion restored {res.restored_voxels * ml:.1f} mL (more than "
+            f"{sec['qc']['max_restored_ml']} mL): the face mask reached the brain; "
+            "check the QC images")
+    if sec["qc"]["enabled"] and ctx.qc_dir is not None:
+        from bidsanon.deface import qc
+
+        stem = ctx.rename(src.name).split(".")[0]
+        result.qc.update(qc.write_qc(img, res, lambda n: ctx.qc_path(f"{stem}_{n}")))
+    return result
+
+
+def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
+    """The NIfTI header rules (the face rule is the check engine's: it renders heads)."""
+    return nifti.check_file(path, rel, policy)
+
+
+def peek_dates(path: Path) -> list:
+    """Anatomical images hold no dates bidsanon reads."""
+    return []
+
+
+def doc_table() -> str:
+    """The Markdown table of :data:`FIELDS` for ``docs/formats.md``."""
+    return markdown_table(["part", "what it holds", "what bidsanon does"],
+                          [[f"`{f}`", what, action] for f, what, action in FIELDS])

@@ -1,0 +1,826 @@
+"""FIFF de-identification: a tag-chain reader and a streaming, tag-by-tag rewriter.
+
+The file is rebuilt the way MNE-CPP's ``mne_anonymize`` does it (16-byte big-endian tag
+headers ``kind, type, size, next``), in two steps:
+
+1. :func:`plan` follows the chain from the start, validates it (loops, pointers outside
+   the file, truncated tags, unbalanced blocks) and decides what each tag becomes, from
+   the table in :mod:`bidsanon.fiff_tags`. Only identifying tags are read. The result is
+   a short list of operations (input byte ranges to copy, new bytes to write); nothing
+   is written yet, so a corrupt file leaves no output.
+2. :func:`_write` carries the operations out into a temporary file that replaces the
+   output at the end. The output is sequential: every ``next`` is 0 (-1 on the last
+   tag), ``FIFF_DIR_POINTER`` and the free list are -1, the directory and free blocks
+   are dropped, and so is every tag the chain does not reach. Unchanged runs of tags are
+   copied as byte ranges (``os.copy_file_range`` between plain files), so data buffers
+   are never loaded whole or re-encoded.
+
+Dates move by the subject's offset (or are set to a fixed date when the plan does not
+shift dates); the transform is a pure function of the input value, so the IDs in split
+files and their ``FIFF_REF_FILE_ID`` stay consistent and re-runs are byte-identical.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import gzip
+import math
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable, Iterator, NamedTuple
+
+from bidsanon.formats.fiff import tags as ft
+from bidsanon.errors import BidsanonError, InputError
+from bidsanon.fileio import CHUNK, atomic_file, is_gzip, open_gzip_write
+from bidsanon.records import Change, FileResult, Finding
+from bidsanon.schema import Key, defaults, merge
+
+HEADER = struct.Struct(">iiii")
+_INT = struct.Struct(">i")
+_ID = struct.Struct(">5i")
+
+#: Largest position a FIFF file can use (int32), as MNE's ``check_fiff_length``.
+MAX_FILE_SIZE = 2**31
+#: Seconds range of int32 dates: 1901-12-13T20:45:52 .. 2038-01-19T03:14:07 UTC.
+MIN_SECS, MAX_SECS = -(2**31), 2**31 - 1
+#: Identifying tags larger than this are refused rather than read into memory.
+MAX_FIELD = 16 << 20
+#: Julian day number = proleptic Gregorian ordinal + this; and the Julian days a Python
+#: date can represent.
+_JD_OFFSET = 1721425
+_JD_MIN, _JD_MAX = 1 + _JD_OFFSET, dt.date.max.toordinal() + _JD_OFFSET
+_EPOCH = dt.datetime(1970, 1, 1)
+BIDS_LATEST = dt.datetime(1926, 1, 1)  # dates on or after this are reported by check
+
+_BLOCK_NAMES = {
+    100: "meas", 101: "meas_info", 102: "raw_data", 103: "processed_data", 104: "evoked",
+    105: "aspect", 106: "subject", 107: "isotrak", 108: "hpi_meas", 109: "hpi_result",
+    110: "hpi_coil", 111: "project", 112: "continuous_data", 114: "void", 115: "events",
+    116: "index", 117: "dacq_pars", 118: "ref", 119: "ias_raw_data", 120: "ias_aspect",
+    121: "hpi_subsystem", 124: "device", 125: "helium", 126: "channel_info", 200: "mri",
+    350: "mne", 358: "mne_env", 359: "mne_bad_channels", 500: "data_correction",
+    501: "channel_decoupler", 502: "sss_info", 503: "sss_cal", 504: "sss_st_info",
+    505: "sss_bases", 510: "ias", 900: "processing_history", 901: "processing_record",
+    999: "root", 3810: "mne_annotations",
+}
+
+
+def _date_problem(value: str) -> str | None:
+    try:
+        day = dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        return f"must be a date as YYYY-MM-DD, got {value!r}"
+    if not dt.date(1901, 12, 14) <= day <= dt.date(2038, 1, 18):
+        return "must be between 1901-12-14 and 2038-01-18 (FIFF stores 32-bit seconds)"
+    return None
+
+
+def _fields_problem(value: dict) -> str | None:
+    unknown = sorted(set(value) - set(ft.FIELDS))
+    if unknown:
+        return (f"has unknown field(s) {', '.join(unknown)}; known: "
+                f"{', '.join(ft.FIELDS)}")
+    return None
+
+
+#: Policy section, mounted at ``meg.fiff``.
+#: The identifying-tag table (:mod:`bidsanon.formats.fiff.tags`) as the contract's field table.
+FIELDS = ft.TAGS
+
+POLICY = {
+    "date": Key("2000-01-01", "Measurement date written (at 00:00:00 UTC) into every date "
+                "and ID tag when the plan does not shift dates (mne_anonymize's default).",
+                check=_date_problem),
+    "birthday": Key("2000-01-01", "Birthday written when the plan does not shift dates, or "
+                    "always when `shift_birthday` is false.", check=_date_problem),
+    "shift_birthday": Key(True, "Shift the birthday by the subject's date offset (keeps "
+                          "the age at measurement); false writes `birthday` instead."),
+    "text": Key("mne_anonymize", "Placeholder written into replaced text fields (names, "
+                "experimenter, description, comments, persons).", type=str),
+    "his": Key("mne_anonymize", "Value written into FIFF_SUBJ_HIS_ID (hospital ID; MNE "
+               "also stores the FreeSurfer subject name there).", type=str),
+    "keep_his": Key(False, "Keep FIFF_SUBJ_HIS_ID unchanged (only for a study code)."),
+    "brute": Key(False, "Also replace the subject's sex, handedness, weight and height and "
+                 "the project's ID, name, aim and comment (mne_anonymize --brute); implies "
+                 "`mne_environment`."),
+    "mne_environment": Key(True, "Replace the working directory and command line MNE "
+                           "programs store (they often contain user and subject names). "
+                           "mne_anonymize's default is false."),
+    "mri": Key("warn", "Files with MRI pixel data (a face can be reconstructed): `warn` "
+               "and copy, or `refuse` the file.", choices=("warn", "refuse")),
+    "fields": Key({}, "Per-field `keep` or `replace` overriding the defaults and switches, "
+                  "by field name (docs/fiff.md lists them), e.g. `{dacq_pars: replace, "
+                  "annotation_description: replace}`.", type=dict,
+                  values=Key("replace", "", choices=("keep", "replace")),
+                  check=_fields_problem),
+}
+
+
+class Tag(NamedTuple):
+    """One tag header and where it is."""
+
+    pos: int
+    kind: int
+    type: int
+    size: int
+    next: int
+
+    @property
+    def end(self) -> int:
+        return self.pos + 16 + self.size
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _block_path(stack: tuple[int, ...]) -> str:
+    return "/".join(_BLOCK_NAMES.get(b, str(b)) for b in stack) or "top"
+
+
+def open_fiff(path: str | Path) -> tuple[IO[bytes], int | None]:
+    """Open a ``.fif`` or gzipped FIFF for reading; return (file, size or None if gzip)."""
+    path = Path(path)
+    try:
+        if is_gzip(path):
+            return gzip.open(path, "rb"), None
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot read FIFF file ({exc.strerror or exc})", path) from None
+    return f, os.fstat(f.fileno()).st_size
+
+
+def iter_tags(f: IO[bytes], path: str | Path, size: int | None
+              ) -> Iterator[tuple[Tag, tuple[int, ...]]]:
+    """Follow the tag chain from the start; yield each tag with its enclosing blocks.
+
+    ``size`` is the file size, or None for a gzip stream (the end of each tag is then
+    checked after the consumer has read it, so the stream is only read forward).
+    Raises :class:`InputError` with the byte position on a chain that loops, points
+    outside the file, ends inside a tag or block, or has malformed tags.
+    """
+    pos, sequential = 0, False
+    stack: list[int] = []
+    jumps: set[int] = set()
+    while True:
+        try:
+            f.seek(pos)
+            head = f.read(16)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"unreadable FIFF data ({exc})", path, pos) from None
+        if not head and sequential:
+            if stack:
+                raise InputError(f"file ends inside block {_block_path(tuple(stack))} "
+                                 "(truncated?)", path, pos)
+            return
+        if len(head) < 16:
+            what = "pointed to by a next pointer " if not sequential and pos else ""
+            raise InputError(f"truncated tag header {what}(file ends at byte "
+                             f"{pos + len(head)})", path, pos)
+        tag = Tag(pos, *HEADER.unpack(head))
+        if pos == 0 and tag.kind != ft.FILE_ID:
+            raise InputError(f"not a FIFF file (first tag is kind {tag.kind}, "
+                             "expected FIFF_FILE_ID 100)", path, 0)
+        if tag.size < 0:
+            raise InputError(f"tag kind {tag.kind} has a negative size ({tag.size})",
+                             path, pos)
+        if size is not None and tag.end > size:
+            raise InputError(f"tag kind {tag.kind} of {tag.size} bytes runs past the end "
+                             f"of the file ({size} bytes): truncated?", path, pos)
+        here = tuple(stack)
+        if tag.kind == ft.BLOCK_START:
+            if tag.size < 4:
+                raise InputError("malformed block start (no block kind)", path, pos)
+            stack.append(_INT.unpack(read_payload(f, tag, path, 4))[0])
+        elif tag.kind == ft.BLOCK_END:
+            if not stack:
+                raise InputError("block end without a block start", path, pos)
+            stack.pop()
+        yield tag, here
+        if size is None:
+            try:
+                reached = f.seek(tag.end)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise InputError(f"unreadable FIFF data ({exc})", path, pos) from None
+            if reached < tag.end:
+                raise InputError(f"tag kind {tag.kind} of {tag.size} bytes runs past the "
+                                 f"end of the file ({reached} bytes): truncated?", path, pos)
+        if tag.next == -1:
+            if stack:
+                raise InputError(f"tag chain ends inside block {_block_path(tuple(stack))}",
+                                 path, pos)
+            return
+        if tag.next == 0:
+            pos, sequential = tag.end, True
+        elif tag.next > 0:
+            if size is not None and tag.next + 16 > size:
+                raise InputError(f"next pointer {tag.next} points outside the file "
+                                 f"({size} bytes)", path, pos)
+            # Sequential steps only move forward, so any loop passes through a jump
+            # target twice: remembering jump targets is enough to detect every cycle.
+            if tag.next in jumps:
+                raise InputError(f"tag chain loops (next pointer back to byte {tag.next})",
+                                 path, pos)
+            jumps.add(tag.next)
+            pos, sequential = tag.next, False
+        else:
+            raise InputError(f"invalid next pointer {tag.next}", path, pos)
+
+
+def read_payload(f: IO[bytes], tag: Tag, path: str | Path, limit: int | None = None
+                 ) -> bytes:
+    """Read a tag's data: its first ``limit`` bytes, or all of it (InputError above
+    ``MAX_FIELD``: identifying tags are small, a huge one is corrupt)."""
+    if limit is None:
+        if tag.size > MAX_FIELD:
+            raise InputError(f"tag kind {tag.kind} is implausibly large ({tag.size} "
+                             "bytes)", path, tag.pos)
+        limit = tag.size
+    want = min(tag.size, limit)
+    try:
+        f.seek(tag.pos + 16)
+        data = f.read(want)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"unreadable FIFF data ({exc})", path, tag.pos) from None
+    if len(data) < want:
+        raise InputError(f"tag kind {tag.kind} of {tag.size} bytes runs past the end of "
+                         f"the file ({tag.pos + 16 + len(data)} bytes): truncated?",
+                         path, tag.pos)
+    return data
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _secs_to_dt(secs: int, usecs: int = 0) -> dt.datetime:
+    """Naive UTC date-time; seconds outside int32 are clamped (only doubles get there)."""
+    secs = max(MIN_SECS, min(secs, MAX_SECS))
+    return _EPOCH + dt.timedelta(seconds=secs, microseconds=max(0, min(usecs, 999999)))
+
+
+def _fmt_time(secs: int, usecs: int) -> str:
+    if ft.no_date(secs, usecs):
+        return "no date"
+    if not MIN_SECS <= secs <= MAX_SECS:
+        return f"{secs} s since 1970"
+    return _secs_to_dt(secs, usecs).isoformat() + "Z"
+
+
+def _jd_to_date(jd: int) -> dt.date | None:
+    return dt.date.fromordinal(jd - _JD_OFFSET) if _JD_MIN <= jd <= _JD_MAX else None
+
+
+def _decode(data: bytes) -> str:
+    return data.rstrip(b"\0").decode("latin-1")
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("latin-1", errors="replace")
+
+
+def _looks_identifying(text: str) -> bool:
+    """For creator/modifier: anything beyond a program name and version."""
+    return bool(re.search(r"[/\\@\n]", text)) or len(text) > 64
+
+
+def generic_names(text: str) -> str:
+    """Replace each name of a ``:``-separated annotation list, keeping BAD_/EDGE_."""
+    out = []
+    for name in text.split(":"):
+        upper = name.upper()
+        out.append("BAD_annotation" if upper.startswith("BAD") else
+                   "EDGE_annotation" if upper.startswith("EDGE") else "annotation")
+    return ":".join(out) if text else ""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to write; built from the policy and the plan (:func:`settings_from_context`)
+    or from the command line (:mod:`bidsanon.fiff_cli`).
+
+    ``meas_offset_days``/``birthday_offset_days``: days added to dates (negative:
+    earlier), or None to write the fixed ``meas_date``/``birthday``.
+    """
+
+    meas_offset_days: int | None = None
+    meas_date: dt.date = dt.date(2000, 1, 1)
+    birthday_offset_days: int | None = None
+    birthday: dt.date = dt.date(2000, 1, 1)
+    drop_times: bool = False
+    text: str = "mne_anonymize"
+    his: str = "mne_anonymize"
+    keep_his: bool = False
+    brute: bool = False
+    mne_environment: bool = True
+    mri: str = "warn"
+    fields: dict = field(default_factory=dict)
+    rename: Callable[[str], str] | None = None
+
+    def replaced(self, rule: ft.TagRule) -> bool:
+        return ft.is_replaced(rule, self.brute, self.mne_environment, self.keep_his,
+                              self.fields)
+
+    def new_time(self, secs: int, usecs: int, path: str | Path, pos: int) -> tuple[int, int]:
+        """The (secs, usecs) a date or ID time becomes; the no-date value is kept."""
+        if ft.no_date(secs, usecs):
+            return secs, usecs
+        if self.meas_offset_days is None:
+            return (self.meas_date - _EPOCH.date()).days * 86400, 0
+        # Equivalent to TaskContext.shift_datetime on the UTC date-time, in integers.
+        new = secs + self.meas_offset_days * 86400
+        if self.drop_times:
+            new, usecs = new - new % 86400, 0
+        if not MIN_SECS <= new <= MAX_SECS:
+            raise InputError(
+                f"shifting {_fmt_time(secs, usecs)} by {self.meas_offset_days} days leaves "
+                "the FIFF date range (1901-12-13 .. 2038-01-19): choose a smaller offset",
+                path, pos)
+        return new, usecs
+
+    def new_birthday(self, jd: int, path: str | Path, pos: int) -> int:
+        if _jd_to_date(jd) is None:
+            return jd  # not a date (e.g. 0 for unset): nothing to hide
+        if self.birthday_offset_days is None:
+            return self.birthday.toordinal() + _JD_OFFSET
+        new = jd + self.birthday_offset_days
+        if _jd_to_date(new) is None:
+            raise InputError(f"shifting the birthday by {self.birthday_offset_days} days "
+                             "leaves the range of dates", path, pos)
+        return new
+
+
+def settings_from_policy(section: dict, offset_days: int | None, drop_times: bool = False,
+                         rename: Callable[[str], str] | None = None) -> Settings:
+    """Settings from a ``meg.fiff`` policy section (missing keys: defaults)."""
+    pol = merge(defaults(POLICY), section or {})
+    return Settings(
+        meas_offset_days=offset_days,
+        meas_date=dt.date.fromisoformat(pol["date"]),
+        birthday_offset_days=offset_days if pol["shift_birthday"] else None,
+        birthday=dt.date.fromisoformat(pol["birthday"]),
+        drop_times=drop_times, text=pol["text"], his=pol["his"], keep_his=pol["keep_his"],
+        brute=pol["brute"], mne_environment=pol["mne_environment"], mri=pol["mri"],
+        fields=dict(pol["fields"]), rename=rename)
+
+
+def settings_from_context(ctx) -> Settings:
+    """Settings for a runner task (:class:`bidsanon.context.TaskContext`)."""
+    return settings_from_policy(ctx.section("meg", "fiff"), ctx.offset_days,
+                                ctx.drop_times, ctx.rename)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class Plan:
+    """What pass 1 decided: the output as a list of operations, plus the report.
+
+    ``ops`` items are ``(start, length)`` byte ranges of the input to copy, or ``bytes``
+    to write; consecutive unchanged tags form one range, so the list stays short.
+    """
+
+    ops: list = field(default_factory=list)
+    out_size: int = 0
+    in_bytes: int = 0  # bytes of the input reached by the chain
+    tags: int = 0
+    changed: int = 0
+    dropped: int = 0
+    changes: list[Change] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def emit(self, tag: Tag, nxt: int, edit: tuple[int, bytes] | None) -> None:
+        """Add one output tag: ``edit`` (new type and data) or the input's data."""
+        ops = self.ops
+        if edit is not None:
+            typ, data = edit
+            self._bytes(HEADER.pack(tag.kind, typ, len(data), nxt) + data)
+            self.out_size += 16 + len(data)
+            return
+        self.out_size += 16 + tag.size
+        if tag.next != nxt:  # only the next pointer changes
+            self._bytes(HEADER.pack(tag.kind, tag.type, tag.size, nxt))
+            start = tag.pos + 16
+        else:
+            start = tag.pos
+        if ops and isinstance(ops[-1], tuple) and sum(ops[-1]) == start:
+            ops[-1] = (ops[-1][0], ops[-1][1] + tag.end - start)
+        elif tag.end > start:
+            ops.append((start, tag.end - start))
+
+    def _bytes(self, data: bytes) -> None:
+        if self.ops and isinstance(self.ops[-1], bytes) and len(self.ops[-1]) < CHUNK:
+            self.ops[-1] += data
+        else:
+            self.ops.append(data)
+
+
+def _rewrite(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | Path
+             ) -> tuple[int, bytes, str, str, str] | None:
+    """New (type, data, action, old, new) for an identifying tag, or None to keep it."""
+    a = rule.action
+    if a == "id":
+        if tag.size != 20:
+            raise InputError(f"malformed {rule.fiff} ({tag.size} bytes, expected 20)",
+                             path, tag.pos)
+        version, m0, m1, secs, usecs = _ID.unpack(data)
+        nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos)
+        new = _ID.pack(version, 0, 0, nsecs, nusecs)
+        if new == data:
+            return None
+        shifted = s.meas_offset_days is not None and (nsecs, nusecs) != (secs, usecs)
+        return (tag.type, new, "shift" if shifted else "replace",
+                f"machid {m0 & 0xFFFFFFFF:08x}{m1 & 0xFFFFFFFF:08x}, {_fmt_time(secs, usecs)}",
+                f"machid 0000000000000000, {_fmt_time(nsecs, nusecs)}")
+    if a == "date":
+        return _rewrite_date(rule, tag, data, s, path)
+    if a == "julian":
+        if tag.size != 4:
+            raise InputError(f"malformed {rule.fiff} ({tag.size} bytes, expected 4)",
+                             path, tag.pos)
+        jd = _INT.unpack(data)[0]
+        new = s.new_birthday(jd, path, tag.pos)
+        if new == jd:
+            return None
+        return (tag.type, _INT.pack(new),
+                "shift" if s.birthday_offset_days is not None else "replace",
+                str(_jd_to_date(jd)), str(_jd_to_date(new)))
+    if a in ("int", "float"):
+        new = _INT.pack(rule.placeholder) if a == "int" else struct.pack(">f",
+                                                                         rule.placeholder)
+        if new == data:
+            return None
+        if len(data) == 4:
+            old = str(_INT.unpack(data)[0] if tag.type == ft.T_INT else
+                      round(struct.unpack(">f", data)[0], 3) if tag.type == ft.T_FLOAT
+                      else data.hex())
+        else:
+            old = f"{len(data)} bytes"
+        return ft.T_INT if a == "int" else ft.T_FLOAT, new, "replace", old, str(rule.placeholder)
+    if a == "warn":
+        return None
+    old = _decode(data)
+    if a == "path":
+        base = re.split(r"[\\/]", old)[-1]
+        new_text = s.rename(base) if s.rename else base
+        action = "relabel"
+    elif a == "names":
+        new_text, action = generic_names(old), "replace"
+    elif a == "auto" and not (_looks_identifying(old) or s.fields.get(rule.field)):
+        return None
+    else:
+        new_text = (s.his if a == "his" else rule.placeholder if a == "literal" else s.text)
+        action = "replace"
+    new = _encode(new_text)
+    if new == data:
+        return None
+    return ft.T_STRING, new, action, old, new_text
+
+
+def _rewrite_date(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | Path
+                  ) -> tuple[int, bytes, str, str, str] | None:
+    base = tag.type & 0xFFFF
+    if base == ft.T_INT and tag.size in (4, 8):
+        vals = struct.unpack(f">{tag.size // 4}i", data)
+        secs, usecs = vals[0], vals[1] if len(vals) > 1 else 0
+        nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos)
+        new = struct.pack(f">{len(vals)}i", *((nsecs, nusecs)[:len(vals)]))
+    elif base == ft.T_DOUBLE and tag.size in (8, 16):
+        vals = struct.unpack(f">{tag.size // 8}d", data)
+        if not all(math.isfinite(v) and abs(v) < 2**53 for v in vals):
+            raise InputError(f"malformed {rule.fiff} (not a number)", path, tag.pos)
+        if len(vals) == 2:  # MNE >= 0.20: (secs, usecs) as doubles
+            secs, usecs = int(vals[0]), int(vals[1])
+            nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos)
+            new = struct.pack(">2d", float(nsecs), float(nusecs))
+        else:  # older MNE: one double, seconds with a fraction
+            secs = math.floor(vals[0])
+            usecs = int(round((vals[0] - secs) * 1e6))
+            nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos)
+            new = struct.pack(">d", nsecs + nusecs / 1e6)
+    else:
+        raise InputError(f"unexpected {rule.fiff} of type {tag.type} and {tag.size} bytes",
+                         path, tag.pos)
+    if new == data:
+        return None
+    return (tag.type, new, "shift" if s.meas_offset_days is not None else "replace",
+            _fmt_time(secs, usecs), _fmt_time(nsecs, nusecs))
+
+
+def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
+    """Pass 1: validate the chain and decide every tag's output (nothing is written)."""
+    p = Plan()
+    mri_seen = False
+    pending: tuple[Tag, tuple[int, bytes] | None] | None = None
+    for tag, stack in iter_tags(f, path, size):
+        p.tags += 1
+        p.in_bytes += 16 + tag.size
+        if tag.kind in (ft.DIR, ft.FREE_BLOCK):
+            p.dropped += 1
+            continue
+        edit = None
+        if not stack and tag.kind in (ft.DIR_POINTER, ft.FREE_LIST):
+            # Point to "none": the output has no directory and no free list.
+            if tag.size != 4 or read_payload(f, tag, path) != _INT.pack(-1):
+                edit = (ft.T_INT, _INT.pack(-1))
+        rule = ft.rule_for(tag.kind, stack[-1] if stack else None)
+        if rule is not None and rule.action == "warn":
+            if not mri_seen:
+                if s.mri == "refuse" and s.replaced(rule):
+                    raise InputError(f"contains MRI data ({rule.fiff}): a face can be "
+                                     "reconstructed from it (policy meg.fiff.mri: refuse)",
+                                     path, tag.pos)
+                p.warnings.append(f"contains MRI data ({rule.fiff}): a face can be "
+                                  "reconstructed from it; it was copied unchanged")
+                mri_seen = True
+        elif rule is not None and s.replaced(rule):
+            out = _rewrite(rule, tag, read_payload(f, tag, path), s, path)
+            if out is not None:
+                typ, data, action, old, new = out
+                edit = (typ, data)
+                if len(old) > 256:  # e.g. acquisition parameters: keep the key readable
+                    old = f"{old[:256]}... ({len(old)} characters)"
+                p.changes.append(Change(field=f"fiff.{rule.field}", action=action,
+                                        location=f"{_block_path(stack)} (byte {tag.pos})",
+                                        old=old, new=new))
+        p.changed += edit is not None
+        # A tag is written once the next kept one is known: the last one gets next -1.
+        if pending is not None:
+            p.emit(pending[0], 0, pending[1])
+        pending = (tag, edit)
+    if pending is not None:
+        p.emit(pending[0], -1, pending[1])
+    if p.out_size > MAX_FILE_SIZE:
+        raise InputError(f"the output would be {p.out_size} bytes, over the 2 GiB FIFF "
+                         "limit: split the recording first (MNE: raw.save(split_size=...))",
+                         path)
+    if size is not None and size > p.in_bytes:
+        p.warnings.append(f"{size - p.in_bytes} bytes not reached by the tag chain "
+                          "(directory, free space or hidden tags) were not copied")
+    return p
+
+
+class _Sink:
+    """Sequential output: small writes are buffered; byte ranges are copied in-kernel
+    between plain files (``os.copy_file_range``) and in chunks otherwise."""
+
+    def __init__(self, out: IO[bytes], fd: int | None):
+        self.out, self.fd, self.buf = out, fd, bytearray()
+        self.fast = fd is not None and hasattr(os, "copy_file_range")
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            self.out.write(self.buf)
+            self.buf = bytearray()
+
+    def copy(self, src: IO[bytes], src_fd: int | None, start: int, length: int,
+             path: str | Path) -> None:
+        if length <= 0:
+            return
+        if self.fast and src_fd is not None:
+            self.flush()
+            try:
+                done = 0
+                while done < length:
+                    n = os.copy_file_range(src_fd, self.fd, length - done, start + done)
+                    if n == 0:
+                        raise InputError("file ended while copying data (changed while "
+                                         "being read?)", path, start + done)
+                    done += n
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP,
+                                     errno.EINVAL, errno.EPERM, errno.EBADF) or done:
+                    raise
+                self.fast = False  # e.g. across file systems on old kernels
+        src.seek(start)
+        left = length
+        while left:
+            block = src.read(min(CHUNK, left))
+            if not block:
+                raise InputError("file ended while copying data", path, start + length - left)
+            self.flush()
+            self.out.write(block)
+            left -= len(block)
+
+
+def _write(f: IO[bytes], src_fd: int | None, path: str | Path, p: Plan, sink: _Sink
+           ) -> None:
+    """Pass 2: carry out the plan's operations in order."""
+    for op in p.ops:
+        if isinstance(op, bytes):
+            sink.write(op)
+        else:
+            sink.copy(f, src_fd, op[0], op[1], path)
+    sink.flush()
+
+
+def anonymize_file(src: str | Path, dst: str | Path, settings: Settings) -> FileResult:
+    """De-identify one FIFF file (``.fif`` or gzip) into ``dst``.
+
+    ``dst`` is written through a temporary file in its folder and renamed at the end,
+    so it may equal ``src`` and nothing is left at ``dst`` on error. It is gzipped when
+    its name ends in ``.gz``.
+    """
+    src, dst = Path(src), Path(dst)
+    f, size = open_fiff(src)
+    with f:
+        p = plan(f, src, size, settings)
+        try:
+            src_fd = f.fileno() if size is not None else None
+            if dst.name.endswith(".gz"):
+                with open_gzip_write(dst) as out:
+                    _write(f, src_fd, src, p, _Sink(out, None))
+            else:
+                with atomic_file(dst, fsync=False, buffering=0) as out:
+                    _write(f, src_fd, src, p, _Sink(out, out.fileno()))
+                    if os.fstat(out.fileno()).st_size != p.out_size:
+                        raise InputError("the file changed while it was being read", src)
+        except BaseException as exc:
+            if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+                raise InputError(f"unreadable FIFF data ({exc})", src) from None
+            if isinstance(exc, OSError):
+                raise BidsanonError(f"cannot write the output ({exc.strerror or exc})",
+                                    dst) from None
+            raise
+    metrics = {"tags": float(p.tags), "tags_changed": float(p.changed),
+               "tags_dropped": float(p.dropped), "bytes_out": float(p.out_size)}
+    return FileResult(changes=p.changes, warnings=p.warnings, metrics=metrics)
+
+
+def handle(src: Path, dst: Path, ctx) -> FileResult:
+    """Runner entry point: de-identify ``src`` into ``dst`` with the task's policy.
+
+    Dates move by ``ctx.offset_days`` (the fixed ``meg.fiff.date`` when None); split-file
+    references are relabelled with ``ctx.rename``.
+    """
+    return anonymize_file(src, dst, settings_from_context(ctx))
+
+
+# --------------------------------------------------------------------------- inspecting
+
+
+@dataclass(frozen=True)
+class Field:
+    """One identifying value found in a file (see :func:`scan`)."""
+
+    rule: ft.TagRule
+    pos: int
+    block: str
+    value: object  # str | int | float | (machid, secs, usecs) | (secs, usecs) | date
+
+
+def _value(rule: ft.TagRule, tag: Tag, data: bytes) -> object:
+    a = rule.action
+    if a == "id" and len(data) == 20:
+        version, m0, m1, secs, usecs = _ID.unpack(data)
+        return (m0, m1), secs, usecs
+    if a == "date":
+        base = tag.type & 0xFFFF
+        if base == ft.T_INT and len(data) in (4, 8):
+            v = struct.unpack(f">{len(data) // 4}i", data)
+            return v[0], v[1] if len(v) > 1 else 0
+        if base == ft.T_DOUBLE and len(data) in (8, 16):
+            v = struct.unpack(f">{len(data) // 8}d", data)
+            if all(math.isfinite(x) and abs(x) < 2**53 for x in v):
+                return (int(v[0]), int(v[1])) if len(v) == 2 else (
+                    math.floor(v[0]), int(round((v[0] - math.floor(v[0])) * 1e6)))
+        return data.hex()
+    if a == "julian" and len(data) == 4:
+        return _INT.unpack(data)[0]
+    if a in ("int", "float") and len(data) == 4:
+        return _INT.unpack(data)[0] if tag.type == ft.T_INT else struct.unpack(">f", data)[0]
+    if a == "warn":
+        return f"{tag.size} bytes"
+    return _decode(data)
+
+
+def scan(path: str | Path) -> list[Field]:
+    """Every tag of the table in a file, with its value (reads headers and those tags)."""
+    f, size = open_fiff(path)
+    out = []
+    with f:
+        for tag, stack in iter_tags(f, path, size):
+            rule = ft.rule_for(tag.kind, stack[-1] if stack else None)
+            if rule is None:
+                continue
+            data = b"" if rule.action == "warn" else read_payload(f, tag, path)
+            out.append(Field(rule, tag.pos, _block_path(stack), _value(rule, tag, data)))
+    return out
+
+
+def _is_late(secs: int, usecs: int) -> bool:
+    return not ft.no_date(secs, usecs) and _secs_to_dt(secs) >= BIDS_LATEST
+
+
+def findings_for(fld: Field, rel: str, placeholders: set[str], birthday_jd: int
+                 ) -> list[Finding]:
+    """Findings for one scanned field (what ``check`` reports)."""
+    rule, v, where = fld.rule, fld.value, f"{fld.block} (byte {fld.pos})"
+    a, out = rule.action, []
+
+    def add(rule_name: str, severity: str, message: str) -> None:
+        out.append(Finding(rel, rule_name, severity, message, where))
+
+    if a == "id":
+        if not isinstance(v, tuple):
+            add(rule.check_rule, "error", f"{rule.fiff} is malformed and cannot be inspected")
+            return out
+        (m0, m1), secs, usecs = v
+        if m0 or m1:
+            add("fiff.machine-id", "error", f"{rule.fiff} holds a machine ID (derived from "
+                "the MAC address of the computer that wrote it)")
+        if _is_late(secs, usecs):
+            add("fiff.date", "warning", f"{rule.fiff} date {_fmt_time(secs, usecs)} is after "
+                "1925 (BIDS: shifted dates in 1925 or earlier)")
+    elif a == "date":
+        if not isinstance(v, tuple):
+            add("fiff.date", "error", f"{rule.fiff} is malformed and cannot be inspected")
+        elif _is_late(*v):
+            add("fiff.date", rule.severity, f"{rule.fiff} {_fmt_time(*v)} is after 1925 "
+                "(BIDS: shifted dates in 1925 or earlier)")
+    elif a == "julian":
+        day = _jd_to_date(v) if isinstance(v, int) else None
+        if day is not None and v != birthday_jd and day >= BIDS_LATEST.date():
+            add(rule.check_rule, rule.severity, f"{rule.fiff} {day} is neither the "
+                "placeholder nor shifted to 1925 or earlier")
+    elif a in ("int", "float"):
+        if v != rule.placeholder:
+            add(rule.check_rule, rule.severity, f"{rule.fiff} holds a value ({rule.field})")
+    elif a == "warn":
+        add(rule.check_rule, rule.severity, f"{rule.fiff}: {rule.doc}")
+    elif a == "path":
+        if re.search(r"[\\/]", str(v)):
+            add(rule.check_rule, rule.severity, f"{rule.fiff} holds a path with folders")
+    elif a == "auto":
+        if _looks_identifying(str(v)):
+            add(rule.check_rule, rule.severity, f"{rule.fiff} holds more than a program "
+                "name and version")
+    elif a == "names":
+        if str(v) and str(v) != generic_names(str(v)):
+            add(rule.check_rule, rule.severity, "annotation descriptions are free text "
+                "(kept; replace with meg.fiff.fields.annotation_description)")
+    elif str(v).strip() and str(v) not in placeholders | {str(rule.placeholder)}:
+        add(rule.check_rule, rule.severity, f"{rule.fiff} holds text ({rule.field})")
+    return out
+
+
+def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
+    """What ``bidsanon check`` reports for a FIFF file, from the tag table.
+
+    ``policy`` (the whole policy; default: built-in) tells which placeholder text, HIS
+    value and birthday count as de-identified. A file that cannot be read gives one
+    ``fiff.unreadable`` error.
+    """
+    section = merge(defaults(POLICY), ((policy or {}).get("meg") or {}).get("fiff") or {})
+    placeholders = {section["text"], section["his"], "mne_anonymize"}
+    birthday_jd = dt.date.fromisoformat(section["birthday"]).toordinal() + _JD_OFFSET
+    try:
+        fields = scan(path)
+    except InputError as exc:
+        return [Finding(rel, "fiff.unreadable", "error",
+                        f"cannot be inspected: {exc.message}",
+                        "" if exc.position is None else f"byte {exc.position}")]
+    out: list[Finding] = []
+    for fld in fields:
+        out.extend(findings_for(fld, rel, placeholders, birthday_jd))
+    return out
+
+
+def peek_dates(path: Path) -> list[dt.datetime]:
+    """Every date the rewriter shifts (measurement, processing, helium, ID times), as
+    naive UTC date-times, sorted and unique; no-date values are left out.
+
+    The planner chooses offsets that keep all of them in range. Only tag headers and
+    date/ID tags are read (a gzip file is decompressed once).
+    """
+    f, size = open_fiff(path)
+    out = set()
+    with f:
+        for tag, _ in iter_tags(f, path, size):
+            rule = ft.rule_for(tag.kind, None)
+            if rule is None or rule.action not in ("id", "date"):
+                continue
+            v = _value(rule, tag, read_payload(f, tag, path))
+            if rule.action == "id" and isinstance(v, tuple):
+                v = v[1:]
+            if isinstance(v, tuple) and not ft.no_date(*v) and MIN_SECS <= v[0] <= MAX_SECS:
+                out.add(_secs_to_dt(*v))
+    return sorted(out)
+
+
+def doc_table() -> str:
+    """The tag table as Markdown (``docs/formats.md`` and ``docs/fiff.md``)."""
+    return ft.markdown_table()
