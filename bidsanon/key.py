@@ -139,7 +139,21 @@ def get_passphrase(confirm: bool = False) -> str:
 # --- reading and writing -----------------------------------------------------------
 
 def read_key(path: str | Path, passphrase: str | None = None) -> KeyData:
-    """Load a key (asking for the passphrase when it is encrypted)."""
+    """Load a key (asking for the passphrase when it is encrypted).
+
+    Parameters
+    ----------
+    path : path
+        The key file (JSON, or the encrypted envelope).
+    passphrase : str | None
+        The passphrase of an encrypted key (default: ``$BIDSANON_KEY_PASSPHRASE`` or a
+        prompt).
+
+    Returns
+    -------
+    KeyData
+        The subjects' labels and offsets, the file map, the originals and the runs.
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()

@@ -434,7 +434,25 @@ def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict)
 
 def build_plan(root: str | Path, policy: dict, key: KeyData,
                participant_labels: list[str] | None = None) -> Plan:
-    """Walk the dataset and decide what happens to every file (no output is written)."""
+    """Walk the dataset and decide what happens to every file (no output is written).
+
+    Parameters
+    ----------
+    root : path
+        The input BIDS dataset.
+    policy : dict
+        The effective policy (:func:`bidsanon.load_policy`).
+    key : KeyData
+        The key: existing labels and offsets are kept, new subjects are added to it.
+    participant_labels : list of str | None
+        Only these subjects (``sub-`` optional).
+
+    Returns
+    -------
+    Plan
+        One task per output file, the exclusions with their reasons, the labels and the
+        identifying values found.
+    """
     root = Path(root)
     if not (root / "dataset_description.json").is_file():
         raise InputError("not a BIDS dataset: dataset_description.json is missing", root)

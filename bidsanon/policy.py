@@ -135,7 +135,13 @@ def schema() -> dict:
 
 
 def default_policy() -> dict:
-    """The built-in defaults, as plain data."""
+    """Return the built-in defaults, as plain data.
+
+    Returns
+    -------
+    dict
+        Every policy key with its default value.
+    """
     return defaults(schema())
 
 
@@ -178,6 +184,18 @@ def load_policy(path: str | Path | None = None, overrides: dict | None = None) -
 
     The study file is validated against the schema first; an unknown key, wrong type
     or out-of-range value raises :class:`PolicyError` naming the key path.
+
+    Parameters
+    ----------
+    path : path | None
+        The study policy YAML (None: the built-in defaults only).
+    overrides : dict | None
+        Values that take precedence over the file (validated the same way).
+
+    Returns
+    -------
+    dict
+        The whole effective policy, every key present.
     """
     policy = default_policy()
     if path is not None:

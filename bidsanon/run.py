@@ -180,12 +180,20 @@ def run_dataset(bids_dir: str | Path, output_dir: str | Path, *, policy_path: st
         Local worker processes (default: number of CPUs).
     scheduler : str | None
         Address of a Dask distributed scheduler to run the tasks on.
+    quiet : bool
+        No progress output.
     passphrase : str | None
         Encrypt the key with it (or decrypt an existing encrypted key).
+    encrypt_key : bool
+        Encrypt a new key (with ``passphrase``).
+    echo : callable | None
+        Where plan and progress lines go (default: standard error).
 
     Returns
     -------
     RunSummary
+        Counts, failed and excluded files, findings, timings, and whether the output was
+        published.
     """
     echo = echo or (lambda s: None if quiet else print(s, file=sys.stderr))
     timings: dict[str, float] = {}

@@ -1,13 +1,11 @@
-"""``bidsanon check``: find identifying content left in a BIDS dataset.
+"""The check engine: walk a BIDS dataset and collect findings.
 
 The scanner walks any BIDS dataset (raw input, bidsanon's output, or one made by other
-tools) and collects :class:`~bidsanon.records.Finding` s. It holds no knowledge of its
-own about identifying fields: it reads the tables the handlers use
-(:data:`bidsanon.sidecars.IDENTIFYING_KEYS` and the policy's sidecar actions,
-:data:`bidsanon.tsv.IDENTIFYING_COLUMNS`, :data:`bidsanon.text.PATTERNS`,
-:data:`bidsanon.nifti.TEXT_FIELDS`) and calls the format modules' own
-``check_file(path, rel)`` (FIFF, CTF, EDF/BDF, BrainVision, photos, head shapes,
-faces), which read their field tables. :data:`RULES` lists the rules this module adds.
+tools). It holds no knowledge of its own about identifying fields: each file's format
+(:func:`bidsanon.formats.detect`) runs its own ``check_file(path, rel, policy)``, which
+reads the same field table as the format's rewriter. The engine adds the dataset-wide
+rules: original labels and values from a key (in names and bytes), gzip headers, faces
+on renders of anatomical images, and files no format takes.
 """
 
 from __future__ import annotations
@@ -224,7 +222,7 @@ def check_gzip(path: Path, rel: str, s: Settings) -> list[Finding]:
 
 def check_face(path: Path, rel: str, scan: Scan) -> tuple[list[Finding], list[str]]:
     """Render the head from the front and look for a face (dlib's frontal detector, via
-    :mod:`bidsanon.face`).
+    :mod:`bidsanon.deface.face`).
 
     When a face is found and ``scan.render_dir`` is set, the front render (face boxes drawn)
     and the side renders (for the ears) are saved there, owner-only: they show the face.
@@ -481,6 +479,27 @@ def _natural(text: str) -> tuple:
 def check_dataset(root: str | Path, policy: dict | None = None, key=None, *,
                   faces: bool = True, render_dir: str | Path | None = None,
                   jobs: int = 1) -> list[Finding]:
-    """The findings of :func:`scan_dataset` (what ``bidsanon run`` gates on)."""
+    """Return the findings of :func:`scan_dataset` (what ``bidsanon run`` gates on).
+
+    Parameters
+    ----------
+    root : path
+        The dataset folder.
+    policy : dict | None
+        The effective policy (default: built-in).
+    key : KeyData | None
+        A bidsanon key whose original labels and values are looked for everywhere.
+    faces : bool
+        Render anatomical images and look for faces.
+    render_dir : path | None
+        Private folder (outside the dataset) for renders of detected faces.
+    jobs : int
+        Worker processes.
+
+    Returns
+    -------
+    list of Finding
+        Sorted by path, then severity.
+    """
     return scan_dataset(root, policy, key, faces=faces, render_dir=render_dir,
                         jobs=jobs).findings

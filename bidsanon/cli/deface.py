@@ -3,8 +3,7 @@
 The face (and by default the ears) is removed; every voxel within ``brain_margin_mm`` of
 the brain is kept bit for bit. Landmarks are read from the JSON sidecar next to IN when
 it has ``AnatomicalLandmarkCoordinates``. QC pictures show the original face: write them
-only to a private folder (``--qc-dir``). Also runs alone as
-``python -m bidsanon.deface_cli``.
+only to a private folder (``--qc-dir``).
 """
 
 from __future__ import annotations

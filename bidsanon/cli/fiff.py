@@ -2,7 +2,7 @@
 MNE-CPP's ``mne_anonymize`` (both spellings of its two documented versions).
 
 Mounted as a sub-command by the main CLI (:func:`add_arguments`, :func:`run`); also runs
-alone as ``python -m bidsanon.fiff_cli``.
+alone as ``python -m bidsanon.cli.fiff``.
 """
 
 from __future__ import annotations

@@ -139,6 +139,12 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         The ``anat.deface`` policy section (missing keys take their defaults).
     name : str
         Name used in error messages.
+
+    Returns
+    -------
+    DefaceResult
+        The defaced image (same class, dtype, affine and scaling), the removed and
+        protected masks, and the registration's quality numbers.
     """
     t0 = time.perf_counter()
     sec = policy_section(policy)

@@ -303,7 +303,7 @@ def generic_names(text: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     """What to write; built from the policy and the plan (:func:`settings_from_context`)
-    or from the command line (:mod:`bidsanon.fiff_cli`).
+    or from the command line (:mod:`bidsanon.cli.fiff`).
 
     ``meas_offset_days``/``birthday_offset_days``: days added to dates (negative:
     earlier), or None to write the fixed ``meas_date``/``birthday``.
@@ -633,6 +633,21 @@ def anonymize_file(src: str | Path, dst: str | Path, settings: Settings) -> File
     ``dst`` is written through a temporary file in its folder and renamed at the end,
     so it may equal ``src`` and nothing is left at ``dst`` on error. It is gzipped when
     its name ends in ``.gz``.
+
+    Parameters
+    ----------
+    src : path
+        The input FIFF file (never modified unless ``dst`` is the same path).
+    dst : path
+        Where the de-identified file goes.
+    settings : Settings
+        What to replace and with what (:func:`settings` from a policy section or the
+        ``bidsanon fiff`` options).
+
+    Returns
+    -------
+    FileResult
+        The tags changed (originals for the key), warnings and tag counts.
     """
     src, dst = Path(src), Path(dst)
     f, size = open_fiff(src)
