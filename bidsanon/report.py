@@ -291,6 +291,52 @@ def _timing(key: KeyData, run: dict) -> str:
     return "\n".join(out)
 
 
+def class_size_svg(sizes: dict[int, int], target: int, width: int = 360,
+                   height: int = 120) -> str:
+    """A small bar plot (inline SVG) of how many equivalence classes have each size;
+    bars below the k target in red."""
+    if not sizes:
+        return ""
+    top = max(sizes.values())
+    n = len(sizes)
+    bar = max(6, (width - 40) // max(1, n) - 4)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" '
+             'role="img" aria-label="equivalence class sizes">']
+    for i, (size, count) in enumerate(sorted(sizes.items())):
+        h = round((height - 10) * count / top)
+        x = 30 + i * (bar + 4)
+        colour = "#c33" if size < target else "#39c"
+        parts.append(f'<rect x="{x}" y="{height - h}" width="{bar}" height="{h}" '
+                     f'fill="{colour}"><title>{count} classes of size {size}</title></rect>')
+        parts.append(f'<text x="{x + bar / 2}" y="{height + 14}" font-size="10" '
+                     f'text-anchor="middle">{size}</text>')
+    parts.append(f'<text x="30" y="{height + 28}" font-size="10">class size (k target '
+                 f"{target}); bar height: number of classes (max {top})</text></svg>")
+    return "".join(parts)
+
+
+def _privacy(key: KeyData) -> str:
+    """k-anonymity of the participant tables: k before and after, the distribution of
+    class sizes as a plot (sizes only, never values)."""
+    rows = []
+    for f in key.files:
+        m = f.get("metrics") or {}
+        if "k_after" not in m:
+            continue
+        sizes = {int(k.rsplit("_", 1)[1]): int(v) for k, v in m.items()
+                 if k.startswith("classes_of_size_")}
+        gen = [c for c in f.get("changes", []) if c.get("action") in ("generalise", "suppress")]
+        rows.append(f"<h3>{_e(f['output'])}</h3><p>k = {int(m['k_before'])} before, "
+                    f"{int(m['k_after'])} after (target {int(m['k_target'])}); "
+                    f"{int(m.get('suppressed_cells', 0))} cells suppressed.</p>"
+                    + ("<ul>" + "".join(f"<li>{_e(c['field'])}: {_e(c.get('new') or '')}</li>"
+                                        for c in gen) + "</ul>" if gen else "")
+                    + class_size_svg(sizes, int(m["k_target"])))
+    if not rows:
+        return ""
+    return '<h2 id="privacy">Quasi-identifiers (k-anonymity)</h2>' + "".join(rows)
+
+
 # --------------------------------------------------------------------------- document
 
 
@@ -298,15 +344,15 @@ def build_html(key: KeyData, show_values: bool = False) -> str:
     """The whole report as one HTML string (the latest run of the key)."""
     run = key.runs[-1] if key.runs else {}
     nav = " · ".join(f'<a href="#{i}">{t}</a>' for i, t in (
-        ("summary", "Summary"), ("subjects", "Subjects"), ("check", "Check"),
-        ("timing", "Timing")))
+        ("summary", "Summary"), ("privacy", "k-anonymity"), ("subjects", "Subjects"),
+        ("check", "Check"), ("timing", "Timing")))
     body = [
         '<div class="private">PRIVATE — this report shows QC images of the original '
         "images (with faces) and " + ("original values" if show_values else
                                       "masked original values")
         + ". Keep it with the key; never publish it.</div><main>",
         "<h1>bidsanon run report</h1>", f"<p>{nav}</p>",
-        _summary(key, run, show_values), _subjects(key, show_values),
+        _summary(key, run, show_values), _privacy(key), _subjects(key, show_values),
         _findings(run, show_values), _timing(key, run),
         f'<p class="info">Written {_e(dt.datetime.now().replace(microsecond=0).isoformat())} '
         f"by bidsanon {_e(__version__)} from the key alone; rebuild it with "

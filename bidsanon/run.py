@@ -53,6 +53,8 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     findings: list = field(default_factory=list)
     report: Path | None = None
+    #: k-anonymity of participant tables: "participants.tsv: k = 1 -> 5 (target 5), ..."
+    privacy: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [f"bidsanon {__version__}: "
@@ -64,6 +66,8 @@ class RunSummary:
         reasons = Counter(why for _, why in self.excluded)
         for why, n in reasons.most_common():
             lines.append(f"  excluded {n}: {why}")
+        for p in self.privacy:
+            lines.append(f"  k-anonymity: {p}")
         for w in self.warnings:
             lines.append(f"  warning: {w}")
         for f in self.failed:
@@ -312,6 +316,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
                          failed=failed, resumed=resumed, timings=timings)
     for rel_out, res in results.items():
         summary.warnings += [f"{res['rel']}: {w}" for w in res.get("warnings", [])]
+        summary.privacy += k_anonymity_lines(res)
     ordered = [results[t.out] for t in plan.tasks if t.out in results and "error" not in results[t.out]]
     skipped = [t for t in plan.tasks if t.out in results and "error" in results[t.out]]
     summary.excluded += [(t.rel, "failed (run.on_error: skip)") for t in skipped]
@@ -339,6 +344,18 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     shutil.rmtree(work, ignore_errors=True)
     summary.published = True
     return summary
+
+
+def k_anonymity_lines(result: dict) -> list[str]:
+    """The run summary's k-anonymity line of a participants table's result."""
+    m = result.get("metrics") or {}
+    if "k_after" not in m:
+        return []
+    line = (f"{result['out']}: k = {int(m['k_before'])} -> {int(m['k_after'])} (target "
+            f"{int(m['k_target'])})")
+    if m.get("suppressed_cells"):
+        line += f", {int(m['suppressed_cells'])} cells suppressed"
+    return [line]
 
 
 def drop_companions(failed: list[FileTask], tasks: list[FileTask], staging: Path) -> list[str]:

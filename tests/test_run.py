@@ -148,6 +148,10 @@ def test_example_participants(example_run):
     assert table.column("participant_id") == sorted(table.column("participant_id"))
     desc = json.loads((out / "participants.json").read_text())
     assert set(desc) == {"age", "sex", "hand"}
+    # three participants cannot be 5-anonymous: measured, reported, nothing generalised
+    assert summary.privacy and summary.privacy[0].startswith("participants.tsv: k = 1 -> 1")
+    assert any("k-anonymity target k=5 is not reached" in w for w in summary.warnings)
+    assert "k-anonymity:" in summary.text()
 
 
 def test_example_passes_bids_validator(example_run):

@@ -33,6 +33,9 @@ RULES: dict[str, tuple[str, str]] = {
                                         "holds values"),
     "participants.free-text": ("warning", "a participants.tsv column of free text (notes, "
                                "comments, or words in a column the policy does not know)"),
+    "participants.k-anonymity": ("warning", "the quasi-identifier columns of "
+                                 "participants.tsv (age, sex, handedness, ...) are less "
+                                 "than `tsv.participants.quasi_identifiers.k`-anonymous"),
     "participants.age": ("error", "an age above the cap (89: BIDS, HIPAA)"),
     "scans.source": ("error", "a scans/sessions `source` column with values (original "
                      "file names, often with the participant's name)"),

@@ -55,6 +55,32 @@ POLICY = {
                                choices=("drop", "keep", "scrub")),
         "shuffle": Key(True, "Sort rows by the new label so row order does not reveal the "
                        "original order (and so the mapping)."),
+        "quasi_identifiers": {
+            "action": Key("generalise", "`generalise`: make participants.tsv k-anonymous "
+                          "in its quasi-identifier columns (ages into wider bins, rare "
+                          "categories merged into `other`, as the last resort cells set to "
+                          "n/a; never a row removed), choosing the generalisation that "
+                          "suppresses the fewest cells, then the narrowest bins; `report`: "
+                          "only measure k (run summary, report, `bidsanon check`).",
+                          choices=("generalise", "report")),
+            "columns": Key([], "Quasi-identifier columns. Empty: age, sex, gender, hand, "
+                           "handedness, and every column whose name or participants.json "
+                           "Description mentions ethnicity, race, education, occupation, "
+                           "diagnosis, site, group, nationality, country, language or "
+                           "income.", item=Key("", "a column name", type=str)),
+            "k": Key(5, "The target: every combination of quasi-identifier values is shared "
+                     "by at least k participants (5 is a common threshold for sharing).",
+                     min=1, max=100),
+            "max_suppressed": Key(0.1, "Largest share (0-1) of quasi-identifier cells that "
+                                  "may be set to n/a to reach k.", min=0.0, max=1.0),
+            "age_bins": Key([1, 5, 10, 20], "Widths (years) of the age bins tried, narrowest "
+                            "first; ages of 89 and above are always given as `89+`.",
+                            item=Key(1, "a width in years", type=int, min=1, max=50)),
+            "on_unmet": Key("warn", "When k cannot be reached within `max_suppressed`: "
+                            "`warn` (the table is written without generalisation and the run "
+                            "summary says which column blocks it) or `fail` (the file "
+                            "fails with that message).", choices=("warn", "fail")),
+        },
     }
 
 
@@ -66,11 +92,24 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
 
 
 def handle_table(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
-    """participants.tsv: per-column actions, only planned subjects, rows shuffled.
+    """participants.tsv: per-column actions, only planned subjects, rows shuffled, then
+    the quasi-identifiers generalised to k-anonymity.
 
     ``ctx.extra`` holds ``offsets`` (original label -> days) and ``subjects`` (the
     original labels whose rows are written).
     """
+    out, changes = build_table(src, ctx)
+    section = ctx.section("tsv", "participants")
+    outcome = quasi_outcome(out, load_descriptions(src), section["quasi_identifiers"])
+    result = FileResult(changes=changes, metrics={"rows": len(out.rows)})
+    if outcome is not None:
+        out = apply_outcome(out, outcome, section["quasi_identifiers"], result, src)
+    write_text_atomic(dst, format_tsv(out))
+    return result
+
+
+def build_table(src: Path, ctx: TaskContext) -> tuple[Table, list[Change]]:
+    """participants.tsv after the column actions, with the planned subjects' rows only."""
     table = read_tsv(src)
     section = ctx.section("tsv", "participants")
     if "participant_id" not in table.columns:
@@ -97,13 +136,94 @@ def handle_table(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     if section.get("shuffle", True):
         i = columns.index("participant_id")
         out_rows.sort(key=lambda r: r[i])
-    write_text_atomic(dst, format_tsv(Table(columns, out_rows, table.newline)))
-    return FileResult(changes=changes, metrics={"rows": len(out_rows)})
+    return Table(columns, out_rows, table.newline), changes
 
 
-def participants_json(data: dict, columns: list[str], section: dict) -> dict:
-    """Keep only the descriptions of columns that remain; note the age cap."""
+def load_descriptions(tsv: Path) -> dict:
+    """The input's participants.json next to participants.tsv ({} when absent)."""
+    path = tsv.with_suffix(".json")
+    try:
+        data = load_json(path) if path.is_file() else {}
+    except InputError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def quasi_outcome(table: Table, descriptions: dict, section: dict):
+    """The k-anonymity search on a written participants table (None: no quasi-identifier
+    column)."""
+    from bidsanon import kanonymity
+    cols = kanonymity.quasi_columns(table.columns, descriptions, section["columns"])
+    if not cols:
+        return None
+    values = {c: table.column(c) for c in cols}
+    if section["action"] == "report":
+        rows = list(zip(*values.values()))
+        k = kanonymity.k_of(rows)
+        return kanonymity.Outcome(columns=cols, k_target=int(section["k"]), k_before=k,
+                                  k_after=k, met=k >= int(section["k"]), values=values,
+                                  sizes_before=kanonymity.size_distribution(rows),
+                                  sizes_after=kanonymity.size_distribution(rows))
+    return kanonymity.anonymize(values, int(section["k"]), float(section["max_suppressed"]),
+                                tuple(section["age_bins"]))
+
+
+def apply_outcome(table: Table, outcome, section: dict, result: FileResult,
+                  src: Path) -> Table:
+    """Write the chosen generalisation into the table; record it in ``result``."""
+    from bidsanon import kanonymity
+    m = result.metrics
+    m.update({"k_target": float(outcome.k_target), "k_before": float(outcome.k_before),
+              "k_after": float(outcome.k_after),
+              "suppressed_cells": float(outcome.suppressed_cells if outcome.met else 0)})
+    m.update({f"classes_of_size_{s}": float(n) for s, n in outcome.sizes_after.items()})
+    if not outcome.met:
+        message = (f"k-anonymity target k={outcome.k_target} is not reached (k = "
+                   f"{outcome.k_before}) without suppressing more than "
+                   f"{float(section['max_suppressed']):.0%} of the quasi-identifier cells; "
+                   f"column {outcome.blocking!r} blocks it (generalise or drop it, or raise "
+                   "tsv.participants.quasi_identifiers.max_suppressed)")
+        if section["on_unmet"] == "fail" and section["action"] == "generalise":
+            raise InputError(message, src)
+        result.warnings.append(message if section["action"] == "generalise" else
+                               f"k-anonymity: k = {outcome.k_before} (target "
+                               f"{outcome.k_target}); not enforced (action: report)")
+        return table
+    rows = [list(r) for r in table.rows]
+    for c in outcome.columns:
+        i = table.columns.index(c)
+        old = [r[i] for r in rows]
+        new = outcome.values[c]
+        for r, v in zip(rows, new):
+            r[i] = v
+        if outcome.levels.get(c):
+            result.changes.append(Change(c, "generalise", location=outcome.descriptions[c],
+                                         new=outcome.descriptions[c]))
+        suppressed = sum(1 for a, b in zip(old, new) if a != b and b == kanonymity.NA)
+        if suppressed:
+            result.changes.append(Change(c, "suppress", location="cells",
+                                         new=f"{suppressed} cells set to n/a"))
+    return Table(table.columns, rows, table.newline)
+
+
+def participants_json(data: dict, columns: list[str], section: dict,
+                      outcome=None) -> dict:
+    """Keep only the descriptions of columns that remain; note the age cap and the
+    k-anonymity generalisation (BIDS ``Levels`` of the new bins and categories)."""
+    from bidsanon import kanonymity
     out = {k: v for k, v in data.items() if k in columns}
+    if outcome is not None and outcome.met:
+        for c, level in outcome.levels.items():
+            if not level:
+                continue
+            entry = dict(out.get(c) or {})
+            note = (f" Generalised for k-anonymity (k={outcome.k_target}): "
+                    f"{outcome.descriptions[c]}.")
+            entry["Description"] = str(entry.get("Description", c)) + note
+            entry["Levels"] = kanonymity.levels_of(outcome.values[c])
+            if c.lower().startswith("age"):
+                entry.setdefault("Units", "year")
+            out[c] = entry
     age = section["columns"].get("age")
     if "age" in out and isinstance(age, dict) and "cap" in age and isinstance(out["age"], dict):
         note = f" Ages above {format_number(age['cap'])} are given as {format_number(age['cap'])}."
@@ -119,7 +239,13 @@ def handle_descriptions(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     columns = ctx.extra.get("columns")
     if not isinstance(data, dict) or columns is None:
         raise InputError("participants.json must be a JSON object", src)
-    out = participants_json(data, columns, ctx.section("tsv", "participants"))
+    section = ctx.section("tsv", "participants")
+    tsv = src.with_suffix(".tsv")
+    outcome = None
+    if tsv.is_file() and tsv.stat().st_size:
+        table, _ = build_table(tsv, ctx)
+        outcome = quasi_outcome(table, data, section["quasi_identifiers"])
+    out = participants_json(data, columns, section, outcome)
     changes = [Change(k, "remove", location="column") for k in data if k not in out]
     write_text_atomic(dst, dump_json(out))
     return FileResult(changes=changes)
@@ -164,7 +290,29 @@ def check_file(path: Path, rel: str, policy: dict) -> list[Finding]:
     if rel.endswith(".json"):
         return check_json_text(read_text_or_none(path), rel, settings_for(policy),
                                check_json_data)
-    return check_table_file(path, rel, policy, check_data)
+    descriptions = load_descriptions(path)
+    return check_table_file(path, rel, policy, lambda table, rel, s: check_data(
+        table, rel, s) + check_k_anonymity(table, rel, s, descriptions))
+
+
+def check_k_anonymity(table: Table, rel: str, s: Settings,
+                      descriptions: dict) -> list[Finding]:
+    """k of the quasi-identifier columns below the policy's target: the size of the
+    smallest classes, never their values."""
+    from bidsanon import kanonymity
+    section = s.policy["tsv"]["participants"]["quasi_identifiers"]
+    cols = kanonymity.quasi_columns(table.columns, descriptions, section["columns"])
+    if not cols or not table.rows:
+        return []
+    rows = list(zip(*(table.column(c) for c in cols)))
+    k, target = kanonymity.k_of(rows), int(section["k"])
+    if k >= target:
+        return []
+    sizes = kanonymity.size_distribution(rows)
+    small = ", ".join(f"{n} of size {size}" for size, n in sizes.items() if size < target)
+    return [finding(rel, "participants.k-anonymity", f"k = {k} below the target {target} "
+                    f"in the quasi-identifier columns {', '.join(cols)} (classes: {small})",
+                    "quasi-identifiers")]
 
 
 def peek_dates(path: Path) -> list[dt.datetime]:
