@@ -1,5 +1,6 @@
 """Dataset-scale benchmark: planning time, run time with 1 and 2 local workers and with a
-2-worker Dask LocalCluster, and the coordinator's peak memory.
+2-worker Dask LocalCluster, the share of the run the read-back verification takes, and
+the coordinator's peak memory.
 
     python benchmarks/bench_scale.py [--subjects 1000] [--skip-runs]
 
@@ -88,9 +89,11 @@ def main() -> None:
         for mode in ("jobs1", "jobs2", "dask"):
             out = tmp / f"out-{mode}"
             results[mode] = r = child(mode, src, out, key)
-            print(f"run {mode}: {r['seconds']:.1f} s (plan {r['timings']['plan']:.1f}, files "
-                  f"{r['timings']['files']:.1f}, check {r['timings'].get('check', 0):.1f}), "
-                  f"coordinator peak {r['peak_mb']:.0f} MB")
+            t = r["timings"]
+            print(f"run {mode}: {r['seconds']:.1f} s (plan {t['plan']:.1f}, files "
+                  f"{t['files']:.1f}, verify {t.get('verify', 0):.1f}, check "
+                  f"{t.get('check', 0):.1f}), coordinator peak {r['peak_mb']:.0f} MB; "
+                  f"verification {100 * t.get('verify', 0) / r['seconds']:.0f}% of the run")
         base = results["jobs1"]["timings"]["files"]
         for mode in ("jobs2", "dask"):
             print(f"speed-up of the file stage, {mode} vs 1 worker: "

@@ -82,6 +82,27 @@ def _remove(path: Path) -> None:
 
 # --- executors -------------------------------------------------------------------
 
+def verify_task(task: FileTask, shared: Shared) -> dict:
+    """Read one task's output back with its format's reader and compare with the input.
+
+    Returns ``{"out", "verified"}``, or ``{"out", "error"}`` naming the file and what
+    differs (never a value).
+    """
+    from bidsanon.verify import VerificationError
+    src = Path(shared.root) / task.rel
+    dst = Path(shared.staging) / task.out
+    base = {"rel": task.rel, "out": task.out}
+    if task.extra.get("create"):  # written by bidsanon, there is no input to compare
+        return {**base, "verified": {"reader": "json", "checked": ["written by bidsanon"]}}
+    try:
+        return {**base, "verified": load(task.handler).verify(src, dst, shared.policy)}
+    except VerificationError as exc:
+        return {**base, "error": f"{task.out}: verification failed: {exc.message}"}
+    except Exception as exc:  # noqa: BLE001 - a reader's crash must fail the file, not pass it
+        return {**base, "error": f"{task.out}: verification failed: the reader raised "
+                                 f"{type(exc).__name__}"}
+
+
 _WORKER_SHARED: Shared | None = None
 
 
@@ -90,23 +111,25 @@ def _init_worker(shared: Shared) -> None:
     _WORKER_SHARED = shared
 
 
-def _run_in_worker(task: FileTask) -> dict:
+def _run_in_worker(task: FileTask, fn=None) -> dict:
     assert _WORKER_SHARED is not None
-    return execute_task(task, _WORKER_SHARED)
+    return (fn or execute_task)(task, _WORKER_SHARED)
 
 
-def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1) -> Iterator[dict]:
-    """Yield task results as they complete, in this process or ``jobs`` local workers."""
+def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1,
+                 fn=execute_task) -> Iterator[dict]:
+    """Yield ``fn(task, shared)`` (default: :func:`execute_task`) as tasks complete, in
+    this process or ``jobs`` local workers."""
     if jobs <= 1 or len(tasks) <= 1:
         for t in tasks:
-            yield execute_task(t, shared)
+            yield fn(t, shared)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(shared,)) as pool:
-        futures = [pool.submit(_run_in_worker, t) for t in tasks]
+        futures = [pool.submit(_run_in_worker, t, fn) for t in tasks]
         try:
             for fut in as_completed(futures):
                 yield fut.result()

@@ -107,6 +107,11 @@ RUN = {
     "check": Key(True, "Run `bidsanon check` on the staged output before publishing it and "
                  "refuse to publish on an error-level finding."),
     "qc": Key(True, "Write QC images (defacing) and report.html next to the key."),
+    "verify": Key(True, "Before publishing, read every output back with the field's own "
+                  "reader and compare it with its input (MNE-Python for MEG/EEG, nibabel "
+                  "for images, JSON/TSV parsers, byte checksums for copies), then open the "
+                  "whole output with pybids and mne_bids.read_raw_bids; a difference fails "
+                  "the file. `false` skips it (faster, no proof)."),
 }
 
 _SCHEMA: dict | None = None

@@ -24,7 +24,8 @@ from bidsanon.key import KeyData, write_private
 #: Order and captions of the defacing QC images (keys of ``key.files[i]["qc"]``).
 QC_CAPTIONS = {"sagittal": "sagittal slice, before | after",
                "axial": "axial slice, before | after",
-               "render_front": "3D render after defacing"}
+               "render_front": "3D render after defacing",
+               "contours": "after defacing (nilearn): removed region red, protected brain cyan"}
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _MAX_VALUE = 200

@@ -311,6 +311,10 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         finally:
             progress.close()
     timings["files"] = time.perf_counter() - t0
+    if plan.policy["run"]["verify"]:
+        t2 = time.perf_counter()
+        opened = verify_outputs(plan, results, shared, jobs, quiet, failed)
+        timings["verify"] = time.perf_counter() - t2
     summary = RunSummary(output=output_dir, key=key_path, counts=plan.summary(),
                          excluded=list(plan.excluded), warnings=list(plan.warnings),
                          failed=failed, resumed=resumed, timings=timings)
@@ -324,6 +328,8 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         summary.excluded.append((rel, "sidecar of a failed file"))
         ordered = [r for r in ordered if r["rel"] != rel]
     update_key(plan.key, ordered, summary, plan.known)
+    if plan.policy["run"]["verify"]:
+        plan.key.runs[-1]["verified_dataset"] = opened
     # the final gate: the same check a CI job runs, on what is about to be published
     t1 = time.perf_counter()
     findings = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path), jobs=jobs,
@@ -344,6 +350,37 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     shutil.rmtree(work, ignore_errors=True)
     summary.published = True
     return summary
+
+
+def verify_outputs(plan: Plan, results: dict[str, dict], shared: Shared, jobs: int,
+                   quiet: bool, failed: list[str]) -> dict:
+    """Read every output back with its format's reader (:mod:`bidsanon.verify`), then
+    open the staged dataset with pybids and mne_bids.read_raw_bids.
+
+    A file that does not verify fails like a file whose handler failed: with
+    ``run.on_error: stop`` the run stops (nothing published), with ``skip`` the file is
+    left out. Each result gets a ``verified`` record for the key.
+    """
+    from bidsanon.execute import verify_task
+    from bidsanon.verify import VerificationError, dataset
+    tasks = [t for t in plan.tasks if t.out in results and "error" not in results[t.out]]
+    progress = Progress(len(tasks), "verify", quiet=quiet)
+    try:
+        for res in iter_results(tasks, shared, jobs=jobs, fn=verify_task):
+            progress.update()
+            if "error" in res:
+                if plan.policy["run"]["on_error"] == "stop":
+                    raise VerificationError(res["error"])
+                results[res["out"]] = {**results[res["out"]], "error": res["error"]}
+                failed.append(res["error"])
+            else:
+                results[res["out"]]["verified"] = res["verified"]
+    finally:
+        progress.close()
+    recordings = [out for out, r in results.items() if "error" not in r
+                  and str(r.get("verified", {}).get("reader", "")).startswith("mne.io.")
+                  and r["verified"].get("checked")]
+    return dataset(Path(shared.staging), recordings)
 
 
 def k_anonymity_lines(result: dict) -> list[str]:
@@ -420,6 +457,7 @@ def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary,
                   "source_sha256": r["source_sha256"], "output_sha256": r["output_sha256"],
                   "changes": r.get("changes", []), "warnings": r.get("warnings", []),
                   "qc": r.get("qc", {}), "metrics": r.get("metrics", {}),
+                  "verified": r.get("verified", {}),
                   "seconds": r.get("seconds", 0.0)} for r in results]
     originals = set(key.originals) | set(known)
     for r in key.files:

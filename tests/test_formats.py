@@ -150,6 +150,8 @@ def test_real_sample_round_trips(name, tmp_path):
     assert errors == []
     dates = module.peek_dates(dst)
     assert isinstance(dates, list)
+    verified = module.verify(work, dst, policy)  # read back by the field's reader
+    assert verified["reader"] and (verified["checked"] or verified.get("skipped"))
 
 
 def test_a_registered_function_that_does_not_exist_fails_loudly(monkeypatch):

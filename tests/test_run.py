@@ -118,6 +118,7 @@ def test_example_key_maps_everything(example_run):
     assert str(summary.key) not in "".join(p.read_text(errors="ignore") for p in out.rglob("*.json"))
     for entry in key.files:
         assert (out / entry["output"]).exists()
+        assert entry["verified"]["reader"]  # every file read back before publishing
         assert len(entry["source_sha256"]) == len(entry["output_sha256"]) == 64
         assert (src / entry["source"]).exists()
     assert "Jane Smith" in key.originals or "Jane^Smith" in key.originals

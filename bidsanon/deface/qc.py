@@ -84,6 +84,38 @@ def save_png(rgb: np.ndarray, path: str | Path) -> None:
     Image.fromarray(rgb).save(path, format="PNG")
 
 
+def contour_figure(result, path: str | Path) -> None:
+    """The defaced image in three planes (nilearn ``plot_anat``, as in fMRIPrep and MRIQC
+    reports) with the removed region (red) and the protected brain (cyan) as contours."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display: figures are written to files only
+    import nibabel as nib
+    from matplotlib import pyplot as plt
+    from nilearn import plotting
+
+    image = result.image
+    if image.ndim == 4:
+        image = image.slicer[..., 0]
+    affine = image.affine
+    removed = nib.Nifti1Image(result.removed.astype(np.uint8), affine)
+    protected = nib.Nifti1Image(result.protected.astype(np.uint8), affine)
+    cut = None  # through the middle of the removed region, where the face was
+    if result.removed.any():
+        centre = np.argwhere(result.removed).mean(0)
+        cut = tuple(float(c) for c in affine[:3, :3] @ centre + affine[:3, 3])
+    display = plotting.plot_anat(image, display_mode="ortho", cut_coords=cut,
+                                 draw_cross=False, annotate=False, dim=-0.5)
+    try:
+        if result.removed.any():
+            display.add_contours(removed, levels=[0.5], colors=["#ff2828"], linewidths=1.5)
+        if result.protected.any():
+            display.add_contours(protected, levels=[0.5], colors=["#00dcff"], linewidths=1.0)
+        display.savefig(str(path), dpi=90)
+    finally:
+        display.close()
+        plt.close("all")
+
+
 def write_qc(img, result, path_for: Callable[[str], Path | None]) -> dict[str, str]:
     """Write the QC pictures of one :class:`~bidsanon.deface.DefaceResult`.
 
@@ -101,4 +133,8 @@ def write_qc(img, result, path_for: Callable[[str], Path | None]) -> dict[str, s
             continue
         save_png(pic, path)
         written[name] = str(path)
+    path = path_for("deface_contours.png")
+    if path is not None:
+        contour_figure(result, path)
+        written["contours"] = str(path)
     return written

@@ -19,7 +19,7 @@ from types import ModuleType
 from bidsanon.errors import BidsanonError
 
 #: What every format module must provide (see :mod:`bidsanon.formats.contract`).
-CONTRACT = ("POLICY", "FIELDS", "handle", "check_file", "peek_dates", "doc_table")
+CONTRACT = ("POLICY", "FIELDS", "handle", "check_file", "peek_dates", "verify", "doc_table")
 
 
 @dataclass(frozen=True)

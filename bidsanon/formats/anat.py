@@ -92,3 +92,14 @@ def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` for ``docs/formats.md``."""
     return markdown_table(["part", "what it holds", "what bidsanon does"],
                           [[f"`{f}`", what, action] for f, what, action in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """nibabel: affine, shape and dtype identical, and every voxel identical except those
+    set to the fill value (the removed face and ears)."""
+    from bidsanon.verify import compare_image
+    sec = policy_section(((policy or {}).get("anat") or {}).get("deface"))
+    if sec["fill"] != "value":  # a smoothed region has no single value to recognise
+        out = compare_image(Path(src), Path(dst), changed_only_to=float("nan"))
+        return {**out, "note": "fill: smooth - voxels of the removed region not told apart"}
+    return compare_image(Path(src), Path(dst), changed_only_to=float(sec["fill_value"]))

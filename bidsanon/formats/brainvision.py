@@ -475,3 +475,18 @@ def doc_table() -> str:
     return markdown_table(
         ["file", "field", "where", "what it holds", "what is done", "check rule"],
         [[f.file, f.name, f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """A ``.vhdr`` with its ``.vmrk`` and ``.eeg``: read input and output with
+    ``mne.io.read_raw_brainvision``; data, channels, sampling rate, marker onsets and
+    durations identical. A ``.vmrk`` is verified as part of its header's recording."""
+    from bidsanon.verify import compare_raw
+    if Path(src).suffix.lower() not in (".vhdr", ".ahdr"):
+        return {"reader": "mne.io.read_raw_brainvision", "checked": [],
+                "skipped": "verified with its .vhdr"}
+
+    def read(p):
+        import mne
+        return mne.io.read_raw_brainvision(p, preload=False, verbose="ERROR")
+    return compare_raw(read, Path(src), Path(dst), "mne.io.read_raw_brainvision")

@@ -88,6 +88,30 @@ class FormatModule(Protocol):
             ``[]`` when the format stores no dates.
         """
 
+    def verify(self, src: Path, dst: Path, policy: dict) -> dict:
+        """Read the output back with the field's reader and compare it with the input.
+
+        Parameters
+        ----------
+        src : Path
+            The input file (or folder).
+        dst : Path
+            The output written by :meth:`handle` (its companions written too).
+        policy : dict
+            The effective policy.
+
+        Returns
+        -------
+        dict
+            What was verified: ``reader`` and the ``checked`` properties (``skipped``
+            with the reason when the input itself cannot be read by that reader).
+
+        Raises
+        ------
+        bidsanon.verify.VerificationError
+            When the output differs in what must be kept (data, timing, structure).
+        """
+
     def doc_table(self) -> str:
         """Render :attr:`FIELDS` as the Markdown table ``docs/formats.md`` includes.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bidsanon.check.rules import check_text_file, finding, read_text_or_none, settings_for
 from bidsanon.context import TaskContext
-from bidsanon.fileio import copy_exact
+from bidsanon.fileio import copy_exact, is_gzip
 from bidsanon.records import FileResult, Finding
 
 POLICY: dict = {}  # what is copied is `files.copy`
@@ -38,3 +38,11 @@ def peek_dates(path: Path) -> list:
 def doc_table() -> str:
     """No field table."""
     return ""
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """Byte-identical (gzip streams: identical once decompressed)."""
+    from bidsanon.verify import same_bytes, same_decompressed
+    if is_gzip(dst) and is_gzip(src):
+        return same_decompressed(Path(src), Path(dst))
+    return same_bytes(Path(src), Path(dst))

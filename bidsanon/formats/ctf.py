@@ -1098,3 +1098,14 @@ def doc_table() -> str:
         ["file", "field", "where", "what it holds", "what is done", "check rule"],
         [[f.file, f"`{f.name}`", f.location, f.what, ACTIONS[f.action], f"`{f.rule}`"]
          for f in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """Read input and output with MNE (``mne.io.read_raw_ctf``): data, channels, sampling rate,
+    annotation onsets and durations identical."""
+    from bidsanon.verify import compare_raw
+
+    def read(p):
+        import mne
+        return mne.io.read_raw_ctf(p, preload=False, verbose="ERROR")
+    return compare_raw(read, Path(src), Path(dst), "mne.io.read_raw_ctf")

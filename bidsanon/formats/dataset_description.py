@@ -95,3 +95,9 @@ def peek_dates(path: Path) -> list:
 def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` for ``docs/formats.md``."""
     return markdown_table(["key", "what bidsanon writes"], [[f"`{k}`", w] for k, w in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """The output parses as JSON."""
+    from bidsanon.verify import parses_json
+    return parses_json(Path(dst))

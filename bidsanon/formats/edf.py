@@ -667,3 +667,14 @@ def doc_table() -> str:
     return markdown_table(
         ["field", "where", "what it holds", "what is done", "check rule"],
         [[f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """Read input and output with MNE (``mne.io.read_raw_edf``): data, channels, sampling rate,
+    annotation onsets and durations identical."""
+    from bidsanon.verify import compare_raw
+
+    def read(p):
+        import mne
+        return (mne.io.read_raw_bdf if str(p).lower().endswith(".bdf") else mne.io.read_raw_edf)(p, preload=False, verbose="ERROR")
+    return compare_raw(read, Path(src), Path(dst), "mne.io.read_raw_edf")

@@ -337,3 +337,12 @@ def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
     return markdown_table(["part", "where", "what is done", "check rule"],
                           [[f.name, f.where, f.action, f"`{f.rule}`"] for f in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """The kept points parse; binary head shapes are byte-identical copies."""
+    from bidsanon.verify import same_bytes
+    if Path(src).suffix.lower() not in TEXT_FORMATS:
+        return same_bytes(Path(src), Path(dst))
+    return {"reader": "bidsanon.formats.headshape", "checked": ["points parse"],
+            "points": len(read_points(Path(dst)))}

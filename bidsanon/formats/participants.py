@@ -324,3 +324,11 @@ def doc_table() -> str:
     """The Markdown table of :data:`IDENTIFYING_COLUMNS` for ``docs/formats.md``."""
     return markdown_table(["column (normalised)", "what it holds"],
                           [[f"`{c}`", what] for c, what in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """participants.tsv parses as a TSV, participants.json as JSON."""
+    from bidsanon.verify import parses_json, parses_tsv
+    if Path(dst).name.endswith(".json"):
+        return parses_json(Path(dst))
+    return parses_tsv(Path(src), Path(dst))

@@ -178,3 +178,12 @@ def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
     return markdown_table(["part", "where", "what is done", "check rule"],
                           [[f.name, f.where, f.action, f"`{f.rule}`"] for f in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """Pillow opens the output with the input's size (pixels are re-encoded)."""
+    from bidsanon.verify import VerificationError
+    a, b = open_image(Path(src)), open_image(Path(dst))
+    if a.size != b.size:
+        raise VerificationError(f"image size {b.size} differs from the input's {a.size}", dst)
+    return {"reader": "PIL", "checked": ["size"]}

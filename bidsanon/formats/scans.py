@@ -99,3 +99,9 @@ def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` for ``docs/formats.md``."""
     return markdown_table(["column", "what it holds", "default action"],
                           [[f"`{c}`", what, f"`{a}`"] for c, what, a in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """The output parses as a TSV."""
+    from bidsanon.verify import parses_tsv
+    return parses_tsv(Path(src), Path(dst))

@@ -373,3 +373,9 @@ def doc_table() -> str:
     """The Markdown table of :data:`IDENTIFYING_KEYS` for ``docs/formats.md``."""
     return markdown_table(["key", "default action", "why"],
                           [[f"`{k}`", f"`{a}`", why] for k, (a, why) in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """The output parses as JSON."""
+    from bidsanon.verify import parses_json
+    return parses_json(Path(dst))

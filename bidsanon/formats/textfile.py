@@ -49,3 +49,13 @@ def peek_dates(path: Path) -> list:
 def doc_table() -> str:
     """No field table (see the ``text`` policy section for the patterns)."""
     return ""
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """The output is UTF-8 text."""
+    from bidsanon.verify import VerificationError
+    try:
+        Path(dst).read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise VerificationError("the output is not UTF-8 text", dst) from None
+    return {"reader": "utf-8", "checked": ["decodes"]}

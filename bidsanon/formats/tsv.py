@@ -244,3 +244,9 @@ def peek_dates(path: Path) -> list[dt.datetime]:
 def doc_table() -> str:
     """No field table: every cell is relabelled, free-text columns scrubbed."""
     return ""
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """The output parses as a TSV."""
+    from bidsanon.verify import parses_tsv
+    return parses_tsv(Path(src), Path(dst))

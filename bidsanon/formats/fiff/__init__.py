@@ -839,3 +839,14 @@ def peek_dates(path: Path) -> list[dt.datetime]:
 def doc_table() -> str:
     """The tag table as Markdown (``docs/formats.md`` and ``docs/fiff.md``)."""
     return ft.markdown_table()
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """Read input and output with MNE (``mne.io.read_raw_fif``): data, channels, sampling rate,
+    annotation onsets and durations identical."""
+    from bidsanon.verify import compare_raw
+
+    def read(p):
+        import mne
+        return mne.io.read_raw_fif(p, allow_maxshield=True, preload=False, verbose="ERROR")
+    return compare_raw(read, Path(src), Path(dst), "mne.io.read_raw_fif")
