@@ -40,18 +40,6 @@ def parses_json(dst: Path) -> dict:
     return {"reader": "json", "checked": ["parses"]}
 
 
-def parses_tsv(src: Path, dst: Path) -> dict:
-    """The output is a TSV with as many rows as the input, or fewer only when rows were
-    removed on purpose (the caller says)."""
-    from bidsanon.errors import InputError
-    from bidsanon.formats.tsv import read_tsv
-    try:
-        out = read_tsv(dst)
-    except InputError as exc:
-        raise VerificationError(f"the output is not a valid TSV ({exc.message})", dst) from None
-    return {"reader": "tsv", "checked": ["parses"], "rows": len(out.rows)}
-
-
 def _quiet_mne():
     import mne
     mne.set_log_level("ERROR")

@@ -344,5 +344,5 @@ def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
     from bidsanon.verify import same_bytes
     if Path(src).suffix.lower() not in TEXT_FORMATS:
         return same_bytes(Path(src), Path(dst))
-    return {"reader": "bidsanon.formats.headshape", "checked": ["points parse"],
+    return {"reader": "bidsanon point reader", "checked": ["points parse"],
             "points": len(read_points(Path(dst)))}

@@ -14,6 +14,7 @@ from bidsanon.errors import InputError
 from bidsanon.fileio import write_text_atomic
 from bidsanon.formats.sidecars import check_data as check_json_data
 from bidsanon.formats.sidecars import dump_json, load_json
+from bidsanon.formats.tsv import verify as verify_table
 from bidsanon.formats.tsv import (COLUMN_ACTION, Table, check_cells, check_table_file,
                                   format_number, format_tsv, normalise_column, read_tsv,
                                   scrub_table)
@@ -328,7 +329,7 @@ def doc_table() -> str:
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
     """participants.tsv parses as a TSV, participants.json as JSON."""
-    from bidsanon.verify import parses_json, parses_tsv
+    from bidsanon.verify import parses_json
     if Path(dst).name.endswith(".json"):
         return parses_json(Path(dst))
-    return parses_tsv(Path(src), Path(dst))
+    return verify_table(src, dst, policy)

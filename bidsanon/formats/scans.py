@@ -10,6 +10,7 @@ from bidsanon.check.rules import NA as NA_VALUES, Settings, date_of, finding, qu
 from bidsanon.context import TaskContext
 from bidsanon.dates import parse_iso
 from bidsanon.fileio import write_text_atomic
+from bidsanon.formats.tsv import verify as verify_table
 from bidsanon.formats.tsv import (COLUMN_ACTION, NA, Table, check_cells, check_table_file,
                                   format_tsv, read_tsv, scrub_table)
 from bidsanon.records import FileResult, Finding, markdown_table
@@ -103,5 +104,4 @@ def doc_table() -> str:
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
     """The output parses as a TSV."""
-    from bidsanon.verify import parses_tsv
-    return parses_tsv(Path(src), Path(dst))
+    return verify_table(src, dst, policy)
