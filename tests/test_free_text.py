@@ -151,3 +151,54 @@ def test_collected_values_feed_the_check_key(dataset, published):
         <= paths
     assert not [f for f in check_dataset(out, key=key, faces=False)
                 if f.rule.startswith("key.")]
+
+
+def test_check_finds_the_phone_numbers_and_not_the_numeric_data(dataset):
+    root, _ = dataset
+    lines = (root / "README").read_text().splitlines()
+    hits = [f for f in check_dataset(root, faces=False)
+            if f.path == "README" and f.rule == "text.phone"]
+    flagged = {int(f.location.removeprefix("line ")) for f in hits}
+    assert {lines[i - 1] for i in flagged} == {f"Questions: call {p}, or write."
+                                                for p in PHONES}
+
+
+def _edf_with_header(path: Path, patient: str, recording: str) -> None:
+    data = bytearray((DATA / "eeg" / "edf" / "test_reduced.edf").read_bytes())
+    data[8:88] = patient.ljust(80).encode("ascii")
+    data[88:168] = recording.ljust(80).encode("ascii")
+    path.write_bytes(bytes(data))
+
+
+def test_header_fields_of_ctf_edf_and_sidecars_are_collected(tmp_path):
+    """Real CTF and EDF headers (the CTF subject ID holds a name; fake names and codes
+    planted in the EDF) and an institution sidecar key feed the known values."""
+    import shutil
+
+    from bidsanon.plan import collect_identifiers, header_identifiers
+    from bidsanon.policy import default_policy
+    root = tmp_path / "ds"
+    (root / "sub-01" / "meg").mkdir(parents=True)
+    (root / "sub-01" / "eeg").mkdir(parents=True)
+    ds = root / "sub-01" / "meg" / "sub-01_task-som_meg.ds"
+    shutil.copytree(DATA / "meg" / "ctf" / "somMDYO-18av.ds", ds)
+    for p in ds.glob("somMDYO-18av.*"):
+        p.rename(ds / p.name.replace("somMDYO-18av", ds.stem))
+    _edf_with_header(root / "sub-01" / "eeg" / "sub-01_task-rest_eeg.edf",
+                     "MCH-0234128 F 02-MAY-1951 Haagen_Smit",
+                     "Startdate 29-APR-2014 PSG-4711 Oddvar_Brenna X")
+    (root / "sub-01" / "eeg" / "sub-01_task-rest_eeg.json").write_text(json.dumps(
+        {"InstitutionName": "Odense Universitetshospital", "TaskName": "rest"}))
+    (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    items = [(p.relative_to(root).as_posix(), p.is_dir()) for p in root.rglob("*")
+             if ".ds/" not in p.relative_to(root).as_posix()]
+    policy = default_policy()
+    fields = {(fmt, k): v for fmt, k, v in header_identifiers(root, items, policy)}
+    assert fields[("ctf", "nf_subject_id")] == "Mme Giroud"
+    assert fields[("edf", "patient.name")] == "Haagen Smit"
+    assert fields[("edf", "recording.technician")] == "Oddvar Brenna"
+    known = set(collect_identifiers(root, items, policy))
+    assert {"Mme Giroud", "Giroud", "Haagen Smit", "Haagen", "Smit", "MCH-0234128",
+            "PSG-4711", "Oddvar Brenna", "Brenna", "Odense Universitetshospital"} <= known
+    # the task label "som" and generic values never become known values
+    assert not {"som", "x", "X"} & known
