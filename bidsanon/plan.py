@@ -462,8 +462,8 @@ def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict)
 def header_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict
                        ) -> list[tuple[str, str, str]]:
     """(format, field, value) of every non-empty field of :data:`HEADER_IDENTIFIERS` in
-    the dataset's FIFF, CTF and EDF/BDF files (headers only; unreadable files are left
-    to their handlers, which report them)."""
+    the dataset's FIFF, CTF and EDF/BDF files that the policy replaces (headers only;
+    unreadable files are left to their handlers, which report them)."""
     from bidsanon.formats import classify
     out: list[tuple[str, str, str]] = []
     for rel, is_dir in items:
@@ -473,17 +473,20 @@ def header_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict
             continue
         wanted = HEADER_IDENTIFIERS[fmt]
         try:
-            out += [(fmt, k, v.strip()) for k, v in _header_values(fmt, root / rel)
+            out += [(fmt, k, v.strip()) for k, v in _header_values(fmt, root / rel, policy)
                     if k in wanted and isinstance(v, str) and len(v.strip()) >= 3]
         except (OSError, ValueError, InputError):
             continue
     return out
 
 
-def _header_values(fmt: str, path: Path) -> list[tuple[str, object]]:
+def _header_values(fmt: str, path: Path, policy: dict) -> list[tuple[str, object]]:
     if fmt == "fiff":
-        from bidsanon.formats import fiff
-        return [(f.rule.field, f.value) for f in fiff.scan(path)]
+        # only the tags the policy replaces: a kept one (the project name by default)
+        # is not a secret, and the final check would refuse the output that keeps it
+        from bidsanon.formats import fiff, settings
+        rules = fiff.settings_from_policy(settings("fiff", policy), None)
+        return [(f.rule.field, f.value) for f in fiff.scan(path) if rules.replaced(f.rule)]
     if fmt == "ctf":
         from bidsanon.formats import ctf
         res4 = sorted(path.glob("*.res4"))

@@ -60,9 +60,11 @@ POLICY = {
     "phone_leniency": Key("valid", "How sure a number without a country code must be to "
                           "count as a phone number: `strict` (valid and grouped as the "
                           "country writes it), `valid` (a valid number of one of "
-                          "`phone_regions`) or `possible` (of a possible length: finds more, "
-                          "also in numeric data). Numbers with a country code are always "
-                          "taken at `possible` (8 digits or more).",
+                          "`phone_regions`, or of a possible length when written as only "
+                          "phone numbers are: `(555) 123-4567`, `555-123-4567`) or "
+                          "`possible` (of a possible length: finds more, also in numeric "
+                          "data). Numbers with a country code are always taken at "
+                          "`possible` (8 digits or more).",
                           choices=tuple(LENIENCIES)),
     "url_allow": Key(["doi.org", "bids.neuroimaging.io", "bids-specification.readthedocs.io",
                       "openneuro.org", "cognitiveatlas.org", "www.cognitiveatlas.org",
@@ -140,20 +142,35 @@ def _plausible(text: str, start: int, end: int, international: bool) -> bool:
     return all(2 <= len(g) <= 4 for g in _DOT_GROUP.findall(raw)) if "." in raw else True
 
 
+#: Written the way only phone numbers are: an area code in brackets, or three or more
+#: groups joined by the same dash or dot (`(555) 123-4567`, `555-123-4567`). At the
+#: `valid` leniency such numbers count when they are of a possible length even if the
+#: numbering plan does not know them (fictional and new area codes). Spaces alone are
+#: not enough: numeric data is written with spaces.
+_PHONE_SHAPE = re.compile(r"\(\d{2,5}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){0,3}"
+                          r"|\d{2,5}([-.])\d{2,4}(?:\1\d{2,4}){1,3}")
+
+
 @functools.lru_cache(maxsize=8192)
 def _phones_in_run(run: str, regions: tuple[str, ...], leniency: str
                    ) -> tuple[tuple[int, int, bool], ...]:
     """(start, end, international) of the matcher's numbers in one run of digits."""
     import phonenumbers
+    possible = phonenumbers.Leniency.POSSIBLE
     level = getattr(phonenumbers.Leniency, LENIENCIES[leniency])
     found = set()
     # "ZZ" (no region): only numbers written with a country code parse
-    passes = [("ZZ", phonenumbers.Leniency.POSSIBLE)] + [(r, level) for r in regions]
-    for region, lev in passes:
+    passes = [("ZZ", possible, False)] + [(r, level, False) for r in regions]
+    if leniency == "valid" and re.search(r"[-.(]", run):
+        passes += [(r, possible, True) for r in regions]
+    for region, lev, shaped in passes:
         for m in phonenumbers.PhoneNumberMatcher(run, region, leniency=lev):
             intl = m.raw_string.startswith(("+", "00"))
-            if intl or region != "ZZ":
-                found.add((m.start, m.end, intl))
+            if region == "ZZ" and not intl:
+                continue
+            if shaped and not (intl or _PHONE_SHAPE.fullmatch(m.raw_string)):
+                continue
+            found.add((m.start, m.end, intl))
     return tuple(sorted(found))
 
 

@@ -79,11 +79,15 @@ def test_numeric_data_is_not_a_phone(data, leniency):
     assert Scrubber.from_policy(section).scrub(data) == (data, [])
 
 
-def test_leniency_possible_finds_invalid_numbers_without_country_code():
-    text = "lab phone (555) 123-4567"  # 555 is no US area code: not a valid number
-    assert find(text, ["phone"]) == []
-    assert find(text, ["phone"], {"phone_leniency": "possible"}) == [
-        ("phone", "(555) 123-4567")]
+def test_phone_shaped_numbers_count_at_valid_but_not_at_strict():
+    """555 is no US area code (the numbers are not valid), but brackets or dashes
+    between three groups are written only in phone numbers."""
+    for text in ("lab phone (555) 123-4567", "lab phone 555-123-4567"):
+        number = text.removeprefix("lab phone ")
+        assert find(text, ["phone"]) == [("phone", number)]
+        assert find(text, ["phone"], {"phone_leniency": "strict"}) == []
+        assert find(text, ["phone"], {"phone_leniency": "possible"}) == [("phone", number)]
+    assert find("lab phone 555 123 4567", ["phone"]) == []  # spaces: as numeric data
 
 
 def test_phone_regions_decide_national_formats():
