@@ -297,20 +297,15 @@ def _looks_identifying(text: str) -> bool:
     return bool(re.search(r"[/\\@\n]", text)) or len(text) > 64
 
 
-def generic_names(text: str) -> str:
-    """Replace each name of a ``:``-separated annotation list, keeping BAD_/EDGE_."""
-    out = []
-    for name in text.split(":"):
-        upper = name.upper()
-        out.append("BAD_annotation" if upper.startswith("BAD") else
-                   "EDGE_annotation" if upper.startswith("EDGE") else "annotation")
-    return ":".join(out) if text else ""
-
-
 def _generic(name: str) -> str:
     upper = name.upper()
     return ("BAD_annotation" if upper.startswith("BAD") else
             "EDGE_annotation" if upper.startswith("EDGE") else "annotation")
+
+
+def generic_names(text: str) -> str:
+    """Replace each name of a ``:``-separated annotation list, keeping BAD_/EDGE_."""
+    return ":".join(_generic(name) for name in text.split(":")) if text else ""
 
 
 #: Tags of these fields hold JSON; their string values are the free text.
