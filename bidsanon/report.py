@@ -235,6 +235,50 @@ def _subjects(key: KeyData, show: bool) -> str:
     return "\n".join(out)
 
 
+#: Change locations of free-text replacements (bidsanon.scrub): a known identifying
+#: value of the plan, or a text pattern.
+_TEXT_KINDS = {"known identifier": "known identifying value", "email": "e-mail address",
+               "url": "web address", "phone": "phone number", "date": "date"}
+
+
+def replaced_values(key: KeyData) -> list[tuple[str, str, int, list[str]]]:
+    """Values replaced in free text (README, dataset_description.json, sidecar and
+    table texts, ...): (value as first written, kind, times, output files), by kind
+    and value (case-insensitively)."""
+    found: dict[tuple[str, str], list] = {}
+    for f in key.files:
+        for c in f.get("changes") or []:
+            kind = _TEXT_KINDS.get(c.get("location") or "")
+            old = c.get("old")
+            if kind is None or not isinstance(old, str) or c.get("action") != "replace":
+                continue
+            entry = found.setdefault((kind, old.lower()), [old, 0, []])
+            entry[1] += 1
+            if f.get("output") not in entry[2]:
+                entry[2].append(f.get("output"))
+    return [(v[0], kind, v[1], v[2]) for (kind, _), v in sorted(found.items())]
+
+
+def _replaced(key: KeyData, show: bool) -> str:
+    rows = replaced_values(key)
+    out = ['<h2 id="replaced">Replaced in free text</h2>']
+    if not rows:
+        out.append("<p>No identifying value or text pattern was replaced in free text.</p>")
+        return "\n".join(out)
+    out.append("<p>Values the plan collected from identifying fields (names, institutions, "
+               "sites, projects, IDs) and text patterns, replaced wherever free text "
+               "repeated them" + ("" if show else " (masked)") + ".</p>")
+    out.append("<table><tr><th>value</th><th>kind</th><th>times</th><th>files</th></tr>")
+    for value, kind, times, files in rows:
+        shown = ", ".join(f"<code>{_e(o)}</code>" for o in files[:5])
+        if len(files) > 5:
+            shown += f" and {len(files) - 5} more"
+        out.append(f'<tr><td class="{"" if show else "masked"}">{_e(mask(value, show))}</td>'
+                   f'<td>{_e(kind)}</td><td class="num">{times}</td><td>{shown}</td></tr>')
+    out.append("</table>")
+    return "\n".join(out)
+
+
 def _findings(run: dict, show: bool) -> str:
     findings = sorted(run.get("findings", []),
                       key=lambda f: (SEVERITY_ORDER.get(f.get("severity"), 3), f.get("path", "")))
@@ -345,15 +389,16 @@ def build_html(key: KeyData, show_values: bool = False) -> str:
     """The whole report as one HTML string (the latest run of the key)."""
     run = key.runs[-1] if key.runs else {}
     nav = " · ".join(f'<a href="#{i}">{t}</a>' for i, t in (
-        ("summary", "Summary"), ("privacy", "k-anonymity"), ("subjects", "Subjects"),
-        ("check", "Check"), ("timing", "Timing")))
+        ("summary", "Summary"), ("privacy", "k-anonymity"), ("replaced", "Replaced in free text"),
+        ("subjects", "Subjects"), ("check", "Check"), ("timing", "Timing")))
     body = [
         '<div class="private">PRIVATE — this report shows QC images of the original '
         "images (with faces) and " + ("original values" if show_values else
                                       "masked original values")
         + ". Keep it with the key; never publish it.</div><main>",
         "<h1>bidsanon run report</h1>", f"<p>{nav}</p>",
-        _summary(key, run, show_values), _privacy(key), _subjects(key, show_values),
+        _summary(key, run, show_values), _privacy(key), _replaced(key, show_values),
+        _subjects(key, show_values),
         _findings(run, show_values), _timing(key, run),
         f'<p class="info">Written {_e(dt.datetime.now().replace(microsecond=0).isoformat())} '
         f"by bidsanon {_e(__version__)} from the key alone; rebuild it with "

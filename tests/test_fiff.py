@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import re
 import struct
 import tempfile
 from pathlib import Path
@@ -82,8 +83,11 @@ def assert_anonymized(dst: Path, settings: fiff.Settings) -> None:
             assert v == rule.placeholder, where
         elif rule.action == "path":
             assert "/" not in v and "\\" not in v, where
-        elif rule.action == "names":
-            assert v == fiff.generic_names(v), where
+        elif rule.action == "annotation" and settings.annotations != "scrub":
+            assert v == fiff.annotation_text(rule.field, v,
+                                             lambda t: fiff._blank_piece(rule.field, t)), where
+        elif rule.action == "annotation":
+            assert not re.search(r"(?i)\b(jane|doe|quincy)\b", v), where
         elif rule.action == "auto":
             assert not fiff._looks_identifying(v), where
         elif rule.action == "julian" and settings.birthday_offset_days is None:
@@ -386,6 +390,84 @@ def test_generated_brute_and_overrides(generated, tmp_path):
     assert list(raw.annotations.description) == ["BAD_annotation", "annotation"]
     assert len(raw.annotations) == 2
     assert "fiff.annotation_description" in {c.field for c in result.changes}
+
+
+def test_generated_annotations_scrubbed(generated, tmp_path):
+    """scrub: the file's own names leave the descriptions, the BAD_ prefix and every
+    onset and duration stay exactly as they were."""
+    dst = tmp_path / "out_raw.fif"
+    result = anonymize(generated["raw"], dst, annotations="scrub")
+    assert_anonymized(dst, opts(annotations="scrub"))
+    raw_in, raw = mne.io.read_raw_fif(generated["raw"]), mne.io.read_raw_fif(dst)
+    assert list(raw.annotations.description) == ["BAD_[name removed]",
+                                                 "stim [name removed] [name removed]"]
+    assert raw.annotations.onset.tobytes() == raw_in.annotations.onset.tobytes()
+    assert raw.annotations.duration.tobytes() == raw_in.annotations.duration.tobytes()
+    assert b"jane" not in dst.read_bytes().lower()
+    change = next(c for c in result.changes if c.field == "fiff.annotation_description")
+    assert change.action == "replace" and "jane" not in change.new.lower()
+    assert not [f for f in fiff.check_file(dst, "x") if f.rule == "fiff.annotation"
+                and f.severity != "info"]
+
+
+def test_generated_annotations_blanked(generated, tmp_path):
+    dst = tmp_path / "out_raw.fif"
+    anonymize(generated["raw"], dst, annotations="blank")
+    raw = mne.io.read_raw_fif(dst)
+    assert list(raw.annotations.description) == ["BAD_annotation", "annotation"]
+    assert_anonymized(dst, opts(annotations="blank"))
+
+
+def test_annotation_text_keeps_structure():
+    def up(t):
+        return t.upper()
+    assert fiff.annotation_text("annotation_description", "a:b{COLON}c:BAD_d", up) == \
+        "A:B{COLON}C:BAD_D"
+    # event names stay distinct (epochs' event_id is a mapping), codes are kept
+    assert fiff.annotation_text("epochs_event_id", "Jane/left:1;Bob/left:2;x:3",
+                                lambda t: "[name removed]/left" if "/" in t else t) == \
+        "[name removed]/left:1;[name removed]/left_2:2;x:3"
+    assert fiff.annotation_text("epochs_drop_log", '[[], ["BAD_jane"], ["MEG 001"]]',
+                                lambda t: fiff._blank_piece("epochs_drop_log", t)) == \
+        '[[], ["BAD_annotation"], ["MEG 001"]]'
+
+
+def test_epochs_event_names_and_drop_log_scrubbed(tmp_path):
+    """Epochs written by MNE: event names and the drop log (which repeats the BAD_
+    annotation that dropped an epoch) are scrubbed like the annotations."""
+    info = mne.create_info(["MEG 001", "EEG 001"], 100.0, ["mag", "eeg"])
+    info["subject_info"] = dict(first_name="Karen", last_name="Blixen")
+    raw = mne.io.RawArray(np.random.default_rng(1).standard_normal((2, 3000)), info)
+    raw.set_annotations(mne.Annotations([10.0], [2.0], ["BAD_Karen moved"]))
+    events = np.array([[200, 0, 1], [1050, 0, 2], [2000, 0, 1]])
+    epochs = mne.Epochs(raw, events, {"Karen/left": 1, "tone": 2}, tmin=0, tmax=0.5,
+                        baseline=None, reject_by_annotation=True, preload=True)
+    src = tmp_path / "x-epo.fif"
+    epochs.save(src)
+    dst = tmp_path / "y-epo.fif"
+    anonymize(src, dst, annotations="scrub")
+    assert b"karen" not in dst.read_bytes().lower()
+    out = mne.read_epochs(dst)
+    assert sorted(out.event_id.values()) == [1, 2] and "tone" in out.event_id
+    assert np.array_equal(out.events, epochs.events)
+    assert [list(d) for d in out.drop_log] == [
+        ["BAD_[name removed] moved"] if d else [] for d in epochs.drop_log]
+    assert out.annotations.onset.tolist() == epochs.annotations.onset.tolist()
+
+
+def test_check_reports_identifying_text_in_annotations(generated, tmp_path):
+    info = mne.create_info(["EEG 001"], 100.0, ["eeg"])
+    raw = mne.io.RawArray(np.zeros((1, 500)), info)
+    raw.set_annotations(mne.Annotations([1.0], [0.0], ["call +45 3545 1234"]))
+    src = tmp_path / "a_raw.fif"
+    raw.save(src)
+    found = [f for f in fiff.check_file(src, "x") if f.rule == "fiff.annotation"]
+    assert [(f.severity, "phone" in f.message, "3545" in f.message) for f in found] == [
+        ("warning", True, False)]
+    dst = tmp_path / "b_raw.fif"
+    anonymize(src, dst, annotations="scrub")
+    assert list(mne.io.read_raw_fif(dst).annotations.description) == [
+        "call [phone removed]"]
 
 
 def test_generated_drop_times(generated, tmp_path):

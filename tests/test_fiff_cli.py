@@ -250,3 +250,35 @@ def test_version_and_module_entry_point(capsys):
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "--measurement_date_offset" in proc.stdout
     assert main([]) == 2  # -i is required: one line, exit 2
+
+
+def test_annotations_option(work):
+    """A real recording with an annotation naming its subject: kept by default (as
+    mne_anonymize), scrubbed or blanked with --annotations; onsets and durations and
+    several inputs in parallel (the settings travel to worker processes) unchanged."""
+    raw = mne.io.read_raw_fif(work / RAW).crop(0, 5).load_data()
+    with raw.info._unlock():
+        raw.info["subject_info"] = dict(first_name="Hanne", last_name="Kjaer")
+    raw.set_annotations(mne.Annotations([0.5, 2.25], [0.1, 1.0],
+                                        ["BAD_Kjaer coughed", "call +45 3545 1234"]))
+    src = work / "named_raw.fif"
+    raw.save(src)
+    raw = mne.io.read_raw_fif(src)
+    assert len(raw.annotations) == 2
+    kept = work / "kept_raw.fif"
+    assert main(["-i", str(src), "-o", str(kept), "-s"]) == 0
+    assert list(mne.io.read_raw_fif(kept).annotations.description) == [
+        "BAD_Kjaer coughed", "call +45 3545 1234"]
+    copy = work / "copy_raw.fif"
+    shutil.copyfile(src, copy)
+    assert main(["-i", str(src), "-i", str(copy), "--annotations", "scrub", "-s"]) == 0
+    for out in (work / "named_raw_anonymized.fif", work / "copy_raw_anonymized.fif"):
+        got = mne.io.read_raw_fif(out).annotations
+        assert list(got.description) == ["BAD_[name removed] coughed", "call [phone removed]"]
+        assert got.onset.tobytes() == raw.annotations.onset.tobytes()
+        assert got.duration.tobytes() == raw.annotations.duration.tobytes()
+        assert b"kjaer" not in out.read_bytes().lower()
+    blank = work / "blank_raw.fif"
+    assert main(["-i", str(src), "-o", str(blank), "--annotations", "blank", "-s"]) == 0
+    assert list(mne.io.read_raw_fif(blank).annotations.description) == [
+        "BAD_annotation", "annotation"]

@@ -102,7 +102,10 @@ class Settings:
         text = policy.get("text", {})
         scrubber = Scrubber.from_policy({"patterns": list(PATTERNS),
                                          "url_allow": text.get("url_allow", []),
-                                         "extra_patterns": text.get("extra_patterns", {})})
+                                         "extra_patterns": text.get("extra_patterns", {}),
+                                         **{k: text[k] for k in ("phone_regions",
+                                                                 "phone_leniency")
+                                            if k in text}})
         return cls(policy=policy, latest=dt.date.fromisoformat(policy["dates"]["latest"]),
                    shifted=policy["dates"]["shift"] != "none", scrubber=scrubber,
                    )

@@ -103,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "mne_anonymize)")
     a("--mne_environment", action="store_true",
       help="also replace the working directory and command line stored by MNE programs")
+    a("--annotations", choices=("keep", "scrub", "blank"), default="keep",
+      help="annotation descriptions, epochs' event names and evoked comments (free text "
+           "typed during the recording): keep them (mne_anonymize's behaviour, the "
+           "default), scrub them (the file's own subject and experimenter names, e-mail "
+           "addresses, phone numbers, URLs, dates) or blank them (generic names keeping "
+           "MNE's BAD_/EDGE_ prefix); onsets and durations are never changed")
     a("--no-gui", action="store_true", help=argparse.SUPPRESS)  # mne_anonymize compat
     a("--version", action="version", version=f"bidsanon fiff {__version__}")
 
@@ -131,7 +137,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         birthday=args.sb or DEFAULT_DATE,
         his="mne_anonymize" if args.his is None else args.his,
         brute=args.brute, mne_environment=args.mne_environment,
-        rename=None if args.out else AnonymizedName())
+        rename=None if args.out else AnonymizedName(),
+        annotations=getattr(args, "annotations", "keep"))
 
 
 def _report(src: Path, dst: Path, result: FileResult, args: argparse.Namespace) -> None:

@@ -14,7 +14,7 @@ from bidsanon.fileio import write_text_atomic
 from bidsanon.formats.sidecars import check_data, dump_json, load_json
 from bidsanon.records import Change, FileResult, Finding, markdown_table
 from bidsanon.schema import Key
-from bidsanon.scrub import Scrubber
+from bidsanon.scrub import Scrubber, replace_known_values
 
 CODE_URL = "https://github.com/bidsanon/bidsanon"
 
@@ -24,7 +24,8 @@ KEPT_KEYS = ("License", "Authors", "Acknowledgements", "HowToAcknowledge", "Fund
 
 #: (key, what is done): the contract's field table.
 FIELDS: tuple[tuple[str, str], ...] = (
-    ("Name", "`output.name`, or the input's Name scrubbed"),
+    ("Name", "`output.name`, or the input's Name scrubbed (labels, known values, text "
+     "patterns)"),
     ("DatasetType", "`output.dataset_type`"),
     ("GeneratedBy", "bidsanon (derivative datasets), replacing the input's"),
     *((k, "scrubbed (labels, known values, text patterns)") for k in KEPT_KEYS),
@@ -51,13 +52,14 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     out_policy = ctx.policy["output"]
     scrubber = Scrubber.from_policy(ctx.policy["text"])
     desc: dict = {}
+    changes: list[Change] = []
     name = out_policy["name"] or data.get("Name", "dataset")
-    desc["Name"] = scrubber.scrub(ctx.scrub_labels(str(name)))[0]
+    desc["Name"] = _scrub_any(str(name), ctx, scrubber, "Name", changes)
     desc["BIDSVersion"] = data.get("BIDSVersion", "1.9.0")
     desc["DatasetType"] = out_policy["dataset_type"]
     for k in KEPT_KEYS:
         if k in data:
-            desc[k] = _scrub_any(data[k], ctx, scrubber)
+            desc[k] = _scrub_any(data[k], ctx, scrubber, k, changes)
     generated = [{"Name": "bidsanon", "Version": __version__, "CodeURL": CODE_URL,
                   "Description": "De-identification: subjects relabelled, dates shifted per "
                                  "subject, identifying metadata removed, faces removed from "
@@ -65,18 +67,27 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     if out_policy["dataset_type"] == "derivative" or data.get("GeneratedBy"):
         desc["GeneratedBy"] = generated
     write_text_atomic(dst, dump_json(desc))
-    return FileResult(changes=[Change(k, "remove", location="dataset_description.json")
-                               for k in data if k not in desc])
+    return FileResult(changes=changes + [Change(k, "remove", location="dataset_description.json")
+                                         for k in data if k not in desc])
 
 
-def _scrub_any(value, ctx: TaskContext, scrubber: Scrubber):
-    """Scrub every string of a JSON value."""
+def _scrub_any(value, ctx: TaskContext, scrubber: Scrubber, where: str,
+               changes: list[Change]):
+    """Scrub every string of a JSON value: the plan's known identifying values (each
+    replacement recorded), original labels, text patterns (recorded)."""
     if isinstance(value, str):
-        return scrubber.scrub(ctx.scrub_labels(value))[0]
+        if ctx.section("text").get("known_identifiers", True):
+            value, found = replace_known_values(value, ctx.known, field=where)
+            changes += found
+        value, found = scrubber.scrub(ctx.scrub_labels(value), field=where)
+        changes += found
+        return value
     if isinstance(value, list):
-        return [_scrub_any(v, ctx, scrubber) for v in value]
+        return [_scrub_any(v, ctx, scrubber, f"{where}[{i}]", changes)
+                for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _scrub_any(v, ctx, scrubber) for k, v in value.items()}
+        return {k: _scrub_any(v, ctx, scrubber, f"{where}.{k}", changes)
+                for k, v in value.items()}
     return value
 
 

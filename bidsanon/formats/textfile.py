@@ -9,7 +9,7 @@ from bidsanon.context import TaskContext
 from bidsanon.check.rules import check_text_file, finding, read_text_or_none, settings_for
 from bidsanon.fileio import read_text, write_text_atomic
 from bidsanon.records import FileResult, Finding
-from bidsanon.scrub import Scrubber
+from bidsanon.scrub import Scrubber, replace_known_values
 
 
 def scrub_text(text: str, ctx: TaskContext) -> tuple[str, list]:
@@ -17,6 +17,9 @@ def scrub_text(text: str, ctx: TaskContext) -> tuple[str, list]:
     # patterns first: a known value replaced inside a URL must not break the URL match
     new, changes = Scrubber.from_policy(ctx.section("text")).scrub(ctx.rename(text),
                                                                    field=ctx.rel or "text")
+    # known values recorded one by one (the report lists them), also without bare labels
+    new, known = replace_known_values(new, ctx.known, field=ctx.rel or "text")
+    changes += known
     if ctx.section("text").get("replace_bare_labels", True):
         new = ctx.scrub_labels(new)
     return new, changes

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import gzip
+import json
 import math
 import os
 import re
@@ -113,6 +115,14 @@ POLICY = {
                            "mne_anonymize's default is false."),
     "mri": Key("warn", "Files with MRI pixel data (a face can be reconstructed): `warn` "
                "and copy, or `refuse` the file.", choices=("warn", "refuse")),
+    "annotations": Key("scrub", "Free text typed during the recording: descriptions of "
+                       "MNE annotations, epochs' event names and drop log, evoked comments. "
+                       "`scrub` replaces known identifying values (the plan's and this "
+                       "file's names), original labels and text patterns (`text.patterns` "
+                       "plus dates); `blank` replaces each description by `annotation`, "
+                       "`BAD_annotation` or `EDGE_annotation` (the prefix MNE acts on is "
+                       "kept); `keep` leaves them. Onsets and durations are never changed.",
+                       choices=("scrub", "blank", "keep")),
     "fields": Key({}, "Per-field `keep` or `replace` overriding the defaults and switches, "
                   "by field name (docs/fiff.md lists them), e.g. `{dacq_pars: replace, "
                   "annotation_description: replace}`.", type=dict,
@@ -287,14 +297,113 @@ def _looks_identifying(text: str) -> bool:
     return bool(re.search(r"[/\\@\n]", text)) or len(text) > 64
 
 
+def _generic(name: str) -> str:
+    upper = name.upper()
+    return ("BAD_annotation" if upper.startswith("BAD") else
+            "EDGE_annotation" if upper.startswith("EDGE") else "annotation")
+
+
 def generic_names(text: str) -> str:
     """Replace each name of a ``:``-separated annotation list, keeping BAD_/EDGE_."""
-    out = []
-    for name in text.split(":"):
-        upper = name.upper()
-        out.append("BAD_annotation" if upper.startswith("BAD") else
-                   "EDGE_annotation" if upper.startswith("EDGE") else "annotation")
-    return ":".join(out) if text else ""
+    return ":".join(_generic(name) for name in text.split(":")) if text else ""
+
+
+#: Tags of these fields hold JSON; their string values are the free text.
+_JSON_FIELDS = ("annotation_extras", "epochs_drop_log")
+
+
+def annotation_text(field: str, text: str, one: Callable[[str], str]) -> str:
+    """Apply ``one`` to each free-text piece of an annotation-like tag, keeping its
+    structure: the ``:``-separated descriptions (``{COLON}`` is MNE's escape), the
+    ``name:code;...`` event names (codes kept, names kept distinct), the JSON of the
+    drop log and the annotation extras (keys kept), or the whole text (evoked comment).
+    """
+    if field == "annotation_description":
+        return ":".join(one(d).replace(":", "{COLON}") for d in text.split(":"))
+    if field == "epochs_event_id":
+        entries, used = [], set()
+        for entry in text.split(";"):
+            name, sep, code = entry.rpartition(":")
+            if not sep:  # not name:code: the whole entry is text
+                name, code = entry, ""
+            new = one(name).replace(":", "_").replace(";", "_")
+            if new in used:  # epochs' event_id is a mapping: names must stay distinct
+                new = f"{new}_{code}" if code and f"{new}_{code}" not in used else \
+                    f"{new}_{len(entries)}"
+            used.add(new)
+            entries.append(f"{new}{sep}{code}")
+        return ";".join(entries)
+    if field in _JSON_FIELDS:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return one(text)
+        return json.dumps(_map_json(data, one))
+    return one(text)
+
+
+def _map_json(value: object, one: Callable[[str], str]) -> object:
+    if isinstance(value, str):
+        return one(value)
+    if isinstance(value, list):
+        return [_map_json(v, one) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_json(v, one) for k, v in value.items()}
+    return value
+
+
+def _blank_piece(field: str, text: str) -> str:
+    if field == "epochs_drop_log":
+        # only the entries that come from annotations are free text; the others are
+        # channel names and MNE's reasons (USER, NO_DATA, ...)
+        return _generic(text) if text.upper().startswith(("BAD", "EDGE")) else text
+    if field == "annotation_extras":
+        return ""
+    if field == "epochs_event_id":
+        return "event"
+    if field == "evoked_comment":
+        return "evoked"
+    return _generic(text)
+
+
+#: Fields whose values name the file's own subject or staff: an annotation that
+#: repeats them gets them replaced even without the plan's known values (CLI).
+_OWN_NAMES = ("subject_first_name", "subject_middle_name", "subject_last_name",
+              "experimenter", "project_persons", "subject_comment")
+
+
+def _name_parts(value: str) -> set[str]:
+    value = value.strip()
+    parts = {p for p in re.split(r"[\s^,_;]+", value) if len(p) >= 3 and p.isalpha()}
+    return ({value} if len(value) >= 3 else set()) | parts
+
+
+@dataclass(frozen=True)
+class AnnotationScrub:
+    """The ``scrub`` of free-text annotations (picklable: travels to CLI workers).
+
+    ``text`` is the policy's ``text`` section; ``labels`` relabels original subject
+    labels and replaces the plan's known values (the pipeline's
+    :meth:`~bidsanon.context.TaskContext.scrub_labels`), None from the command line.
+    """
+
+    text: dict = field(default_factory=dict)
+    labels: Callable[[str], str] | None = None
+
+    @functools.cached_property
+    def _scrubber(self):
+        from bidsanon import scrub as textmod
+        section = merge(defaults(textmod.POLICY), self.text)
+        section["patterns"] = list(dict.fromkeys([*section["patterns"], "date"]))
+        return textmod.Scrubber.from_policy(section)
+
+    def __call__(self, value: str, own: tuple[str, ...] = ()) -> str:
+        """``value`` scrubbed; ``own``: the file's own names, replaced too."""
+        from bidsanon.scrub import replace_known_values
+        new = self.labels(value) if self.labels else value
+        new, _ = replace_known_values(new, own, replacement="[name removed]")
+        new, _ = self._scrubber.scrub(new, field="annotation")
+        return new
 
 
 # --------------------------------------------------------------------------- settings
@@ -306,7 +415,9 @@ class Settings:
     or from the command line (:mod:`bidsanon.cli.fiff`).
 
     ``meas_offset_days``/``birthday_offset_days``: days added to dates (negative:
-    earlier), or None to write the fixed ``meas_date``/``birthday``.
+    earlier), or None to write the fixed ``meas_date``/``birthday``. ``annotations``:
+    ``scrub`` (with ``scrub``), ``blank`` or ``keep`` (mne_anonymize's behaviour, the
+    default here; the pipeline's policy default is ``scrub``).
     """
 
     meas_offset_days: int | None = None
@@ -322,10 +433,12 @@ class Settings:
     mri: str = "warn"
     fields: dict = field(default_factory=dict)
     rename: Callable[[str], str] | None = None
+    annotations: str = "keep"
+    scrub: AnnotationScrub = field(default_factory=AnnotationScrub)
 
     def replaced(self, rule: ft.TagRule) -> bool:
         return ft.is_replaced(rule, self.brute, self.mne_environment, self.keep_his,
-                              self.fields)
+                              self.fields, self.annotations)
 
     def new_time(self, secs: int, usecs: int, path: str | Path, pos: int) -> tuple[int, int]:
         """The (secs, usecs) a date or ID time becomes; the no-date value is kept."""
@@ -357,8 +470,12 @@ class Settings:
 
 
 def settings_from_policy(section: dict, offset_days: int | None, drop_times: bool = False,
-                         rename: Callable[[str], str] | None = None) -> Settings:
-    """Settings from a ``meg.fiff`` policy section (missing keys: defaults)."""
+                         rename: Callable[[str], str] | None = None,
+                         scrub: AnnotationScrub | None = None) -> Settings:
+    """Settings from a ``meg.fiff`` policy section (missing keys: defaults).
+
+    ``scrub``: how annotation texts are scrubbed (default: the built-in text patterns).
+    """
     pol = merge(defaults(POLICY), section or {})
     return Settings(
         meas_offset_days=offset_days,
@@ -367,13 +484,15 @@ def settings_from_policy(section: dict, offset_days: int | None, drop_times: boo
         birthday=dt.date.fromisoformat(pol["birthday"]),
         drop_times=drop_times, text=pol["text"], his=pol["his"], keep_his=pol["keep_his"],
         brute=pol["brute"], mne_environment=pol["mne_environment"], mri=pol["mri"],
-        fields=dict(pol["fields"]), rename=rename)
+        fields=dict(pol["fields"]), rename=rename, annotations=pol["annotations"],
+        scrub=scrub or AnnotationScrub())
 
 
 def settings_from_context(ctx) -> Settings:
     """Settings for a runner task (:class:`bidsanon.context.TaskContext`)."""
     return settings_from_policy(ctx.section("meg", "fiff"), ctx.offset_days,
-                                ctx.drop_times, ctx.rename)
+                                ctx.drop_times, ctx.rename,
+                                AnnotationScrub(ctx.section("text"), ctx.scrub_labels))
 
 
 # --------------------------------------------------------------------------- planning
@@ -471,8 +590,6 @@ def _rewrite(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | P
         base = re.split(r"[\\/]", old)[-1]
         new_text = s.rename(base) if s.rename else base
         action = "relabel"
-    elif a == "names":
-        new_text, action = generic_names(old), "replace"
     elif a == "auto" and not (_looks_identifying(old) or s.fields.get(rule.field)):
         return None
     else:
@@ -482,6 +599,33 @@ def _rewrite(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | P
     if new == data:
         return None
     return ft.T_STRING, new, action, old, new_text
+
+
+def _rewrite_annotation(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings,
+                        own: tuple[str, ...], memo: dict[str, str]
+                        ) -> tuple[int, bytes, str, str, str] | None:
+    """New (type, data, action, old, new) for an annotation-like tag (None: unchanged).
+
+    The mode is ``s.annotations``; a per-field ``replace`` override with the mode
+    ``keep`` blanks (the generic names earlier versions wrote).
+    """
+    old = _decode(data)
+    blank = s.annotations == "blank" or s.annotations == "keep"
+
+    def one(piece: str) -> str:
+        if not piece:
+            return piece
+        if blank:
+            return _blank_piece(rule.field, piece)
+        if piece not in memo:
+            memo[piece] = s.scrub(piece, own)
+        return memo[piece]
+
+    new_text = annotation_text(rule.field, old, one)
+    if new_text == old:
+        return None
+    new = _encode(new_text)
+    return ft.T_STRING, new, "blank" if blank else "replace", old, new_text
 
 
 def _rewrite_date(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | Path
@@ -518,6 +662,8 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
     """Pass 1: validate the chain and decide every tag's output (nothing is written)."""
     p = Plan()
     mri_seen = False
+    own: set[str] = set()  # the file's own names, for scrubbing its annotations
+    memo: dict[str, str] = {}  # annotation texts repeat a lot
     pending: tuple[Tag, tuple[int, bytes] | None] | None = None
     for tag, stack in iter_tags(f, path, size):
         p.tags += 1
@@ -531,6 +677,8 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
             if tag.size != 4 or read_payload(f, tag, path) != _INT.pack(-1):
                 edit = (ft.T_INT, _INT.pack(-1))
         rule = ft.rule_for(tag.kind, stack[-1] if stack else None)
+        if rule is not None and rule.field in _OWN_NAMES and s.annotations == "scrub":
+            own |= _name_parts(_decode(read_payload(f, tag, path)))
         if rule is not None and rule.action == "warn":
             if not mri_seen:
                 if s.mri == "refuse" and s.replaced(rule):
@@ -541,7 +689,9 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
                                   "reconstructed from it; it was copied unchanged")
                 mri_seen = True
         elif rule is not None and s.replaced(rule):
-            out = _rewrite(rule, tag, read_payload(f, tag, path), s, path)
+            data = read_payload(f, tag, path)
+            out = (_rewrite_annotation(rule, tag, data, s, tuple(sorted(own)), memo)
+                   if rule.action == "annotation" else _rewrite(rule, tag, data, s, path))
             if out is not None:
                 typ, data, action, old, new = out
                 edit = (typ, data)
@@ -740,9 +890,10 @@ def _is_late(secs: int, usecs: int) -> bool:
     return not ft.no_date(secs, usecs) and _secs_to_dt(secs) >= BIDS_LATEST
 
 
-def findings_for(fld: Field, rel: str, placeholders: set[str], birthday_jd: int
-                 ) -> list[Finding]:
-    """Findings for one scanned field (what ``check`` reports)."""
+def findings_for(fld: Field, rel: str, placeholders: set[str], birthday_jd: int,
+                 text: dict | None = None) -> list[Finding]:
+    """Findings for one scanned field (what ``check`` reports); ``text``: the policy's
+    ``text`` section (phone regions, allowed URL hosts) for annotation texts."""
     rule, v, where = fld.rule, fld.value, f"{fld.block} (byte {fld.pos})"
     a, out = rule.action, []
 
@@ -783,10 +934,17 @@ def findings_for(fld: Field, rel: str, placeholders: set[str], birthday_jd: int
         if _looks_identifying(str(v)):
             add(rule.check_rule, rule.severity, f"{rule.fiff} holds more than a program "
                 "name and version")
-    elif a == "names":
-        if str(v) and str(v) != generic_names(str(v)):
-            add(rule.check_rule, rule.severity, "annotation descriptions are free text "
-                "(kept; replace with meg.fiff.fields.annotation_description)")
+    elif a == "annotation":
+        from bidsanon.scrub import PATTERNS, find
+        pieces: list[str] = []
+        annotation_text(rule.field, str(v), lambda t: pieces.append(t) or t)
+        kinds = sorted({k for p in pieces for k, _ in find(p, tuple(PATTERNS), text)})
+        if kinds:
+            add(rule.check_rule, "warning", f"{rule.fiff} ({rule.field}) holds identifying "
+                f"text ({', '.join(kinds)})")
+        elif any(p and p != _blank_piece(rule.field, p) for p in pieces):
+            add(rule.check_rule, rule.severity, f"{rule.fiff} ({rule.field}) is free text "
+                "typed during the recording: names written in it cannot be recognised")
     elif str(v).strip() and str(v) not in placeholders | {str(rule.placeholder)}:
         add(rule.check_rule, rule.severity, f"{rule.fiff} holds text ({rule.field})")
     return out
@@ -809,8 +967,9 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                         f"cannot be inspected: {exc.message}",
                         "" if exc.position is None else f"byte {exc.position}")]
     out: list[Finding] = []
+    text = (policy or {}).get("text") or {}
     for fld in fields:
-        out.extend(findings_for(fld, rel, placeholders, birthday_jd))
+        out.extend(findings_for(fld, rel, placeholders, birthday_jd, text))
     return out
 
 

@@ -26,6 +26,9 @@ T_INT, T_FLOAT, T_DOUBLE, T_STRING = 3, 4, 5, 10
 
 # Block kinds (FIFFB_*) the table refers to.
 B_MEAS_INFO = 101
+B_EVOKED = 104
+B_MNE_EVENTS = 361
+B_MNE_EPOCHS = 373
 B_ANNOTATIONS = 3810
 
 #: (secs, usecs) values seen for "no date": MNE writes (0, 2**31 - 1), MaxFilter and old
@@ -51,8 +54,13 @@ ACTIONS = {
     "int": "integer replaced by the placeholder shown",
     "float": "float replaced by the placeholder shown",
     "path": "path reduced to its file name, with subject/session labels relabelled",
-    "names": "`:`-separated name list: each name replaced by `BAD_annotation`, "
-             "`EDGE_annotation` or `annotation` (the prefix MNE acts on is kept)",
+    "annotation": "free text typed during the recording, per `annotations`: `scrub` "
+                  "replaces known identifying values, original labels and text patterns "
+                  "(`text.patterns` plus dates) in each description, `blank` replaces "
+                  "each by `annotation`, `BAD_annotation` or `EDGE_annotation` (the "
+                  "prefix MNE acts on is kept), `keep` leaves them; the list structure "
+                  "(count, order, event codes, JSON) and the onset and duration tags "
+                  "are unchanged",
     "auto": "string replaced by `text` when it looks identifying (a path, `@`, or more "
             "than a program name and version); kept otherwise",
     "warn": "copied unchanged with a warning; the policy can refuse the file instead",
@@ -79,7 +87,8 @@ class TagRule:
         ``replace`` or ``keep`` when no switch or override applies.
     switch : str | None
         Policy switch that turns it on (``brute``, ``mne_environment``) or off
-        (``keep_his``).
+        (``keep_his``), or the mode that decides (``annotations``: replaced unless
+        ``keep``).
     blocks : tuple of int | None
         Only inside these (innermost) blocks; None: everywhere.
     rule : str
@@ -153,9 +162,22 @@ TAGS: tuple[TagRule, ...] = (
     TagRule(206, "description", "FIFF_DESCRIPTION", "text",
             "description of the measurement (FIFF_COMMENT in the meas info block)",
             blocks=(B_MEAS_INFO,), severity="error"),
-    TagRule(206, "annotation_description", "FIFF_COMMENT", "names",
-            "descriptions of MNE annotations", default="keep", blocks=(B_ANNOTATIONS,),
-            rule="annotation", severity="info"),
+    TagRule(206, "annotation_description", "FIFF_COMMENT", "annotation",
+            "descriptions of MNE annotations (`:`-separated)", switch="annotations",
+            blocks=(B_ANNOTATIONS,), rule="annotation", severity="info"),
+    TagRule(106, "annotation_extras", "FIFF_FREE_LIST", "annotation",
+            "extra fields of MNE annotations (JSON)", switch="annotations",
+            blocks=(B_ANNOTATIONS,), rule="annotation", severity="info"),
+    TagRule(206, "epochs_event_id", "FIFF_DESCRIPTION", "annotation",
+            "event names of epochs (`name:code;...`)", switch="annotations",
+            blocks=(B_MNE_EVENTS,), rule="annotation", severity="info"),
+    TagRule(3801, "epochs_drop_log", "FIFF_MNE_EPOCHS_DROP_LOG", "annotation",
+            "why each epoch was dropped (JSON: channel names, annotation descriptions)",
+            switch="annotations", blocks=(B_MNE_EPOCHS,), rule="annotation",
+            severity="info"),
+    TagRule(206, "evoked_comment", "FIFF_COMMENT", "annotation",
+            "comment (condition name) of an evoked response", switch="annotations",
+            blocks=(B_EVOKED,), rule="annotation", severity="info"),
     TagRule(212, "experimenter", "FIFF_EXPERIMENTER", "text",
             "experimenter's name (meas info and every processing record)"),
     TagRule(400, "subject_id", "FIFF_SUBJ_ID", "int", "subject number", placeholder=0,
@@ -235,14 +257,18 @@ def rule_for(kind: int, block: int | None) -> TagRule | None:
 
 
 def is_replaced(rule: TagRule, brute: bool = False, mne_environment: bool = False,
-                keep_his: bool = False, overrides: dict | None = None) -> bool:
+                keep_his: bool = False, overrides: dict | None = None,
+                annotations: str = "keep") -> bool:
     """Whether ``rule``'s tag is rewritten under these switches and per-field overrides.
 
     Precedence: a per-field override (``keep``/``replace``), then the switch, then the
     rule's default. ``brute`` also implies ``mne_environment`` (as in mne_anonymize).
+    ``annotations`` is the annotation mode (``scrub``, ``blank`` or ``keep``).
     """
     if overrides and rule.field in overrides:
         return overrides[rule.field] == "replace"
+    if rule.switch == "annotations":
+        return annotations != "keep"
     if rule.switch == "brute":
         return brute
     if rule.switch == "mne_environment":
@@ -270,7 +296,7 @@ def markdown_table() -> str:
             placeholder = {"id": "fixed date / offset", "date": "fixed date / offset",
                            "julian": "fixed birthday / offset", "text": "policy `text`",
                            "his": "policy `his`", "path": "relabelled file name",
-                           "names": "generic names", "auto": "policy `text`",
+                           "annotation": "per `annotations`", "auto": "policy `text`",
                            "warn": "(unchanged)"}[t.action]
         check = f"`{t.check_rule}` ({t.severity})"
         if t.action == "id":  # an ID is also a date
