@@ -448,8 +448,8 @@ def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict)
                 for v in table.column(c):
                     if v not in ("n/a", "") and len(v) >= 3:
                         known |= name_variants(v) if kind == "a name" else {v}
-    for fmt, field, value in header_identifiers(root, items, policy):
-        kind = HEADER_IDENTIFIERS[fmt][field]
+    for fmt, name, value in header_identifiers(root, items, policy):
+        kind = HEADER_IDENTIFIERS[fmt][name]
         known |= name_variants(value) if kind == "a name" else caret_parts(value)
     from bidsanon.scrub import GENERIC_VALUES
     entity_values = {m.lower() for rel, _ in items
