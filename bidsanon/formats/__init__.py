@@ -118,6 +118,8 @@ FORMATS: tuple[Format, ...] = (
            mount=("eeg", "edf"), acquisition_dates=True),
     Format("brainvision", _P + "brainvision", "BrainVision header/markers",
            suffixes=(".vhdr", ".vmrk"), mount=("eeg", "brainvision"), acquisition_dates=True),
+    Format("kit", _P + "kit", "KIT/Yokogawa/Ricoh MEG (patient and system fields)",
+           suffixes=(".con", ".sqd", ".mrk"), mount=("meg", "kit"), acquisition_dates=True),
     Format("text", _P + "textfile", "free text",
            suffixes=(".md", ".txt", ".rst", ".bidsignore"),
            stems=("readme", "changes", "license", "citation")),
