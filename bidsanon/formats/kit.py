@@ -118,6 +118,10 @@ FIELDS: tuple[Field, ...] = (
           "last-modification time"),
     Field("system.path", "section 1, +736, 512 bytes", "blank", "kit.path",
           "path of the file when first saved (user and subject names)"),
+    Field("acquisition.system_name", "section 8, copies of the system section",
+          "institution", "kit.institution", "system name, as in section 1"),
+    Field("acquisition.path", "section 8, text starting `X:\\` or `\\\\`", "blank",
+          "kit.path", "paths and host names of acquisition files"),
     Field("history.time", "section 3, +0 of every entry, int32", "date", "kit.date",
           "times of the acquisition and processing history"),
     Field("history.text", "section 3, UTF-16 text in an entry", "text", "kit.path",
@@ -133,6 +137,8 @@ FIELDS: tuple[Field, ...] = (
           "channels, calibration, amplifier settings, data (never changed)"),
 )
 
+_ACQUISITION = 8
+_PATH = re.compile(rb"(?:[A-Za-z]:\\|\\\\)[\x20-\x7e]+")
 _SYSTEM, _PATIENT, _HISTORY, _MRI, _COREG, _DIGITIZER, _POINTS = 1, 2, 3, 11, 12, 25, 26
 _PATIENT_TAGS = {1: "patient.id", 2: "patient.name", 3: "patient.birthday",
                  4: "patient.sex", 5: "patient.handedness"}
@@ -219,6 +225,16 @@ class KitFile:
             sec = self.section(k)
             if sec is not None and sec.size >= rel + size:
                 out.append(Region(name, sec.offset + rel, size))
+        acq = self.section(_ACQUISITION)
+        if acq is not None:
+            raw = self.read(acq.offset, acq.size * acq.count)
+            # the first line of the name: later bytes of some copies differ
+            name = re.split(rb"[\x00\n\r]", self.read(sys_.offset + 12, 128))[0]
+            if len(name) >= 4:  # copies of the system section, at version-dependent places
+                out += [Region("acquisition.system_name", acq.offset + m.start(), 128)
+                        for m in re.finditer(re.escape(name), raw)]
+            out += [Region("acquisition.path", acq.offset + m.start(), m.end() - m.start())
+                    for m in _PATH.finditer(raw)]
         coreg = self.section(_COREG)
         if coreg is not None and coreg.size >= 520:
             for i in range(coreg.count):
@@ -351,7 +367,8 @@ def _patches(kit: KitFile, ctx: TaskContext) -> tuple[dict[int, bytes], list[Cha
         else:
             put(region, b"", "blank")
     for region in kit.text_regions():
-        if region.field == "system.name" and policy["institution"] == "keep":
+        if region.field in ("system.name", "acquisition.system_name") and (
+                policy["institution"] == "keep"):
             continue
         put(region, b"", "blank")
     for region in kit.history_texts():
@@ -492,6 +509,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                 "patient.sex": "info", "patient.handedness": "info",
                 "patient.other": "warning", "system.name": "warning",
                 "system.comment": "warning", "system.path": "warning",
+                "acquisition.system_name": "warning", "acquisition.path": "warning",
                 "history.text": "warning", "mri.path": "warning",
                 "coreg.marker_file": "warning", "digitizer.path": "warning"}
     for region in patient:
