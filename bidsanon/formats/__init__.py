@@ -120,6 +120,11 @@ FORMATS: tuple[Format, ...] = (
            suffixes=(".vhdr", ".vmrk"), mount=("eeg", "brainvision"), acquisition_dates=True),
     Format("kit", _P + "kit", "KIT/Yokogawa/Ricoh MEG (patient and system fields)",
            suffixes=(".con", ".sqd", ".mrk"), mount=("meg", "kit"), acquisition_dates=True),
+    Format("mef3", _P + "mef3", "MEF 3.0 file copied unchanged (ieeg.mef3.action: copy)",
+           suffixes=(".tmet", ".tdat", ".tidx", ".vmet", ".vidx", ".rdat", ".ridx"),
+           gate="include", refused="MEF 3.0 session: its metadata holds subject names, "
+           "subject ID and recording location that bidsanon cannot rewrite yet "
+           "(ieeg.mef3.action: exclude)", mount=("ieeg", "mef3")),
     Format("text", _P + "textfile", "free text",
            suffixes=(".md", ".txt", ".rst", ".bidsignore"),
            stems=("readme", "changes", "license", "citation")),
