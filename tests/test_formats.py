@@ -47,6 +47,8 @@ SAMPLES = {
     "edf": ("eeg/edf/test_reduced.edf", "sub-01/eeg/sub-01_task-rest_eeg.edf"),
     "brainvision": ("eeg/brainvision/test_NO.vhdr", "sub-01/eeg/sub-01_task-rest_eeg.vhdr"),
     "kit": ("meg/kit/test_as-raw.con", "sub-01/meg/sub-01_task-rest_meg.con"),
+    "bti": ("meg/bti/4Dsim/c,rfDC", "sub-01/meg/sub-01_task-rest_meg/c,rfDC"),
+    "bti_headshape": ("meg/bti/4Dsim/hs_file", "sub-01/meg/sub-01_task-rest_meg/hs_file"),
     "mef3": ("ieeg/mef3/sub-01_task-rest_ieeg.mefd/LH1.timd/LH1-000000.segd/LH1-000000.tmet",
              "sub-01/ieeg/sub-01_task-rest_ieeg.mefd/LH1.timd/LH1-000000.segd/LH1-000000.tmet"),
     "text": ("bids/ds000248/README", "README"),

@@ -120,6 +120,11 @@ FORMATS: tuple[Format, ...] = (
            suffixes=(".vhdr", ".vmrk"), mount=("eeg", "brainvision"), acquisition_dates=True),
     Format("kit", _P + "kit", "KIT/Yokogawa/Ricoh MEG (patient and system fields)",
            suffixes=(".con", ".sqd", ".mrk"), mount=("meg", "kit"), acquisition_dates=True),
+    Format("bti", _P + "bti", "BTi/4D MEG data or config file (users, hosts, times)",
+           contains=(",rf",), stems=("config",), gate="is_bti", mount=("meg", "bti"),
+           acquisition_dates=True),
+    Format("bti_headshape", _P + "bti", "BTi/4D head shape (hs_file)", stems=("hs_file",),
+           gate="include_headshape", refused="digitised head shape (files.headshape)"),
     Format("mef3", _P + "mef3", "MEF 3.0 file copied unchanged (ieeg.mef3.action: copy)",
            suffixes=(".tmet", ".tdat", ".tidx", ".vmet", ".vidx", ".rdat", ".ridx"),
            gate="include", refused="MEF 3.0 session: its metadata holds subject names, "
