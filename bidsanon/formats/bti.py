@@ -365,14 +365,30 @@ def layout(path: Path) -> tuple[Layout, bytes]:
     return out, data
 
 
-def _checksum(data: bytes | bytearray, start: int, size: int, at: int) -> int:
+def checksum(data: bytes | bytearray, start: int, size: int, at: int) -> int:
+    """A 4D structure's checksum: the complement of the sum of its bytes.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's bytes.
+    start, size : int
+        Where the structure is.
+    at : int
+        Offset of the checksum inside the structure (counted as zero).
+
+    Returns
+    -------
+    int
+        The checksum as an unsigned 32-bit number.
+    """
     region = bytearray(data[start:start + size])
     region[at:at + 4] = b"\x00\x00\x00\x00"
     return ~sum(region) & 0xFFFFFFFF
 
 
 def _checksum_ok(data: bytes, start: int, size: int, at: int) -> bool:
-    return struct.unpack_from(">I", data, start + at)[0] == _checksum(data, start, size, at)
+    return struct.unpack_from(">I", data, start + at)[0] == checksum(data, start, size, at)
 
 
 def _from_stamp(value: int) -> dt.datetime | None:
@@ -468,7 +484,7 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
         if buf[start:start + size] == data[start:start + size]:
             continue
         if _checksum_ok(data, start, size, at):
-            struct.pack_into(">I", buf, start + at, _checksum(buf, start, size, at))
+            struct.pack_into(">I", buf, start + at, checksum(buf, start, size, at))
         else:
             stale += 1
     if stale:
