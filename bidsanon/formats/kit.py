@@ -122,9 +122,9 @@ FIELDS: tuple[Field, ...] = (
           "institution", "kit.institution", "system name, as in section 1"),
     Field("acquisition.path", "section 8, text starting `X:\\` or `\\\\`", "blank",
           "kit.path", "paths and host names of acquisition files"),
-    Field("history.time", "section 3, +0 of every entry, int32", "date", "kit.date",
+    Field("log.time", "section 3, +0 of every entry, int32", "date", "kit.date",
           "times of the acquisition and processing history"),
-    Field("history.text", "section 3, UTF-16 text in an entry", "text", "kit.path",
+    Field("log.text", "section 3, UTF-16 text in an entry", "text", "kit.path",
           "paths in the history"),
     Field("mri.path", "section 11, +4", "blank", "kit.path", "path of the MRI file"),
     Field("coreg.marker_file", "section 12, last 256 bytes of every entry", "blank",
@@ -267,7 +267,7 @@ class KitFile:
         out = [("system.created", sys_.offset + 528), ("system.modified", sys_.offset + 532)]
         hist = self.section(_HISTORY)
         if hist is not None and hist.size >= 4:
-            out += [("history.time", hist.offset + i * hist.size) for i in range(hist.count)]
+            out += [("log.time", hist.offset + i * hist.size) for i in range(hist.count)]
         return out
 
     def history_texts(self) -> list[Region]:
@@ -282,7 +282,7 @@ class KitFile:
             entry = raw[base + 4:base + hist.size]
             for m in _UTF16.finditer(entry):
                 start = m.start() - (m.start() % 2)  # texts sit at even offsets
-                out.append(Region("history.text", hist.offset + base + 4 + start,
+                out.append(Region("log.text", hist.offset + base + 4 + start,
                                   m.end() - start))
         return out
 
@@ -310,7 +310,9 @@ def _to_stamp(value: dt.datetime) -> int:
 
 
 def _text(raw: bytes) -> str:
-    return raw.split(b"\x00")[0].decode("latin-1").strip()
+    """The printable text at the start of a fixed-width field (what the key records)."""
+    text = raw.split(b"\x00")[0].decode("latin-1")
+    return re.match(r"[\x20-\x7e\n\t]*", text).group(0).strip()
 
 
 def settings(policy: dict | None) -> dict:
@@ -510,7 +512,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                 "patient.other": "warning", "system.name": "warning",
                 "system.comment": "warning", "system.path": "warning",
                 "acquisition.system_name": "warning", "acquisition.path": "warning",
-                "history.text": "warning", "mri.path": "warning",
+                "log.text": "warning", "mri.path": "warning",
                 "coreg.marker_file": "warning", "digitizer.path": "warning"}
     for region in patient:
         raw = kit.read(region.offset, region.size)
