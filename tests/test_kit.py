@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import struct
 import subprocess
 import warnings
@@ -232,3 +233,28 @@ def test_history_paths_are_blanked(tmp_path):
     assert path not in dst.read_bytes()
     assert np.array_equal(read_raw(src).get_data(), read_raw(dst).get_data())
 
+
+
+def test_run_and_check_a_kit_and_bti_dataset(tmp_path):
+    """The whole pipeline: planned, rewritten, checked before publishing; bidsanon check
+    finds the fields in the raw dataset and nothing in the output."""
+    from bidsanon.cli import main
+    from bidsanon.run import run_dataset
+    src = tmp_path / "ds"
+    (src / "sub-01" / "meg").mkdir(parents=True)
+    (src / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    shutil.copy2(with_fakes(MOTOR, tmp_path / "m.con"), src / "sub-01" / "meg" /
+                 "sub-01_task-motor_meg.con")
+    bti_dir = src / "sub-02" / "meg" / "sub-02_task-rest_meg"
+    shutil.copytree(DATA / "meg" / "bti" / "4Dsim", bti_dir)
+    assert main(["check", str(src)]) != 0
+    summary = run_dataset(src, tmp_path / "out", jobs=1, quiet=True)
+    assert not summary.failed
+    out = tmp_path / "out"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert sum(p.endswith("_meg.con") for p in files) == 1
+    assert sum(p.endswith(("c,rfDC", "/config", "/hs_file")) for p in files) == 3
+    everything = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    for secret in SECRETS[MOTOR] + [FAKE_NAME, b"eeich", b"btiwd01", b"Juelich-II"]:
+        assert secret not in everything, secret
+    assert main(["check", str(out)]) == 0
