@@ -125,11 +125,14 @@ FORMATS: tuple[Format, ...] = (
            acquisition_dates=True),
     Format("bti_headshape", _P + "bti", "BTi/4D head shape (hs_file)", stems=("hs_file",),
            gate="include_headshape", refused="digitised head shape (files.headshape)"),
-    Format("mef3", _P + "mef3", "MEF 3.0 file copied unchanged (ieeg.mef3.action: copy)",
-           suffixes=(".tmet", ".tdat", ".tidx", ".vmet", ".vidx", ".rdat", ".ridx"),
-           gate="include", refused="MEF 3.0 session: its metadata holds subject names, "
-           "subject ID and recording location that bidsanon cannot rewrite yet "
-           "(ieeg.mef3.action: exclude)", mount=("ieeg", "mef3")),
+    Format("mef3", _P + "mef3", "MEF 3.0 time series (metadata, data, index; CRCs redone)",
+           suffixes=(".tmet", ".tdat", ".tidx"), gate="include",
+           refused="MEF 3.0 session excluded (ieeg.mef3.action: exclude)",
+           mount=("ieeg", "mef3"), acquisition_dates=True),
+    Format("mef3_other", _P + "mef3", "MEF 3.0 records or video copied unchanged "
+           "(ieeg.mef3.action: copy)", suffixes=(".rdat", ".ridx", ".vmet", ".vidx"),
+           gate="include_other", refused="MEF 3.0 records (free-text notes) or video "
+           "channel: not de-identified by bidsanon (ieeg.mef3.action: copy keeps them)"),
     Format("text", _P + "textfile", "free text",
            suffixes=(".md", ".txt", ".rst", ".bidsignore"),
            stems=("readme", "changes", "license", "citation")),
