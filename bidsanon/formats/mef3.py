@@ -33,6 +33,7 @@ Samples (the compressed data inside the blocks) are copied byte for byte.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -42,7 +43,7 @@ from pathlib import Path, PurePosixPath
 
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
-from bidsanon.fileio import atomic_file
+from bidsanon.fileio import CHUNK, atomic_file
 from bidsanon.records import Change, FileResult, Finding, markdown_table
 from bidsanon.schema import Key
 
@@ -313,9 +314,21 @@ def _session_folder(path: Path) -> Path | None:
 def _session_start(path: Path) -> int | None:
     """The earliest true start time of the session ``path`` belongs to (µs)."""
     folder = _session_folder(path)
-    metas = sorted(folder.rglob("*.tmet")) if folder else [_segment_metadata(path)]
+    if folder is None:
+        return _starts((str(_segment_metadata(path)),))
+    return _folder_start(str(folder))
+
+
+@functools.lru_cache(maxsize=64)
+def _folder_start(folder: str) -> int | None:
+    # every file of a session asks; the inputs do not change during a run
+    return _starts(tuple(str(p) for p in sorted(Path(folder).rglob("*.tmet"))))
+
+
+def _starts(metas: tuple[str, ...]) -> int | None:
     starts = []
-    for meta_path in metas:
+    for name in metas:
+        meta_path = Path(name)
         meta = _metadata(meta_path)
         start = _true_time(_i64(meta, 16), _rto(meta, meta_path))
         if start is not None:
@@ -520,10 +533,10 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     kind = _kind(src)
     if policy["action"] == "copy" or kind not in ("tmet", "tidx", "tdat"):
         with atomic_file(dst, fsync=False) as out, open(src, "rb") as f:
-            while block := f.read(1 << 20):
+            while block := f.read(CHUNK):
                 out.write(block)
-        return FileResult(warnings=["MEF 3.0 file copied unchanged (ieeg.mef3.action: "
-                                    "copy): it was not de-identified by bidsanon"])
+        return FileResult(warnings=[("MEF 3.0 file copied unchanged (ieeg.mef3.action: "
+                                     "copy): it was not de-identified by bidsanon")])
     meta_path = src if kind == "tmet" else _segment_metadata(src)
     if not meta_path.exists():
         raise InputError("MEF 3.0 segment without its .tmet metadata file", src)
@@ -616,7 +629,11 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         add("video channels", "warning", "MEF 3.0 video channel not inspected")
         return out
     try:
-        head = path.read_bytes()[:_UH] if kind != "tmet" else _metadata(path)
+        if kind == "tmet":
+            head = _metadata(path)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(_UH)
         _header(path, head[:_UH])
         meta_path = path if kind == "tmet" else _segment_metadata(path)
         meta = _metadata(meta_path) if meta_path.exists() else None
