@@ -200,6 +200,9 @@ def test_registry_takes_kit_files_and_leaves_head_shapes_to_headshape():
     for rel in ("sub-01/meg/sub-01_acq-HSP_headshape.hsp",
                 "sub-01/meg/sub-01_acq-ELP_headshape.elp"):
         assert classify(rel, False, policy)[0] == "headshape"
+    # CTF's text marker files are not KIT's
+    assert classify("sourcedata/x/MarkerFile.mrk", False, policy)[0] != "kit"
+    assert classify("sub-01/meg/x.ds/MarkerFile.mrk", False, policy)[0] != "kit"
 
 
 def _from_mirror(name: str, tmp_path: Path) -> Path:

@@ -30,7 +30,7 @@ import datetime as dt
 import re
 import struct
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
@@ -313,6 +313,26 @@ def _text(raw: bytes) -> str:
     """The printable text at the start of a fixed-width field (what the key records)."""
     text = raw.split(b"\x00")[0].decode("latin-1")
     return re.match(r"[\x20-\x7e\n\t]*", text).group(0).strip()
+
+
+def is_kit(rel: str, policy: dict) -> bool:
+    """Whether a ``.con``/``.sqd``/``.mrk`` file is KIT's (not a CTF ``MarkerFile.mrk``).
+
+    Parameters
+    ----------
+    rel : str
+        The path relative to the dataset root.
+    policy : dict
+        The effective policy (unused).
+
+    Returns
+    -------
+    bool
+        ``False`` for CTF marker files (text, inside or copied out of ``.ds`` folders).
+    """
+    path = PurePosixPath(rel)
+    return path.name != "MarkerFile.mrk" and not any(
+        p.lower().endswith(".ds") for p in path.parts[:-1])
 
 
 def settings(policy: dict | None) -> dict:
