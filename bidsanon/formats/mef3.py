@@ -552,7 +552,7 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
         else:
             _rewrite_tdat(src, job, session, out)
     warnings = []
-    if placeholder and ctx.offset_days is not None:
+    if placeholder and ctx.offset_days is not None and kind == "tmet":  # once a segment
         warnings.append("MEF 3.0 cannot hold dates before 1970: the session was moved to "
                         "start on ieeg.mef3.placeholder_date instead of by the subject's "
                         "offset (the key records both)")
