@@ -94,7 +94,7 @@ FILES = {
     "unknown": Key("exclude", "Files no handler knows how to de-identify: `exclude` "
                    "(reported) or `copy` unchanged (reported).", choices=("exclude", "copy")),
     "copy": Key(["*.bval", "*.bvec", "*_meg.dat", "*_physio.tsv.gz", "*_stim.tsv.gz",
-                 "stimuli/**", "*.eeg", "*.mefd/**"],
+                 "stimuli/**", "*.eeg"],
                 "Glob patterns of files copied byte for byte (they hold no identifying "
                 "fields: gradient tables, MaxFilter calibration, BrainVision binary data).",
                 item=Key("", "")),

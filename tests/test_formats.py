@@ -46,6 +46,13 @@ SAMPLES = {
     "fiff": ("meg/fiff/141027_cropped_90Hz_raw.fif", "sub-01/meg/sub-01_task-rest_meg.fif"),
     "edf": ("eeg/edf/test_reduced.edf", "sub-01/eeg/sub-01_task-rest_eeg.edf"),
     "brainvision": ("eeg/brainvision/test_NO.vhdr", "sub-01/eeg/sub-01_task-rest_eeg.vhdr"),
+    "kit": ("meg/kit/test_as-raw.con", "sub-01/meg/sub-01_task-rest_meg.con"),
+    "bti": ("meg/bti/4Dsim/c,rfDC", "sub-01/meg/sub-01_task-rest_meg/c,rfDC"),
+    "bti_headshape": ("meg/bti/4Dsim/hs_file", "sub-01/meg/sub-01_task-rest_meg/hs_file"),
+    "mef3": ("ieeg/mef3/sub-01_task-rest_ieeg.mefd/LH1.timd/LH1-000000.segd/LH1-000000.tmet",
+             "sub-01/ieeg/sub-01_task-rest_ieeg.mefd/LH1.timd/LH1-000000.segd/LH1-000000.tmet"),
+    "mef3_other": ("ieeg/mef3/sub-01_task-rest_ieeg.mefd/sub-01_task-rest_ieeg.rdat",
+                   "sub-01/ieeg/sub-01_task-rest_ieeg.mefd/sub-01_task-rest_ieeg.rdat"),
     "text": ("bids/ds000248/README", "README"),
     "copy": ("bids/eeg_matchingpennies/stimuli/left_hand.png", "stimuli/left_hand.png"),
     "empty": ("bids/ds000246/sub-0001/meg/sub-0001_task-AEF_run-01_meg.ds/BadChannels",
@@ -101,6 +108,8 @@ def test_sample_is_classified_as_its_format(name):
     src, rel = SAMPLES[name]
     policy = default_policy()
     policy["files"]["photos"]["action"] = "strip"
+    if name == "mef3_other":
+        policy["ieeg"]["mef3"]["action"] = "copy"  # excluded otherwise (tests/test_mef3.py)
     is_dir = (DATA / src).is_dir()
     got, _ = classify(rel, is_dir, policy)
     if name == "empty":
