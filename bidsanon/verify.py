@@ -161,9 +161,13 @@ def dataset(root: Path, recordings: list[str]) -> dict:
                                 f"({type(exc).__name__})", root) from None
     opened = []
     for rel in sorted(recordings):
-        if PurePosixPath(rel).parts[0] in ("sourcedata", "derivatives", "code"):
+        parts = PurePosixPath(rel).parts
+        if parts[0] in ("sourcedata", "derivatives", "code"):
             continue
-        if _mne_bids_open(root, root / rel):
+        if not parts[-1].startswith("sub-") and len(parts) > 1 and \
+                parts[-2].startswith("sub-"):
+            rel = "/".join(parts[:-1])  # a folder recording (BTi/4D): its files inside
+        if rel not in opened and _mne_bids_open(root, root / rel):
             opened.append(rel)
     return {"pybids": len(layout.get(return_type="filename")), "read_raw_bids": opened}
 
@@ -177,8 +181,10 @@ def _mne_bids_open(root: Path, path: Path) -> bool:
     _quiet_mne()
     try:
         bp = get_bids_path_from_fname(path)
+        # a 4D/BTi recording is a folder; mne-bids names its extension ".pdf"
+        ext = ".pdf" if path.is_dir() and not bp.extension else bp.extension
         bp = BIDSPath(**{**bp.entities, "root": root, "datatype": bp.datatype,
-                         "suffix": bp.suffix, "extension": bp.extension})
+                         "suffix": bp.suffix, "extension": ext})
     except Exception:  # noqa: BLE001 - not a BIDS recording name mne-bids knows
         return False
     try:

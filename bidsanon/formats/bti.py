@@ -598,3 +598,23 @@ def doc_table() -> str:
         ["file", "field", "where", "what it holds", "what is done", "check rule"],
         [[f.file, f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"]
          for f in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """The data file with its ``config`` (and ``hs_file`` when both have one): read input
+    and output with ``mne.io.read_raw_bti``; data, channels, sampling rate identical.
+    ``config`` and ``hs_file`` are verified as part of their data file's recording."""
+    from bidsanon.verify import compare_raw
+    src, dst = Path(src), Path(dst)
+    if kind_of(src.name) != "data":
+        return {"reader": "mne.io.read_raw_bti", "checked": [],
+                "skipped": "verified with its data file"}
+
+    def read(p):
+        import mne
+        hs = p.parent / "hs_file"
+        use_hs = (src.parent / "hs_file").is_file() and (dst.parent / "hs_file").is_file()
+        return mne.io.read_raw_bti(str(p), str(p.parent / "config"),
+                                   str(hs) if use_hs else None, preload=False,
+                                   verbose="ERROR")
+    return compare_raw(read, src, dst, "mne.io.read_raw_bti")

@@ -581,3 +581,33 @@ def doc_table() -> str:
     return markdown_table(
         ["field", "where", "what it holds", "what is done", "check rule"],
         [[f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """``.con``/``.sqd``: read input and output with ``mne.io.read_raw_kit`` (data,
+    channels, sampling rate, events identical); ``.mrk``: the coil positions
+    ``mne.io.kit.read_mrk`` reads are identical."""
+    import numpy as np
+
+    from bidsanon.verify import VerificationError, compare_raw
+    src, dst = Path(src), Path(dst)
+    if src.suffix.lower() == ".mrk":
+        from mne.io.kit import read_mrk
+        try:
+            a = read_mrk(src)
+        except Exception:  # noqa: BLE001 - a marker file MNE cannot read is not verifiable
+            return {"reader": "mne.io.kit.read_mrk", "checked": [],
+                    "skipped": "MNE cannot read the input"}
+        try:
+            b = read_mrk(dst)
+        except Exception as exc:  # noqa: BLE001
+            raise VerificationError(f"mne.io.kit.read_mrk cannot read the output "
+                                    f"({type(exc).__name__})", dst) from None
+        if not np.array_equal(a, b):
+            raise VerificationError("marker coil positions differ from the input's", dst)
+        return {"reader": "mne.io.kit.read_mrk", "checked": ["coil positions"]}
+
+    def read(p):
+        import mne
+        return mne.io.read_raw_kit(p, preload=False, verbose="ERROR")
+    return compare_raw(read, src, dst, "mne.io.read_raw_kit")

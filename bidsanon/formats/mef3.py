@@ -702,3 +702,33 @@ def doc_table() -> str:
         ["file", "field", "where", "what it holds", "what is done", "check rule"],
         [[f.file, f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"]
          for f in FIELDS])
+
+
+def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
+    """A channel's ``.tdat``: read the channel from the input and output sessions with
+    pymef (MEF 3.0's reference library); every sample identical. ``.tmet``/``.tidx``
+    and records are verified with their channel's data (their CRCs are pymef's to
+    check when it opens the session)."""
+    import numpy as np
+
+    from bidsanon.verify import VerificationError
+    src, dst = Path(src), Path(dst)
+    if src.suffix.lower() != ".tdat":
+        return {"reader": "pymef", "checked": [], "skipped": "verified with its .tdat"}
+    channel = src.parent.parent.name.rsplit(".", 1)[0]
+    sessions = [_session_folder(p) for p in (src, dst)]
+    if None in sessions:
+        return {"reader": "pymef", "checked": [], "skipped": "not inside a .mefd session"}
+    from pymef.mef_session import MefSession
+    try:
+        a = MefSession(str(sessions[0]), None).read_ts_channels_sample(channel, [None, None])
+    except Exception:  # noqa: BLE001 - a session pymef cannot read is not verifiable by it
+        return {"reader": "pymef", "checked": [], "skipped": "pymef cannot read the input"}
+    try:
+        b = MefSession(str(sessions[1]), None).read_ts_channels_sample(channel, [None, None])
+    except Exception as exc:  # noqa: BLE001
+        raise VerificationError(f"pymef cannot read the output session "
+                                f"({type(exc).__name__})", dst) from None
+    if not np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True):
+        raise VerificationError("the channel's samples differ from the input's", dst)
+    return {"reader": "pymef", "checked": ["samples"]}
