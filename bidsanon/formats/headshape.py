@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import copy_exact, read_text, write_bytes_atomic
-from bidsanon.records import Change, FileResult, Finding, markdown_table, PartField
+from bidsanon.records import Change, FileResult, Finding, markdown_table, PartField, sized
 from bidsanon.schema import Key
 
 FORMAT = "headshape"
@@ -329,7 +329,8 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         label = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", rel)
         if name and name not in ("X", label.group(1) if label else None):
             out.append(Finding(rel, "headshape.name", "error",
-                               f"subject name {name!r} in the %N line"))
+                               sized("a subject name", name) + " in the %N line",
+                               f"line {k + 1}", name))
     return out
 
 
