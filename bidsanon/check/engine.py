@@ -181,6 +181,8 @@ class CheckResult:
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     renders: dict[str, list[str]] = field(default_factory=dict)
+    #: findings a baseline accepted (:mod:`bidsanon.check.baseline`): not in ``findings``
+    accepted: list[Finding] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in SEVERITIES}

@@ -71,6 +71,8 @@ RULES: dict[str, tuple[str, str]] = {
     "check.junk": ("warning", "an editor or OS file (.DS_Store, Thumbs.db, backups): it can "
                    "hold file names; delete it before upload"),
     "check.symlink": ("warning", "a symbolic link that leaves the dataset or is broken"),
+    "check.baseline-stale": ("warning", "an entry of the baseline (`.bidsanon-check.yaml`) "
+                             "that matches no finding: the value changed or is gone"),
 }
 
 
