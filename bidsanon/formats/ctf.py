@@ -1080,7 +1080,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     for p in files:
         inner = p.parent if p.parent.name.endswith(".ds") else folder
         for f in _check_one(p, rel, inner, label, policy):
-            key = (f.rule, f.message.split("'")[-2] if "'" in f.message else f.message,
+            key = (f.rule, f.value if f.value is not None else f.message,
                    f.location.split(":")[0])
             if key not in seen:
                 seen.add(key)

@@ -362,7 +362,8 @@ def parse_tals(block: bytes) -> list[tuple[bytes, list[bytes]]]:
         if not chunk:
             continue
         if chunk[:1] not in (b"+", b"-") or b"\x14" not in chunk:
-            raise ValueError(f"not a TAL: {chunk[:20]!r}")
+            raise ValueError(f"not a TAL ({len(chunk)} bytes that do not start with an "
+                             "onset)")
         parts = chunk.split(b"\x14")
         texts = parts[1:-1] if parts[-1] == b"" else parts[1:]
         tals.append((parts[0], texts))
