@@ -378,14 +378,18 @@ def to_gitlab(result: CheckResult, fail_on: str = "error", prefix: str = "",
     """A GitLab code quality report (``artifacts: reports: codequality``): a JSON array
     of issues with description, check name, fingerprint, severity and location."""
     issues = []
+    seen: dict[tuple[str, str, str], int] = defaultdict(int)
     for f in result.findings:
+        # GitLab keeps one issue per fingerprint: the n-th finding at one place gets n
+        where_key = (f.rule, f.path, f.location)
+        seen[where_key] += 1
         m = _LINE.match(f.location)
         where = "" if not f.location or _LINE.fullmatch(f.location) else f"[{f.location}] "
         path = f"{prefix.rstrip('/')}/{f.path}" if prefix else f.path
         issues.append({
             "description": f"{f.rule}: {where}{message(f, show_values)}",
             "check_name": f.rule,
-            "fingerprint": hashlib.md5("\0".join((f.rule, f.path, f.location)).encode(
+            "fingerprint": hashlib.md5("\0".join((*where_key, str(seen[where_key]))).encode(
                 "utf-8"), usedforsecurity=False).hexdigest(),
             "severity": _GITLAB_SEVERITY[f.severity],
             "location": {"path": path.replace(os.sep, "/"),
