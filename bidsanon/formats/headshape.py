@@ -314,7 +314,9 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     try:
         points = read_points(path)
     except (OSError, ValueError) as exc:
-        return [Finding(rel, "headshape.uninspected", "error", f"cannot read: {exc}")]
+        # a parse error quotes the line it could not read: keep it private
+        return [Finding(rel, "headshape.uninspected", "error",
+                        f"cannot read ({type(exc).__name__})", "", str(exc))]
     out = []
     dense = [p for p in points if p.kind in ("extra", "eeg")]
     extra = [p for p in points if p.kind == "extra"]
