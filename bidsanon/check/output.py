@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from bidsanon._version import __version__
 from bidsanon.check.engine import CheckResult, severity_rank
-from bidsanon.check.rules import quote
+from bidsanon.check.rules import RULES, quote
 from bidsanon.records import SEVERITIES, Finding
 
 FORMATS = ("text", "json", "junit", "github", "sarif", "gitlab")
@@ -260,7 +260,6 @@ def rule_catalogue() -> dict[str, tuple[str, str]]:
     The generic rules come from :data:`bidsanon.check.rules.RULES`; the format rules from
     each format's ``FIELDS`` table (the fields a rule covers make its help text).
     """
-    from bidsanon.check.rules import RULES
     from bidsanon.formats import FORMATS as REGISTRY, load
     out: dict[str, tuple[str, str]] = dict(RULES)
     covered: dict[str, list[str]] = defaultdict(list)
@@ -277,12 +276,12 @@ def rule_catalogue() -> dict[str, tuple[str, str]]:
             severity.setdefault(rule, getattr(fld, "severity", "error"))
     for rule, fields in covered.items():
         shown = "; ".join(dict.fromkeys(fields))
-        out[rule] = (severity[rule], f"{fmt_name(rule)} fields still holding identifying "
+        out[rule] = (severity[rule], f"{_fmt_name(rule)} fields still holding identifying "
                      f"content: {shown}")
     return out
 
 
-def fmt_name(rule: str) -> str:
+def _fmt_name(rule: str) -> str:
     """The format a rule belongs to, as docs/formats.md names it."""
     return {"fiff": "FIFF", "ctf": "CTF", "edf": "EDF/BDF", "brainvision": "BrainVision",
             "photos": "Photo", "headshape": "Head shape"}.get(rule.split(".")[0],
@@ -311,9 +310,7 @@ def to_sarif(result: CheckResult, fail_on: str = "error", prefix: str = "",
     rules = []
     for rule in used:
         sev, what = catalogue.get(rule, ("warning", "see docs/check.md and docs/formats.md"))
-        doc = "check.md" if rule in catalogue and "." in rule and rule.split(".")[0] in (
-            "sidecar", "participants", "scans", "tsv", "text", "nifti", "gzip", "anat",
-            "key", "check") else "formats.md"
+        doc = "check.md" if rule in RULES else "formats.md"
         rules.append({
             "id": rule,
             "name": re.sub(r"[^A-Za-z0-9]+", " ", rule).title().replace(" ", ""),
