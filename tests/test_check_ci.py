@@ -22,7 +22,7 @@ from bidsanon.check import scan_dataset
 from bidsanon.check.baseline import (BASELINE_NAME, apply_baseline, baseline_text,
                                      fingerprint, read_baseline)
 from bidsanon.check.engine import Needles, Scan, check_path
-from bidsanon.check.output import FORMATS, render, rule_catalogue, to_dict
+from bidsanon.check.output import FORMATS, load_schema, render, rule_catalogue, to_dict
 from bidsanon.check.rules import RULES, date_of, settings_for
 from bidsanon.cli import main
 from bidsanon.cli.check import CI_VARIABLES, ci_variable
@@ -225,6 +225,13 @@ def test_show_values_refused_in_ci(monkeypatch, capsys, tmp_path, variable):
     assert "Anna_Berg" not in capsys.readouterr().err
 
 
+def test_json_with_values_follows_the_schema(example):
+    doc = to_dict(example, show_values=True)
+    jsonschema.validate(doc, load_schema())
+    assert {f["value"] for f in doc["findings"] if "value" in f} >= {"Anna_Berg"}
+    assert not any("value" in f for f in to_dict(example)["findings"])
+
+
 def test_show_values_outside_ci_and_ci_false(monkeypatch, capsys):
     for name in CI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -313,6 +320,7 @@ def test_baseline_accepts_reviewed_findings_and_reports_stale_ones(tmp_path, cap
     doc = json.loads(capsys.readouterr().out)
     assert doc["passed"] and doc["counts"]["error"] == 0
     assert len(doc["accepted"]) == len(entries)
+    jsonschema.validate(doc, load_schema())
     # a changed value is a new finding, and its old entry is stale
     readme = ds / "README"
     readme.write_text(readme.read_text().replace("555-0199", "555-0123"))
