@@ -63,7 +63,9 @@ def execute_task(task: FileTask, shared: Shared) -> dict:
         return {**base, "error": str(exc) if exc.path else f"{task.rel}: {exc}"}
     except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
         _remove(dst)
-        return {**base, "error": f"{task.rel}: unexpected {type(exc).__name__}: {exc}"}
+        # the exception's text may quote the file's content: logs only name its type
+        return {**base, "error": f"{task.rel}: unexpected {type(exc).__name__} in the "
+                f"{task.handler} handler (please report it)"}
     if not dst.exists():
         return {**base, "error": f"{task.rel}: the {task.handler} handler wrote no output"}
     return {**base,

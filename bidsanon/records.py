@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -38,16 +38,30 @@ class PartField:
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing ``bidsanon check`` (or a handler) found still identifying."""
+    """One thing ``bidsanon check`` (or a handler) found still identifying.
+
+    ``message`` says what kind of value was found ("a patient name of 9 characters"),
+    never the value: messages go to CI logs, which are often public. ``value`` is the
+    value itself, private: no output renders it except ``bidsanon check --show-values``;
+    :meth:`to_dict` leaves it out.
+    """
 
     path: str  # relative to the dataset root, POSIX separators
     rule: str  # e.g. "fiff.machine-id", "sidecar.deny-listed"
     severity: str  # info | warning | error
     message: str
     location: str = ""
+    value: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The public fields (everything but ``value``)."""
+        out = asdict(self)
+        del out["value"]
+        return out
+
+    def with_severity(self, severity: str) -> "Finding":
+        """The same finding at another severity (the value kept)."""
+        return replace(self, severity=severity)
 
 
 @dataclass
@@ -60,6 +74,25 @@ class FileResult:
     qc: dict[str, str] = field(default_factory=dict)
     #: handler-specific numbers for the report (e.g. restored voxels)
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def sized(what: str, value: object) -> str:
+    """The kind of a value and its length, never the value itself.
+
+    Parameters
+    ----------
+    what : str
+        The kind, with its article ("a patient name").
+    value : object
+        The value found; only its length (as text) is used.
+
+    Returns
+    -------
+    str
+        E.g. ``"a patient name of 9 characters"``.
+    """
+    n = len(str(value))
+    return f"{what} of {n} character{'' if n == 1 else 's'}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

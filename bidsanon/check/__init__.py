@@ -3,8 +3,9 @@
 :mod:`bidsanon.check.rules` holds the rules' vocabulary and the text rules,
 :mod:`bidsanon.check.engine` walks a dataset and asks each file's format
 (:data:`bidsanon.formats.FORMATS`) for its own ``check_file``, and
-:mod:`bidsanon.check.output` writes the results as text, JSON, JUnit or GitHub
-annotations.
+:mod:`bidsanon.check.output` writes the results as text, JSON, JUnit, GitHub
+annotations, SARIF or GitLab code quality (never the values found), and
+:mod:`bidsanon.check.baseline` accepts reviewed findings.
 """
 
 from bidsanon.check.engine import (CheckResult, Needles, check_dataset, scan_dataset,

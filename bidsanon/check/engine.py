@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
-from bidsanon.check.rules import (RULES, Settings, check_text_file, finding, quote,
-                                  read_text_or_none)
+from bidsanon.check.rules import (RULES, Settings, check_text_file, finding,
+                                  read_text_or_none, sized)
 from bidsanon.errors import InputError, UsageError
 from bidsanon.records import SEVERITIES, Finding
 
@@ -179,6 +179,8 @@ class CheckResult:
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     renders: dict[str, list[str]] = field(default_factory=dict)
+    #: findings a baseline accepted (:mod:`bidsanon.check.baseline`): not in ``findings``
+    accepted: list[Finding] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in SEVERITIES}
@@ -208,15 +210,15 @@ def check_gzip(path: Path, rel: str, s: Settings) -> list[Finding]:
         return []
     out = []
     if name:
-        out.append(finding(rel, "gzip.name", f"gzip header stores the file name "
-                            f"{quote(name)}", "gzip header"))
+        out.append(finding(rel, "gzip.name", "gzip header stores "
+                           + sized("a file name", name), "gzip header", value=name))
     if mtime:
         when = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).replace(tzinfo=None)
-        out.append(finding(rel, "gzip.mtime", f"gzip header stores the time {when} "
-                            "(write with mtime 0)", "gzip header", s.date_severity()))
+        out.append(finding(rel, "gzip.mtime", "gzip header stores a time (write with "
+                           "mtime 0)", "gzip header", s.date_severity(), value=when))
     if comment:
-        out.append(finding(rel, "gzip.comment", f"gzip header comment {quote(comment)}",
-                            "gzip header"))
+        out.append(finding(rel, "gzip.comment", "gzip header holds "
+                           + sized("a comment", comment), "gzip header", value=comment))
     return out
 
 
@@ -301,8 +303,9 @@ def check_path(path: Path, rel: str, scan: Scan, is_dir: bool = False
     renders: list[str] = []
     if scan.needles is not None:
         for hit in scan.needles.in_name(rel):
-            out.append(finding(rel, scan.needles.rule_for(hit), f"the path contains the "
-                               f"original {quote(hit)}", "file name"))
+            out.append(finding(rel, scan.needles.rule_for(hit), "the path contains "
+                               + sized(_needle_kind(scan.needles, hit), hit), "file name",
+                               value=hit))
     if not is_dir and is_placeholder(path):
         return out, renders  # empty, or only a byte-order mark: it holds nothing
     fmt, why = detect(rel, is_dir, s.policy, refused_too=True)
@@ -337,9 +340,15 @@ def _check_key_bytes(path: Path, rel: str, needles: Needles, is_dir: bool) -> li
     for p in files:
         for value, pos in needles.in_file(p).items():
             inner = p.relative_to(path).as_posix() + ", " if is_dir else ""
-            out.append(finding(rel, needles.rule_for(value), f"the file holds the original "
-                                f"{quote(value)}", f"{inner}byte {pos}"))
+            out.append(finding(rel, needles.rule_for(value), "the file holds "
+                               + sized(_needle_kind(needles, value), value),
+                               f"{inner}byte {pos}", value=value))
     return out
+
+
+def _needle_kind(needles: Needles, found: str) -> str:
+    return "an original label from the key" if found in needles.labels \
+        else "an original value from the key"
 
 
 def _harmonise_date(f: Finding, s: Settings) -> Finding:
@@ -348,7 +357,7 @@ def _harmonise_date(f: Finding, s: Settings) -> Finding:
     rules (:data:`RULES`) set their own severities."""
     if f.rule not in RULES and DATE_RULES.search(f.rule) and f.severity in ("warning", "error") and \
             f.severity != s.date_severity():
-        return Finding(f.path, f.rule, s.date_severity(), f.message, f.location)
+        return f.with_severity(s.date_severity())
     return f
 
 
@@ -446,9 +455,10 @@ def _one(args: tuple[Path, str, bool, Scan]) -> tuple[str, bool, list[Finding], 
         found, renders = [finding(rel, "check.not-inspected", f"cannot be read: "
                                    f"{getattr(exc, 'message', None) or exc}")], []
     except Exception as exc:  # noqa: BLE001 - a checker's bug must not pass the file
+        # the exception's text may quote the file's content: it is the private value
         found, renders = [finding(rel, "check.failed", f"a rule failed on this file "
-                                   f"({type(exc).__name__}: {exc}); it was not fully "
-                                   "inspected (please report it)")], []
+                                  f"({type(exc).__name__}); it was not fully inspected "
+                                  "(please report it)", value=str(exc))], []
     return rel, is_dir, found, renders
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from bidsanon.dates import parse_iso
 from bidsanon.fileio import read_text
-from bidsanon.records import Finding, markdown_table
+from bidsanon.records import Finding, markdown_table, sized
 
 #: The generic rules: rule -> (severity, what it finds). The format modules' own rules
 #: are listed in their field tables (docs/formats.md); docs/check.md lists these.
@@ -74,6 +74,8 @@ RULES: dict[str, tuple[str, str]] = {
     "check.junk": ("warning", "an editor or OS file (.DS_Store, Thumbs.db, backups): it can "
                    "hold file names; delete it before upload"),
     "check.symlink": ("warning", "a symbolic link that leaves the dataset or is broken"),
+    "check.baseline-stale": ("warning", "an entry of the baseline (`.bidsanon-check.yaml`) "
+                             "that matches no finding: the value changed or is gone"),
 }
 
 
@@ -127,15 +129,27 @@ def effective_policy(policy: dict | None) -> dict:
 
 
 def finding(rel: str, rule: str, message: str, location: str = "",
-            severity: str | None = None) -> Finding:
-    """A finding of a rule of :data:`RULES` (its severity unless ``severity`` is given)."""
-    return Finding(rel, rule, severity or RULES[rule][0], message, location)
+            severity: str | None = None, value: object = None) -> Finding:
+    """A finding of a rule of :data:`RULES` (its severity unless ``severity`` is given).
+
+    ``message`` names the kind of value (see :func:`sized`), never the value; ``value``
+    is kept privately on the finding for ``--show-values``.
+    """
+    return Finding(rel, rule, severity or RULES[rule][0], message, location,
+                   None if value is None else str(value))
 
 
 def quote(value: str) -> str:
-    """Quote a value in a message, shortened (messages go to CI logs)."""
+    """Quote a value, shortened: only for ``bidsanon check --show-values`` output (a
+    finding's message never quotes its value)."""
     value = value.replace("\n", " ")
     return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
+#: How the text rules name what they found (the value is never in the message).
+TEXT_KINDS = {"email": "an e-mail address", "phone": "a phone number",
+              "url": "a web address", "date": "a date"}
+_TEXT_AFTER = {"url": " whose host is not in text.url_allow", "date": " after 1925"}
 
 
 def check_text(text: str, rel: str, s: Settings, where: str = "") -> list[Finding]:
@@ -152,9 +166,10 @@ def check_text(text: str, rel: str, s: Settings, where: str = "") -> list[Findin
             sev = RULES[rule][0]
         else:
             sev = RULES["text.extra"][0]
-        what = {"email": "e-mail address", "phone": "phone number", "url": "web address",
-                "date": "date after 1925"}.get(name, f"match of text.extra_patterns.{name}")
-        out.append(Finding(rel, rule, sev, f"{what} {quote(c.old or '')}", where))
+        what = TEXT_KINDS.get(name, f"a match of text.extra_patterns.{name}")
+        kind = what + _TEXT_AFTER[name] if name == "date" else \
+            sized(what, c.old or "") + _TEXT_AFTER.get(name, "")
+        out.append(Finding(rel, rule, sev, kind, where, c.old))
     return out
 
 

@@ -146,8 +146,8 @@ def read_document(path: Path, magic: tuple[str, ...]) -> Document:
     first = ascii_view.split("\n", 1)[0].strip()
     if not first.startswith(magic):
         kind = "header (.vhdr)" if magic is HEADER_MAGIC else "marker file (.vmrk)"
-        raise InputError(f"not a BrainVision {kind}: the first line is {first[:60]!r}, "
-                         f"expected {magic[0]!r}", path, 3 if bom else 0)
+        raise InputError(f"not a BrainVision {kind}: the first line is not "
+                         f"{magic[0]!r}", path, 3 if bom else 0)
     encoding = _codepage(ascii_view)
     try:
         text = body.decode(encoding)
@@ -413,8 +413,9 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         return [Finding(rel, "brainvision.unreadable", "error", exc.message)]
     out: list[Finding] = []
 
-    def add(field: Field, severity: str, message: str, where: str) -> None:
-        out.append(Finding(rel, field.rule, severity, message, where))
+    def add(field: Field, severity: str, message: str, where: str,
+            value: str | None = None) -> None:
+        out.append(Finding(rel, field.rule, severity, message, where, value))
 
     file = ".vhdr" if header else ".vmrk"
     for i, (line, section) in enumerate(zip(doc.lines, _sections(doc))):
@@ -425,18 +426,18 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                 "DataFile", "MarkerFile"):
             value = value.strip()
             if Path(value).stem != path.stem or not (path.parent / value).exists():
-                add(_field(file, key.strip()), "error", f"{key.strip()}={value} does not "
-                    "name this recording's file (original name?)", where)
+                add(_field(file, key.strip()), "error", f"{key.strip()} holds a file name "
+                    "that does not name this recording's file (original name?)", where, value)
         elif header and section == "Comment" and body.strip() and body.strip() != "[Comment]":
             m = _IMPEDANCE.match(body)
             if m and m.group(2) != "00:00:00":
                 add(_field(".vhdr", "Impedance time"), "info",
-                    f"impedance check time {m.group(2)}", where)
+                    "impedance check time recorded", where, m.group(2))
             hits = textmod.find(body)
             if hits:
                 kinds = ", ".join(sorted({k for k, _ in hits}))
                 add(_field(".vhdr", "Comment"), "warning",
-                    f"comment holds identifying text ({kinds})", where)
+                    f"comment holds identifying text ({kinds})", where, body)
         elif not header and section and section.lower() == "marker infos":
             m = _MARKER.match(body)
             if not m:
@@ -450,13 +451,14 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                     year = None
                 if year is None or year > 1925:
                     add(_field(".vmrk", "New Segment date"), "error",
-                        f"New Segment date {fields[5].strip()} is after 1925", where)
+                        "New Segment date after 1925", where, fields[5].strip())
             if len(fields) >= 2 and fields[1]:
                 hits = textmod.find(fields[1].replace(r"\1", ","))
                 if hits:
                     kinds = ", ".join(sorted({k for k, _ in hits}))
                     add(_field(".vmrk", "Marker description"), "warning",
-                        f"marker description holds identifying text ({kinds})", where)
+                        f"marker description holds identifying text ({kinds})", where,
+                        fields[1])
                 elif fields[0] == "Comment":
                     add(_field(".vmrk", "Marker description"), "info",
                         "Comment marker holds free text typed during the recording: "

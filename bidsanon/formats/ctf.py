@@ -30,7 +30,7 @@ from bidsanon import schema
 from bidsanon.context import TaskContext
 from bidsanon.fileio import atomic_path
 from bidsanon.errors import InputError
-from bidsanon.records import Change, FileResult, Finding, markdown_table
+from bidsanon.records import Change, FileResult, Finding, markdown_table, sized
 from bidsanon.schema import Key
 
 FORMAT = "ctf"
@@ -397,8 +397,8 @@ def _put_cstr(buf: bytearray, pos: int, length: int, text: str) -> None:
 def check_res4(raw: bytes, path: Path | str) -> int:
     """Validate a ``.res4`` header; return the run description length."""
     if raw[:7] not in RES4_MAGIC:
-        raise InputError(f"not a CTF .res4 file (first bytes {raw[:8]!r}, expected "
-                         "MEG41RS or MEG42RS)", path, 0)
+        raise InputError("not a CTF .res4 file (its first bytes are not MEG41RS or "
+                         "MEG42RS)", path, 0)
     if len(raw) < RES4_DESC_POS:
         raise InputError(f"truncated .res4: file ends at byte {len(raw)} inside the "
                          f"header (needs {RES4_DESC_POS} bytes)", path, len(raw))
@@ -512,7 +512,8 @@ def rewrite_ws1(raw: bytes, job: _Job, path: Path | str, where: str = ""
     the format points to byte positions.
     """
     if raw[:4] != WS1_MAGIC:
-        raise InputError(f"not a CTF WS1_ property file (first bytes {raw[:4]!r})", path, 0)
+        raise InputError("not a CTF WS1_ property file (its first bytes are not WS1_)",
+                         path, 0)
     changes: list[Change] = []
     edits: list[tuple[int, int, bytes]] = []  # (start, end, new bytes incl. length)
     for field in FIELDS:
@@ -711,7 +712,8 @@ def _process_file(src: Path, dst: Path, job: _Job, rel: str, result: FileResult)
         with open(src, "rb") as f:
             head = f.read(8)
         if head[:7] not in MEG4_MAGIC:
-            raise InputError(f"not a CTF .meg4 data file (first bytes {head!r})", src, 0)
+            raise InputError("not a CTF .meg4 data file (its first bytes are not MEG41CP "
+                             "or MEG42CP)", src, 0)
         shutil.copyfile(src, dst)
         return
     if kind == "text-or-binary":
@@ -932,7 +934,7 @@ def _field_finding(field: Field, value: str, rel: str, where: str, label: str | 
     if action in ("date", "datetime", "birthdate"):
         if _year_after_1925(value):
             return Finding(rel, field.rule, "error",
-                           f"{field.what} {value!r} is after 1925", location)
+                           f"{field.what}: a date after 1925", location, value)
         if action == "birthdate":
             return Finding(rel, field.rule, "warning",
                            "birth date present (shifted dates keep ages over 89)", location)
@@ -942,32 +944,35 @@ def _field_finding(field: Field, value: str, rel: str, where: str, label: str | 
     if action == "subject":
         if value in (label, f"sub-{label}"):
             return None
-        return Finding(rel, field.rule, "error",
-                       f"{field.what} {value!r} is not the subject's label", location)
+        return Finding(rel, field.rule, "error", f"{field.what} holds "
+                       f"{sized('a value', value)} that is not the subject's label",
+                       location, value)
     if action == "stem":
         if value in (stem, name) or stem.startswith(value):
             return None
-        return Finding(rel, field.rule, "error", f"{field.what} {value!r} is not the "
-                       "dataset's name", location)
+        return Finding(rel, field.rule, "error", f"{field.what} holds "
+                       f"{sized('a value', value)} that is not the dataset's name",
+                       location, value)
     if action == "dataset-path":
         if value in (name, "hz.ds") or ("/" not in value and value.startswith("sub-")):
             return None
-        return Finding(rel, field.rule, "error", f"{field.what} {value!r}", location)
+        return Finding(rel, field.rule, "error", f"{field.what} holds "
+                       + sized("a path", value), location, value)
     if action.startswith("uid-"):
         if value.startswith("2.25."):
             return None
-        return Finding(rel, field.rule, "error", f"{field.what} {value!r} is an "
-                       "original UID", location)
+        return Finding(rel, field.rule, "error", f"{field.what} holds an original "
+                       "UID", location, value)
     if action == "free-text":
         from bidsanon import scrub as text
         hits = text.find(value)
         if hits:
             kinds = ", ".join(sorted({k for k, _ in hits}))
             return Finding(rel, field.rule, "warning",
-                           f"{field.what} holds identifying text ({kinds})", location)
+                           f"{field.what} holds identifying text ({kinds})", location, value)
         return Finding(rel, field.rule, "info", f"{field.what} holds free text: review it",
-                       location)
-    return Finding(rel, field.rule, "error", f"{field.what} is not empty", location)
+                       location, value)
+    return Finding(rel, field.rule, "error", f"{field.what} is not empty", location, value)
 
 
 def _check_one(path: Path, rel: str, folder: Path, label: str | None, policy: dict
@@ -1075,7 +1080,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     for p in files:
         inner = p.parent if p.parent.name.endswith(".ds") else folder
         for f in _check_one(p, rel, inner, label, policy):
-            key = (f.rule, f.message.split("'")[-2] if "'" in f.message else f.message,
+            key = (f.rule, f.value if f.value is not None else f.message,
                    f.location.split(":")[0])
             if key not in seen:
                 seen.add(key)

@@ -25,7 +25,7 @@ from bidsanon import schema
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import CHUNK, atomic_file
-from bidsanon.records import Change, FileResult, Finding, markdown_table
+from bidsanon.records import Change, FileResult, Finding, markdown_table, sized
 from bidsanon.schema import Key
 
 FORMAT = "edf"
@@ -162,7 +162,8 @@ def _int_field(raw: bytes, pos: int, size: int, what: str, path: Path | str) -> 
     try:
         return int(text)
     except ValueError:
-        raise InputError(f"{what} is not a number ({text!r}); not an EDF/BDF header",
+        raise InputError(f"{what} is not a number ({sized('text', text)}); not an EDF/BDF "
+                         "header",
                          path, pos) from None
 
 
@@ -181,7 +182,8 @@ def parse_header(raw: bytes, file_size: int, path: Path | str) -> Header:
     elif version.strip() == b"0" and version[:1] == b"0":
         bdf = False
     else:
-        raise InputError(f"not an EDF/BDF file (version field {version!r})", path, 0)
+        raise InputError("not an EDF/BDF file (the version field is neither '0' nor "
+                         "the BDF mark)", path, 0)
     header_bytes = _int_field(raw, 184, 8, "header size", path)
     ns = _int_field(raw, 252, 4, "number of signals", path)
     if ns < 1 or header_bytes != 256 * (ns + 1):
@@ -360,7 +362,8 @@ def parse_tals(block: bytes) -> list[tuple[bytes, list[bytes]]]:
         if not chunk:
             continue
         if chunk[:1] not in (b"+", b"-") or b"\x14" not in chunk:
-            raise ValueError(f"not a TAL: {chunk[:20]!r}")
+            raise ValueError(f"not a TAL ({len(chunk)} bytes that do not start with an "
+                             "onset)")
         parts = chunk.split(b"\x14")
         texts = parts[1:-1] if parts[-1] == b"" else parts[1:]
         tals.append((parts[0], texts))
@@ -606,48 +609,54 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         return [Finding(rel, "edf.unreadable", "error", exc.message)]
     out: list[Finding] = []
 
-    def add(name: str, severity: str, message: str) -> None:
+    def add(name: str, severity: str, message: str, value: str | None = None) -> None:
         f = _field(name)
-        out.append(Finding(rel, f.rule, severity, message, f"{f.where} ({f.name})"))
+        out.append(Finding(rel, f.rule, severity, message, f"{f.where} ({f.name})", value))
 
     label = _rel_label(rel)
     patient = _subfields(header.raw[_PATIENT].decode("latin-1")) + [""] * 4
     recording = _subfields(header.raw[_RECORDING].decode("latin-1")) + [""] * 6
     if patient[0] not in ("X", "", label, f"sub-{label}", f"sub-{label}".replace("-", "_")):
-        add("patient.code", "error", f"patient code {patient[0]!r} is not the subject's label")
+        add("patient.code", "error", sized("a patient code", patient[0])
+            + " that is not the subject's label", patient[0])
     if patient[1] not in ("X", ""):
-        add("patient.sex", "info", f"sex {patient[1]!r} recorded")
+        add("patient.sex", "info", "sex recorded", patient[1])
     born = _parse_edf_date(patient[2])
     if born is not None:
         add("patient.birthdate", "error" if born.year > 1925 else "warning",
-            f"birth date {patient[2]} present")
+            "birth date present", patient[2])
     elif patient[2] not in ("X", ""):
-        add("patient.birthdate", "warning", f"patient subfield 3 {patient[2]!r} is not X")
+        add("patient.birthdate", "warning", "patient subfield 3 holds "
+            + sized("text", patient[2]) + ", not X", patient[2])
     if patient[3] not in ("X", ""):
-        add("patient.name", "error", f"patient name {patient[3]!r}")
+        add("patient.name", "error", sized("a patient name", patient[3]), patient[3])
     if len([p for p in patient if p]) > 4:
+        extra = " ".join(p for p in patient[4:] if p)
         add("patient.additional", "warning", "further patient text: "
-            + " ".join(p for p in patient[4:] if p))
+            + sized("text", extra), extra)
     if recording[0] == "Startdate":
         for name, value in (("recording.admin", recording[2]),
                             ("recording.technician", recording[3])):
             if value not in ("X", ""):
-                add(name, "error", f"{_field(name).what} {value!r}")
+                add(name, "error", sized(f"a {_field(name).what}", value), value)
         if recording[4] not in ("X", ""):
-            add("recording.equipment", "info", f"equipment {recording[4]!r}")
+            add("recording.equipment", "info", sized("an equipment name", recording[4]),
+                recording[4])
         if len([r for r in recording if r]) > 5:
+            extra = " ".join(r for r in recording[5:] if r)
             add("recording.additional", "warning", "further recording text: "
-                + " ".join(r for r in recording[5:] if r))
+                + sized("text", extra), extra)
     elif any(recording):
+        extra = " ".join(r for r in recording if r)
         add("recording.additional", "warning", "recording identification is not EDF+: "
-            + " ".join(r for r in recording if r))
+            + sized("text", extra), extra)
     start = start_datetime(header)
     written = header.raw[_DATE].decode("latin-1")
     placeholder = written == "01.01.85" and recording[1] in ("X", "")
     if start is None:
-        add("startdate", "warning", f"start date {written!r} cannot be read")
+        add("startdate", "warning", "start date cannot be read", written)
     elif start.year > 1925 and not placeholder:
-        add("startdate", "error", f"start date {start.date()} is after 1925")
+        add("startdate", "error", "start date after 1925", str(start.date()))
     if header.annotation_slices():
         from bidsanon import scrub as textmod
         for value in read_annotation_texts(path):
@@ -655,7 +664,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
             if hits:
                 kinds = ", ".join(sorted({k for k, _ in hits}))
                 add("annotations", "warning", f"annotation text holds identifying text "
-                    f"({kinds}): {value[:40]!r}")
+                    f"({kinds}): " + sized("an annotation", value), value)
     return out
 
 

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import copy_exact, read_text, write_bytes_atomic
-from bidsanon.records import Change, FileResult, Finding, markdown_table, PartField
+from bidsanon.records import Change, FileResult, Finding, markdown_table, PartField, sized
 from bidsanon.schema import Key
 
 FORMAT = "headshape"
@@ -314,7 +314,9 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     try:
         points = read_points(path)
     except (OSError, ValueError) as exc:
-        return [Finding(rel, "headshape.uninspected", "error", f"cannot read: {exc}")]
+        # a parse error quotes the line it could not read: keep it private
+        return [Finding(rel, "headshape.uninspected", "error",
+                        f"cannot read ({type(exc).__name__})", "", str(exc))]
     out = []
     dense = [p for p in points if p.kind in ("extra", "eeg")]
     extra = [p for p in points if p.kind == "extra"]
@@ -329,7 +331,8 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         label = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", rel)
         if name and name not in ("X", label.group(1) if label else None):
             out.append(Finding(rel, "headshape.name", "error",
-                               f"subject name {name!r} in the %N line"))
+                               sized("a subject name", name) + " in the %N line",
+                               f"line {k + 1}", name))
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from bidsanon.errors import InputError
 from bidsanon.fileio import (CHUNK, atomic_file, gzip_bytes, is_gzip, open_gzip_write,
                              write_bytes_atomic)
-from bidsanon.check.rules import finding, quote
+from bidsanon.check.rules import finding, sized
 from bidsanon.records import Change, FileResult, Finding, markdown_table
 
 #: Free-text header fields that may hold identifying text (dcm2niix writes the
@@ -182,7 +182,8 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                                 f"({c.old})", "header"))
         else:
             out.append(finding(rel, "nifti.header-text", f"{name} holds "
-                                f"{quote(c.old or '')}", f"header {name}"))
+                                + sized("text", c.old or ""), f"header {name}",
+                                value=c.old))
     return out
 
 

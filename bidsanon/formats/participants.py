@@ -278,7 +278,7 @@ def check_data(table, rel: str, s: Settings) -> list[Finding]:
             over = [v for v in values if NUMBER.match(v) and float(v) > cap]
             if over:
                 out.append(finding(rel, "participants.age", f"{len(over)} ages above "
-                                    f"{cap} in column {col!r} (e.g. {over[0]})", col))
+                                    f"{cap} in column {col!r}", col, value=over[0]))
     return out + check_cells(table, rel, s, skip=flagged)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from bidsanon.check.rules import NA as NA_VALUES, Settings, date_of, finding, quote
+from bidsanon.check.rules import NA as NA_VALUES, Settings, date_of, finding
 from bidsanon.context import TaskContext
 from bidsanon.dates import parse_iso
 from bidsanon.fileio import write_text_atomic
@@ -68,15 +68,15 @@ def check_data(table, rel: str, s: Settings) -> list[Finding]:
         if values:
             skip.add("source")
             out.append(finding(rel, "scans.source", f"column 'source' holds {len(values)} "
-                                f"original names (e.g. {quote(values[0])})", "source"))
+                                "original names", "source", value=values[0]))
     if "acq_time" in table.columns:
         skip.add("acq_time")
         for n, v in enumerate(table.column("acq_time"), start=2):
             when = date_of(v)
             if when is not None and s.late(when):
-                out.append(finding(rel, "scans.acq-time", f"acq_time {v} is after "
+                out.append(finding(rel, "scans.acq-time", f"acq_time holds a date after "
                                     f"{s.latest} (not shifted)", f"line {n}",
-                                    s.date_severity()))
+                                    s.date_severity(), value=v))
     return out + check_cells(table, rel, s, skip=skip)
 
 

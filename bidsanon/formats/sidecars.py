@@ -12,7 +12,7 @@ from typing import Any
 import datetime as dt
 
 from bidsanon.check.rules import (Settings, check_json_text, check_text, date_of, empty,
-                                  finding, is_pseudonym, quote, read_text_or_none,
+                                  finding, is_pseudonym, read_text_or_none, sized,
                                   settings_for, walk_json)
 from bidsanon.context import TaskContext
 from bidsanon.dates import ISO_DATETIME, parse_iso
@@ -323,30 +323,32 @@ def check_data(data: Any, rel: str, s: Settings) -> list[Finding]:
             if isinstance(action, dict):
                 if value != action.get("replace"):
                     out.append(finding(rel, "sidecar.deny-listed", f"{key} holds "
-                                        f"{quote(str(value))}, the policy replaces it ({why})",
-                                        key))
+                                        f"{sized('a value', value)}, the policy replaces it "
+                                        f"({why})", key, value=value))
             elif action in ("remove", "blank"):
                 out.append(finding(rel, "sidecar.deny-listed",
-                                    f"{key} holds {quote(str(value))} ({why})", key))
+                                    f"{key} holds {sized('a value', value)} ({why})", key,
+                                    value=value))
             elif action == "pseudonymize" and not is_pseudonym(value):
                 out.append(finding(rel, "sidecar.not-pseudonymized",
-                                    f"{key} holds an original value {quote(str(value))} "
-                                    f"({why})", key))
+                                    f"{key} holds {sized('an original value', value)} "
+                                    f"({why})", key, value=value))
             elif action == "code" and not is_code(value):
-                out.append(finding(rel, "sidecar.deny-listed", f"{key} holds free text "
-                                    f"{quote(str(value))}, not a sequence code ({why})", key))
+                out.append(finding(rel, "sidecar.deny-listed", f"{key} holds "
+                                    f"{sized('free text', value)}, not a sequence code "
+                                    f"({why})", key, value=value))
             elif action == "shift" and isinstance(value, str) and date_of(value) is None:
                 out.append(finding(rel, "sidecar.deny-listed", f"{key} holds "
-                                    f"{quote(value)}, which is not a date that could have "
-                                    f"been shifted ({why})", key))
+                                    f"{sized('a value', value)}, which is not a date that "
+                                    f"could have been shifted ({why})", key, value=value))
     for where, value in walk_json(data):
         if not isinstance(value, str) or not value.strip():
             continue
         when = date_of(value)
         if when is not None:
             if s.late(when):
-                out.append(finding(rel, "sidecar.date", f"date {value} is after "
-                                    f"{s.latest} (not shifted)", where, s.date_severity()))
+                out.append(finding(rel, "sidecar.date", f"a date after {s.latest} (not "
+                                    "shifted)", where, s.date_severity(), value=value))
             continue
         out += check_text(value, rel, s, where)
     return out

@@ -206,8 +206,8 @@ def check_cells(table, rel: str, s: Settings, skip: Iterable[str] = ()) -> list[
             when = date_of(cell)
             if when is not None:
                 if s.late(when):
-                    out.append(finding(rel, "tsv.date", f"date {cell} is after {s.latest} "
-                                        "(not shifted)", where, s.date_severity()))
+                    out.append(finding(rel, "tsv.date", f"a date after {s.latest} "
+                                        "(not shifted)", where, s.date_severity(), value=cell))
                 continue
             out += check_text(cell, rel, s, where)
     return out

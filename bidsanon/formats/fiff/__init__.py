@@ -897,8 +897,9 @@ def findings_for(fld: Field, rel: str, placeholders: set[str], birthday_jd: int,
     rule, v, where = fld.rule, fld.value, f"{fld.block} (byte {fld.pos})"
     a, out = rule.action, []
 
-    def add(rule_name: str, severity: str, message: str) -> None:
-        out.append(Finding(rel, rule_name, severity, message, where))
+    def add(rule_name: str, severity: str, message: str, value: object = None) -> None:
+        out.append(Finding(rel, rule_name, severity, message, where,
+                           None if value is None else str(value)))
 
     if a == "id":
         if not isinstance(v, tuple):
@@ -909,31 +910,33 @@ def findings_for(fld: Field, rel: str, placeholders: set[str], birthday_jd: int,
             add("fiff.machine-id", "error", f"{rule.fiff} holds a machine ID (derived from "
                 "the MAC address of the computer that wrote it)")
         if _is_late(secs, usecs):
-            add("fiff.date", "warning", f"{rule.fiff} date {_fmt_time(secs, usecs)} is after "
-                "1925 (BIDS: shifted dates in 1925 or earlier)")
+            add("fiff.date", "warning", f"{rule.fiff} holds a date after 1925 (BIDS: "
+                "shifted dates in 1925 or earlier)", _fmt_time(secs, usecs))
     elif a == "date":
         if not isinstance(v, tuple):
             add("fiff.date", "error", f"{rule.fiff} is malformed and cannot be inspected")
         elif _is_late(*v):
-            add("fiff.date", rule.severity, f"{rule.fiff} {_fmt_time(*v)} is after 1925 "
-                "(BIDS: shifted dates in 1925 or earlier)")
+            add("fiff.date", rule.severity, f"{rule.fiff} holds a date after 1925 "
+                "(BIDS: shifted dates in 1925 or earlier)", _fmt_time(*v))
     elif a == "julian":
         day = _jd_to_date(v) if isinstance(v, int) else None
         if day is not None and v != birthday_jd and day >= BIDS_LATEST.date():
-            add(rule.check_rule, rule.severity, f"{rule.fiff} {day} is neither the "
-                "placeholder nor shifted to 1925 or earlier")
+            add(rule.check_rule, rule.severity, f"{rule.fiff} holds a date that is neither "
+                "the placeholder nor shifted to 1925 or earlier", day)
     elif a in ("int", "float"):
         if v != rule.placeholder:
-            add(rule.check_rule, rule.severity, f"{rule.fiff} holds a value ({rule.field})")
+            add(rule.check_rule, rule.severity, f"{rule.fiff} holds a value ({rule.field})",
+                v)
     elif a == "warn":
         add(rule.check_rule, rule.severity, f"{rule.fiff}: {rule.doc}")
     elif a == "path":
         if re.search(r"[\\/]", str(v)):
-            add(rule.check_rule, rule.severity, f"{rule.fiff} holds a path with folders")
+            add(rule.check_rule, rule.severity, f"{rule.fiff} holds a path with folders",
+                v)
     elif a == "auto":
         if _looks_identifying(str(v)):
             add(rule.check_rule, rule.severity, f"{rule.fiff} holds more than a program "
-                "name and version")
+                "name and version", v)
     elif a == "annotation":
         from bidsanon.scrub import PATTERNS, find
         pieces: list[str] = []
@@ -946,7 +949,7 @@ def findings_for(fld: Field, rel: str, placeholders: set[str], birthday_jd: int,
             add(rule.check_rule, rule.severity, f"{rule.fiff} ({rule.field}) is free text "
                 "typed during the recording: names written in it cannot be recognised")
     elif str(v).strip() and str(v) not in placeholders | {str(rule.placeholder)}:
-        add(rule.check_rule, rule.severity, f"{rule.fiff} holds text ({rule.field})")
+        add(rule.check_rule, rule.severity, f"{rule.fiff} holds text ({rule.field})", v)
     return out
 
 
