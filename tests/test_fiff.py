@@ -489,13 +489,20 @@ def test_policy_from_context(generated, tmp_path):
     assert info["meas_date"] == dt.datetime(*day.timetuple()[:3], tzinfo=dt.timezone.utc)
 
 
-def test_peek_dates():
-    dates = fiff.peek_dates(FIF / "141027_cropped_90Hz_raw.fif")
-    assert dates == [dt.datetime(2014, 10, 27, 14, 12, 58, 19275),
-                     dt.datetime(2014, 10, 27, 14, 12, 58, 25607)]
+def test_peek_dates_are_measurement_dates_only():
+    """The acquisition date MNE reads as ``meas_date``, not the file ID (written when
+    the file was saved), block IDs or processing dates."""
+    for name in ("141027_cropped_90Hz_raw.fif", "sample_audvis_trunc_raw_sss.fif.gz"):
+        want = mne.io.read_info(FIF / name, verbose="error")["meas_date"]
+        assert fiff.peek_dates(FIF / name) == [want.replace(tzinfo=None)]
+    assert fiff.peek_dates(FIF / "sample_audvis_trunc_raw_sss.fif.gz") == [
+        dt.datetime(2002, 12, 3, 19, 1, 10, 720100)]  # not its 1970 IDs nor 2015 history
+    # MEAS_DATE (0, 0) is "no date" (MNE reads 1970-01-01): the measurement ID stands in
     triux = fiff.peek_dates(FIF / "triux_bmlhus_erm_raw_sss.fif")
-    assert min(triux).date() == dt.date(2016, 5, 12)  # MEAS_DATE (0, 0) is "no date"
-    assert dt.datetime(1970, 1, 1) not in triux
+    assert triux == [dt.datetime(2016, 5, 12, 15, 54, 9, 80393)]
+    assert [f.value[1:] for f in fiff.scan(FIF / "triux_bmlhus_erm_raw_sss.fif")
+            if f.rule.field == "block_id" and f.block == "meas"] == [(1463068449, 80393)]
+    assert fiff.peek_dates(FIF / "ct_sparse.fif") == []  # a calibration file: no measurement
 
 
 # ----------------------------------------------------------------------------- synthetic

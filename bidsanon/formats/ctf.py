@@ -851,17 +851,17 @@ def _parse_stamp(text: str) -> dt.datetime | None:
 
 
 def peek_dates(path: Path) -> list[dt.datetime]:
-    """Every date of a dataset that gets shifted, read from its headers only.
+    """The acquisition date of a dataset, read from its headers only.
 
-    The acquisition date comes from the first source that has one: ``.res4`` (what
-    MNE-Python reads), the copy of its header in ``.acq`` (``_genRes``; the
-    bids-examples keep real dates there while their ``.res4`` is empty), ``.acq``
-    ``_run_date``, ``.infods`` ``_DATASET_COLLECTIONDATETIME``. The ``.infods``
-    creation and modification times are added: they move by the same offset, so the
-    planner must fit them into the shifted-date window too.
+    It comes from the first source that has one: ``.res4`` (what MNE-Python reads), the
+    copy of its header in ``.acq`` (``_genRes``; the bids-examples keep real dates there
+    while their ``.res4`` is empty), ``.acq`` ``_run_date``, ``.infods``
+    ``_DATASET_COLLECTIONDATETIME``. The other dates (``.infods`` creation and
+    modification times, the birth date) move by the same offset but do not choose it:
+    CTF stores dates as text with four-digit years, so any shifted date fits.
     """
     folder, stem = _dataset_files(Path(path))
-    return _acquisition_dates(folder, stem) + _infods_dates(folder, stem)
+    return _acquisition_dates(folder, stem)
 
 
 def _acquisition_dates(folder: Path, stem: str) -> list[dt.datetime]:
@@ -886,18 +886,6 @@ def _acquisition_dates(folder: Path, stem: str) -> list[dt.datetime]:
             if stamp := _parse_stamp(raw[start:end].decode("latin-1")):
                 return [stamp]
     return []
-
-
-def _infods_dates(folder: Path, stem: str) -> list[dt.datetime]:
-    raw = _ws1_file(folder / f"{stem}.infods")
-    if raw is None:
-        return []
-    out = []
-    for name in ("_DATASET_CREATORDATETIME", "_DATASET_LASTMODIFIEDDATETIME"):
-        for start, end, _ in _ws1_items(raw, name, _WS1_STRING):
-            if stamp := _parse_stamp(raw[start:end].decode("latin-1")):
-                out.append(stamp)
-    return out
 
 
 def _ws1_file(p: Path) -> bytes | None:
