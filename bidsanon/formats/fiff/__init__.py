@@ -309,7 +309,10 @@ class Settings:
     or from the command line (:mod:`bidsanon.fiff_cli`).
 
     ``meas_offset_days``/``birthday_offset_days``: days added to dates (negative:
-    earlier), or None to write the fixed ``meas_date``/``birthday``.
+    earlier), or None to write the fixed ``meas_date``/``birthday``. ``latest``: the last
+    day a moved date other than the measurement date may fall on (the plan's
+    ``dates.latest``: the final check refuses later dates); later ones are set to its
+    last second. None (the command line): only the FIFF range limits them.
     """
 
     meas_offset_days: int | None = None
@@ -326,6 +329,7 @@ class Settings:
     mri: str = "warn"
     fields: dict = field(default_factory=dict)
     rename: Callable[[str], str] | None = None
+    latest: dt.date | None = None
 
     def replaced(self, rule: ft.TagRule) -> bool:
         return ft.is_replaced(rule, self.brute, self.mne_environment, self.keep_his,
@@ -335,10 +339,11 @@ class Settings:
                  acquisition: bool = False) -> tuple[int, int]:
         """The (secs, usecs) a date or ID time becomes; the no-date value is kept.
 
-        A shifted time outside the 32-bit FIFF range becomes the nearest time inside it
-        (see :meth:`clamped`), except an ``acquisition`` date (the measurement date in
-        the measurement info): the planner chose the offset so that it fits, so one that
-        does not is an error.
+        A shifted time outside the 32-bit FIFF range, or after :attr:`latest`, becomes
+        the nearest time allowed (see :meth:`clamped`), except an ``acquisition`` date
+        (the measurement date in the measurement info): the planner chose the offset
+        from it, so one outside the FIFF range is an error (and one after ``latest``,
+        only possible with a fixed offset, is kept for the final check to report).
         """
         if ft.no_date(secs, usecs):
             return secs, usecs
@@ -348,7 +353,7 @@ class Settings:
         new = secs + self.meas_offset_days * 86400
         if self.drop_times:
             new, usecs = new - new % 86400, 0
-        if MIN_SECS <= new <= MAX_SECS:
+        if MIN_SECS <= new <= (MAX_SECS if acquisition else self.high):
             return new, usecs
         if acquisition:
             raise InputError(
@@ -357,20 +362,25 @@ class Settings:
                 path, pos)
         return self.clamped(new)
 
+    @property
+    def high(self) -> int:
+        """The last second a moved date other than the measurement date may take."""
+        if self.latest is None:
+            return MAX_SECS
+        return min(MAX_SECS, (self.latest - _EPOCH.date()).days * 86400 + 86399)
+
     def clamped(self, secs: int) -> tuple[int, int]:
-        """The representable (secs, usecs) nearest to ``secs``: the first or last second
-        of the FIFF range, or its first or last whole day with ``drop_times``."""
+        """The allowed (secs, usecs) nearest to ``secs``: the first second of the FIFF
+        range or the last of :attr:`high` (whole days with ``drop_times``)."""
         if secs < MIN_SECS:
             return (-(-MIN_SECS // 86400) * 86400 if self.drop_times else MIN_SECS), 0
-        if self.drop_times:
-            return MAX_SECS - MAX_SECS % 86400, 0
-        return MAX_SECS, 999999
+        return (self.high - self.high % 86400 if self.drop_times else self.high), 0
 
     def shift_fits(self, secs: int, usecs: int) -> bool:
-        """Whether a date or ID time shifts by the offset into the FIFF range."""
+        """Whether a date or ID time moves by the offset into the allowed range."""
         if ft.no_date(secs, usecs) or self.meas_offset_days is None:
             return True
-        return MIN_SECS <= secs + self.meas_offset_days * 86400 <= MAX_SECS
+        return MIN_SECS <= secs + self.meas_offset_days * 86400 <= self.high
 
     def new_birthday(self, jd: int, path: str | Path, pos: int) -> int:
         """The Julian day a birthday becomes; one shifted outside the dates Python can
@@ -384,7 +394,8 @@ class Settings:
 
 
 def settings_from_policy(section: dict, offset_days: int | None, drop_times: bool = False,
-                         rename: Callable[[str], str] | None = None) -> Settings:
+                         rename: Callable[[str], str] | None = None,
+                         latest: dt.date | None = None) -> Settings:
     """Settings from a ``meg.fiff`` policy section (missing keys: defaults)."""
     pol = merge(defaults(POLICY), section or {})
     return Settings(
@@ -395,13 +406,15 @@ def settings_from_policy(section: dict, offset_days: int | None, drop_times: boo
         drop_times=drop_times, text=pol["text"], his=pol["his"], keep_his=pol["keep_his"],
         brute=pol["brute"], mne_environment=pol["mne_environment"],
         project_text=pol["project_text"], mri=pol["mri"],
-        fields=dict(pol["fields"]), rename=rename)
+        fields=dict(pol["fields"]), rename=rename, latest=latest)
 
 
 def settings_from_context(ctx) -> Settings:
     """Settings for a runner task (:class:`bidsanon.context.TaskContext`)."""
+    latest = ctx.section("dates").get("latest")
     return settings_from_policy(ctx.section("meg", "fiff"), ctx.offset_days,
-                                ctx.drop_times, ctx.rename)
+                                ctx.drop_times, ctx.rename,
+                                dt.date.fromisoformat(latest) if latest else None)
 
 
 # --------------------------------------------------------------------------- planning
@@ -607,10 +620,10 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         shown = "; ".join(clamped[:5]) + (f"; and {len(clamped) - 5} more"
                                           if len(clamped) > 5 else "")
         p.warnings.append(
-            f"{len(clamped)} date(s) other than the measurement date do not fit the FIFF "
-            "range (1901-12-13 .. 2038-01-19; the birthday: 0001 .. 9999) once moved by "
-            "the subject's offset; each was set to the nearest date that fits (the key's "
-            f"changes list them): {shown}")
+            f"{len(clamped)} date(s) other than the measurement date, moved by the "
+            "subject's offset, leave the FIFF range (1901-12-13 .. 2038-01-19; "
+            "birthdays: years 1 .. 9999) or fall after dates.latest; each was set to the "
+            f"nearest date allowed (the key's changes list them): {shown}")
     if p.out_size > MAX_FILE_SIZE:
         raise InputError(f"the output would be {p.out_size} bytes, over the 2 GiB FIFF "
                          "limit: split the recording first (MNE: raw.save(split_size=...))",
