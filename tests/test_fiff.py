@@ -571,11 +571,100 @@ def test_single_value_and_old_style_dates(tmp_path):
 
 
 def test_offset_out_of_fiff_range(tmp_path):
+    """Only the measurement date refuses the file: the planner chose the offset from it."""
     dst = tmp_path / "out.fif"
     with pytest.raises(InputError, match="1901-12-13.*smaller offset") as exc:
         anonymize(FIF / "141027_cropped_90Hz_raw.fif", dst, meas_offset_days=-45000)
     assert exc.value.position is not None
+    assert [f.rule.field for f in fiff.scan(FIF / "141027_cropped_90Hz_raw.fif")
+            if f.pos == exc.value.position] == ["meas_date"]
     assert list(tmp_path.iterdir()) == []
+
+
+def processed(meas: int, ids: tuple[int, ...], processing: int) -> bytes:
+    """A meas block with block IDs at ``ids`` seconds, a measurement date and a
+    processing record dated ``processing``."""
+    return chain(tag(100, 31, id_struct(secs=processing)), tag(101, 3, i32(-1)),
+                 tag(106, 3, i32(-1)), tag(104, 3, i32(100)),
+                 *[tag(110, 31, id_struct(secs=s)) for s in ids],
+                 tag(104, 3, i32(101)), tag(204, 3, i32(meas, 7)), tag(105, 3, i32(101)),
+                 tag(104, 3, i32(900)), tag(104, 3, i32(901)),
+                 tag(204, 3, i32(processing, 9)), tag(105, 3, i32(901)),
+                 tag(105, 3, i32(900)), tag(105, 3, i32(100)), tag(108, 0))
+
+
+@pytest.mark.parametrize("drop_times", [False, True])
+def test_other_dates_outside_the_range_take_the_nearest_allowed(tmp_path, drop_times):
+    """1970 block IDs (MaxFilter) shifted before 1901-12-13, and a processing date and
+    file ID shifted after dates.latest, are set to the nearest allowed second (or day
+    with drop_times) and reported; the measurement date moves by the offset."""
+    meas, early, late = 1_038_942_070, 216_000, 1_446_584_573  # 2002, 1970, 2015
+    src, dst = tmp_path / "in.fif", tmp_path / "out.fif"
+    src.write_bytes(processed(meas, (early, 2_000_000), late))
+    latest = dt.date(1925, 12, 31)
+    offset = (dt.date(1925, 6, 1) - dt.date(2002, 12, 3)).days  # as the planner may
+    result = anonymize(src, dst, meas_offset_days=offset, latest=latest,
+                       drop_times=drop_times)
+    values = [f.value for f in fiff.scan(dst)]
+    low = -(-fiff.MIN_SECS // DAY) * DAY if drop_times else fiff.MIN_SECS
+    high = (latest - dt.date(1970, 1, 1)).days * DAY + (0 if drop_times else DAY - 1)
+    shifted_meas = meas + offset * DAY - ((meas + offset * DAY) % DAY if drop_times else 0)
+    assert values == [((0, 0), high, 0), ((0, 0), low, 0), ((0, 0), low, 0),
+                      (shifted_meas, 0 if drop_times else 7), (high, 0)]
+    assert fiff.MIN_SECS <= low and fiff._secs_to_dt(high).date() == latest
+    assert [(c.field, c.action) for c in result.changes] == [
+        ("fiff.file_id", "replace"), ("fiff.parent_block_id", "replace"),
+        ("fiff.parent_block_id", "replace"), ("fiff.meas_date", "shift"),
+        ("fiff.meas_date", "replace")]
+    (warning,) = result.warnings
+    assert warning.startswith("4 date(s) other than the measurement date")
+    assert "1970" not in warning and "2015" not in warning  # where, not what
+    # the same file without a latest bound (the command line): only the FIFF range
+    anonymize(src, dst, meas_offset_days=offset, drop_times=drop_times)
+    assert [v for f, v in ((f.rule.field, f.value) for f in fiff.scan(dst))
+            if f == "meas_date"][1][0] == late + offset * DAY - (
+                (late + offset * DAY) % DAY if drop_times else 0)
+
+
+def test_birthday_outside_the_calendar_takes_the_nearest_day(tmp_path):
+    src, dst = tmp_path / "in.fif", tmp_path / "out.fif"
+    jd = dt.date(3, 2, 1).toordinal() + 1721425
+    src.write_bytes(minimal(tag(104, 3, i32(106)), tag(404, 3, i32(jd)),
+                            tag(105, 3, i32(106))))
+    result = anonymize(src, dst, meas_offset_days=-2000)
+    (birthday,) = [f.value for f in fiff.scan(dst) if f.rule.field == "subject_birthday"]
+    assert birthday == dt.date.min.toordinal() + 1721425
+    assert [c.action for c in result.changes if c.field == "fiff.subject_birthday"] == \
+        ["replace"]
+    assert "FIFF_SUBJ_BIRTH_DAY in meas/meas_info/subject" in result.warnings[0]
+    anonymize(src, dst, meas_offset_days=+2000)  # inside the calendar: moved
+    assert [f.value for f in fiff.scan(dst) if f.rule.field == "subject_birthday"] == \
+        [jd + 2000]
+
+
+def test_project_texts_replaced_by_the_dataset_policy_kept_by_mne_anonymize(tmp_path):
+    src = FIF / "triux_bmlhus_erm_raw_sss.fif"
+    names = {f.value for f in fiff.scan(src) if f.rule.field == "project_name"}
+    assert names and "mne_anonymize" not in names
+    dst = tmp_path / "policy_raw.fif"
+    fiff.handle(src, dst, TaskContext(offset_days=-36000, policy={}))
+    assert {f.value for f in fiff.scan(dst) if f.rule.field == "project_name"} == \
+        {"mne_anonymize"}
+    assert mne.io.read_info(dst, verbose="error")["proj_name"] == "mne_anonymize"
+    off = {"meg": {"fiff": {"project_text": False}}}
+    fiff.handle(src, dst, TaskContext(offset_days=-36000, policy=off))
+    assert {f.value for f in fiff.scan(dst) if f.rule.field == "project_name"} == names
+    # the command line's settings (mne_anonymize): kept unless brute
+    anonymize(src, dst)
+    assert {f.value for f in fiff.scan(dst) if f.rule.field == "project_name"} == names
+    anonymize(src, dst, brute=True)
+    assert {f.value for f in fiff.scan(dst) if f.rule.field == "project_name"} == \
+        {"mne_anonymize"}
+    for field in ("project_name", "project_aim", "project_comment"):
+        rule = ft.FIELDS[field]
+        assert ft.is_replaced(rule, project_text=True) and not ft.is_replaced(rule)
+        assert ft.is_replaced(rule, brute=True)
+    assert not ft.is_replaced(ft.FIELDS["project_id"], project_text=True)
 
 
 def test_output_over_2gib_is_refused(tmp_path, monkeypatch):
