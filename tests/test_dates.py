@@ -60,15 +60,25 @@ def bids_dataset(root: Path, fif: bytes, task: str, acq_time: str | None = None)
     return root
 
 
-def times(path: Path) -> list[tuple[str, str, tuple[int, int]]]:
-    """(field, block, (secs, usecs)) of every ID and date tag, in file order."""
+def times(path: Path) -> list[tuple[str, str, tuple[int, int], int]]:
+    """(field, block, (secs, usecs), byte position) of every ID and date tag, in file
+    order."""
     out = []
     for f in fiff.scan(path):
         if f.rule.action == "id":
-            out.append((f.rule.field, f.block, f.value[1:]))
+            out.append((f.rule.field, f.block, f.value[1:], f.pos))
         elif f.rule.action == "date":
-            out.append((f.rule.field, f.block, f.value))
+            out.append((f.rule.field, f.block, f.value, f.pos))
     return out
+
+
+def expected(old: tuple[int, int], offset: int, high: int) -> tuple[int, int]:
+    """A date moved by ``offset`` days, or the nearest allowed value when the result
+    is not storable (FIFF int32 seconds) or falls after dates.latest (``high``)."""
+    target = old[0] + offset * DAY
+    if fiff.MIN_SECS <= target <= high:
+        return target, old[1]
+    return (fiff.MIN_SECS if target < fiff.MIN_SECS else high), 0
 
 
 def published(tmp_path: Path, src: Path, policy: str):
@@ -93,7 +103,7 @@ def test_acquisition_dates_only_choose_the_offset(tmp_path):
     dates = collect_dates(src, items, policy)
     assert sorted(dates["01"][None]) == [dt.datetime(2002, 12, 3, 19, 1, 10),
                                          dt.datetime(2002, 12, 3, 19, 1, 10, 720100)]
-    other = [t for f, b, t in times(src / "sub-01/meg/sub-01_task-audvis_meg.fif")
+    other = [t for f, b, t, _ in times(src / "sub-01/meg/sub-01_task-audvis_meg.fif")
              if not ft.no_date(*t) and (f, b) != ("meas_date", "meas/meas_info")]
     years = {fiff._secs_to_dt(*t).year for t in other}
     assert {1970, 2000, 2015} <= years  # the dates that used to refuse the file
@@ -111,35 +121,34 @@ def test_maxfilter_file_publishes_every_date_moved_by_one_offset(tmp_path, polic
     high = (latest - dt.date(1970, 1, 1)).days * DAY + DAY - 1
 
     before, after = times(fif_in), times(fif_out)
-    assert [(f, b) for f, b, _ in before] == [(f, b) for f, b, _ in after]
-    changes = {c["location"].split(" (byte")[0] + "|" + c["field"]: c
-               for c in record["changes"]}
+    assert [(f, b) for f, b, _, _ in before] == [(f, b) for f, b, _, _ in after]
+    changes = {(c["field"], c["location"]): c for c in record["changes"]}
     moved, replaced = 0, []
-    for (field, block, old), (_, _, new) in zip(before, after):
+    for (field, block, old, pos), (_, _, new, _) in zip(before, after):
         if ft.no_date(*old):
             assert new == old
             continue
-        target = old[0] + offset * DAY
-        if fiff.MIN_SECS <= target <= high:
-            assert new == (target, old[1]), (field, block)
+        assert new == expected(old, offset, high), (field, block)
+        if new == (old[0] + offset * DAY, old[1]):
             moved += 1
-        else:  # not storable (FIFF int32 seconds) or after dates.latest: nearest allowed
-            assert new == ((fiff.MIN_SECS if target < fiff.MIN_SECS else high), 0)
-            assert changes[f"{block}|fiff.{field}"]["action"] == "replace"
-            replaced.append(block)
+        else:
+            where = f"{block} (byte {pos})"
+            assert changes[f"fiff.{field}", where]["action"] == "replace"
+            replaced.append(where)
     assert moved >= 2 and replaced  # the measurement date moved; the 1970 IDs did not fit
-    assert any(fiff._secs_to_dt(*o).year == 1970 for f, b, o in before if b in replaced)
+    assert any(fiff._secs_to_dt(*o).year == 1970 for f, b, o, p in before
+               if f"{b} (byte {p})" in replaced)
     (warning,) = [w for w in summary.warnings if "nearest date allowed" in w]
     assert warning.startswith("sub-01/meg/") and f"{len(replaced)} date(s)" in warning
-    for block in replaced:
-        assert f"in {block} (byte" in warning
+    for where in replaced[:5]:  # the warning names the first five, the key all
+        assert f" in {where}" in warning
     assert record["warnings"] == [warning.split(": ", 1)[1]]
 
     # what MNE reads: measurement date and processing history moved by the same offset
     info_in, info_out = (mne.io.read_info(p, verbose="error") for p in (fif_in, fif_out))
     assert info_out["meas_date"] == info_in["meas_date"] + dt.timedelta(days=offset)
     hist_in, hist_out = info_in["proc_history"][0], info_out["proc_history"][0]
-    assert hist_out["date"][0] == hist_in["date"][0] + offset * DAY
+    assert tuple(hist_out["date"]) == expected(tuple(hist_in["date"]), offset, high)
     assert hist_out["block_id"]["machid"].tolist() == [0, 0]
     assert fiff._secs_to_dt(*hist_out["date"]).date() <= latest
     raw_in, raw_out = (mne.io.read_raw_fif(p, verbose="error") for p in (fif_in, fif_out))

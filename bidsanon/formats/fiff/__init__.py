@@ -5,7 +5,7 @@ headers ``kind, type, size, next``), in two steps:
 
 1. :func:`plan` follows the chain from the start, validates it (loops, pointers outside
    the file, truncated tags, unbalanced blocks) and decides what each tag becomes, from
-   the table in :mod:`bidsanon.fiff_tags`. Only identifying tags are read. The result is
+   the table in :mod:`bidsanon.formats.fiff.tags`. Only identifying tags are read. The result is
    a short list of operations (input byte ranges to copy, new bytes to write); nothing
    is written yet, so a corrupt file leaves no output.
 2. :func:`_write` carries the operations out into a temporary file that replaces the
@@ -306,7 +306,7 @@ def generic_names(text: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     """What to write; built from the policy and the plan (:func:`settings_from_context`)
-    or from the command line (:mod:`bidsanon.fiff_cli`).
+    or from the command line (:mod:`bidsanon.cli.fiff`).
 
     ``meas_offset_days``/``birthday_offset_days``: days added to dates (negative:
     earlier), or None to write the fixed ``meas_date``/``birthday``. ``latest``: the last
