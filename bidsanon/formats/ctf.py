@@ -82,7 +82,9 @@ ACTIONS = {
     "stem": "the new dataset name (folder name without `.ds`)",
     "free-text": "per `free_text`: emptied, scrubbed or kept",
     "date": "shifted by the subject's offset (`placeholder_date` when not shifting); "
-            "the format is kept",
+            "the format is kept; a date other than the acquisition date (`data_date`, "
+            "`_run_date`, `_DATASET_COLLECTIONDATETIME`) shifted after `dates.latest` "
+            "is set to it, with a warning",
     "time": "kept (days-only offsets), 00:00 when `dates.drop_times`",
     "datetime": "date shifted as above, time kept or zeroed per `dates.drop_times`",
     "birthdate": "per `birthdate`: emptied or shifted",
