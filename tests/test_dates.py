@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import DATA
 
+from bidsanon.errors import InputError
 from bidsanon.formats import fiff
 from bidsanon.formats.fiff import tags as ft
 from bidsanon.formats.tsv import read_tsv
@@ -198,3 +199,17 @@ def test_mne_written_birthday_moves_by_the_offset(tmp_path, mne_raw, policy):
     assert info_out["proj_name"] == "mne_anonymize"
     assert info_out["subject_info"]["first_name"] == "mne_anonymize"
     assert info_out["subject_info"]["last_name"] == "mne_anonymize"
+
+
+def test_a_measurement_date_that_cannot_fit_still_stops_the_run(tmp_path):
+    """Only the acquisition date refuses the file: a fixed offset that moves the 2002
+    measurement before 1901-12-13 cannot be stored in FIFF."""
+    src = bids_dataset(tmp_path / "in", gzip.decompress(SSS.read_bytes()), "audvis")
+    policy = tmp_path / "far.yaml"
+    policy.write_text("dates:\n  shift: fixed\n  fixed_offset_days: -40000\n")
+    with pytest.raises(InputError, match=r"sub-01_task-audvis_meg\.fif.*measurement date "
+                                         r"by -40000 days leaves the FIFF date range") as exc:
+        run_dataset(src, tmp_path / "out", policy_path=policy, quiet=True, jobs=1)
+    assert "byte 2955079" in str(exc.value)  # FIFF_MEAS_DATE of the measurement info
+    assert "2002" not in str(exc.value)  # where and what, not the value
+    assert not (tmp_path / "out").exists()

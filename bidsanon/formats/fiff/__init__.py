@@ -356,8 +356,8 @@ class Settings:
         if MIN_SECS <= new <= (MAX_SECS if acquisition else self.high):
             return new, usecs
         if acquisition:
-            raise InputError(
-                f"shifting {_fmt_time(secs, usecs)} by {self.meas_offset_days} days leaves "
+            raise InputError(  # the date itself is not shown: it is identifying
+                f"shifting the measurement date by {self.meas_offset_days} days leaves "
                 "the FIFF date range (1901-12-13 .. 2038-01-19): choose a smaller offset",
                 path, pos)
         return self.clamped(new)
