@@ -788,3 +788,18 @@ def test_mutated_files_never_hang_or_crash(mutations, cut, gz, flip):
             fiff.peek_dates(src)
         except InputError:
             pass
+
+
+def test_fixed_offset_measurement_date_after_latest_is_shifted_not_replaced(tmp_path):
+    """The measurement date is never capped: a fixed offset that leaves it after
+    dates.latest (but inside the FIFF range) shifts it, for the final check to report."""
+    src, dst = tmp_path / "in.fif", tmp_path / "out.fif"
+    meas = 1_038_942_070  # 2002-12-03
+    src.write_bytes(minimal(tag(204, 3, i32(meas, 7))))
+    result = anonymize(src, dst, meas_offset_days=-1000, latest=dt.date(1925, 12, 31))
+    assert [f.value for f in fiff.scan(dst) if f.rule.field == "meas_date"] == \
+        [(meas - 1000 * DAY, 7)]
+    assert [c.action for c in result.changes if c.field == "fiff.meas_date"] == ["shift"]
+    # the file ID (2020) is capped and reported; the measurement date is not
+    (warning,) = result.warnings
+    assert warning.startswith("1 date(s)") and warning.endswith(": FIFF_FILE_ID in top (byte 0)")

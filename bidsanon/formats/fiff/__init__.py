@@ -5,9 +5,9 @@ headers ``kind, type, size, next``), in two steps:
 
 1. :func:`plan` follows the chain from the start, validates it (loops, pointers outside
    the file, truncated tags, unbalanced blocks) and decides what each tag becomes, from
-   the table in :mod:`bidsanon.formats.fiff.tags`. Only identifying tags are read. The result is
-   a short list of operations (input byte ranges to copy, new bytes to write); nothing
-   is written yet, so a corrupt file leaves no output.
+   the table in :mod:`bidsanon.formats.fiff.tags`. Only identifying tags are read. The
+   result is a short list of operations (input byte ranges to copy, new bytes to
+   write); nothing is written yet, so a corrupt file leaves no output.
 2. :func:`_write` carries the operations out into a temporary file that replaces the
    output at the end. The output is sequential: every ``next`` is 0 (-1 on the last
    tag), ``FIFF_DIR_POINTER`` and the free list are -1, the directory and free blocks
@@ -16,7 +16,9 @@ headers ``kind, type, size, next``), in two steps:
    are never loaded whole or re-encoded.
 
 Dates move by the subject's offset (or are set to a fixed date when the plan does not
-shift dates); the transform is a pure function of the input value, so the IDs in split
+shift dates); a date other than the measurement date that the offset would move out of
+the 32-bit FIFF range or after ``dates.latest`` takes the nearest allowed value and is
+reported. The transform is a pure function of the input value, so the IDs in split
 files and their ``FIFF_REF_FILE_ID`` stay consistent and re-runs are byte-identical.
 """
 
@@ -349,11 +351,8 @@ class Settings:
             return secs, usecs
         if self.meas_offset_days is None:
             return (self.meas_date - _EPOCH.date()).days * 86400, 0
-        # Equivalent to TaskContext.shift_datetime on the UTC date-time, in integers.
-        new = secs + self.meas_offset_days * 86400
-        if self.drop_times:
-            new, usecs = new - new % 86400, 0
-        if MIN_SECS <= new <= (MAX_SECS if acquisition else self.high):
+        new, usecs = self._target(secs, usecs)
+        if self.shift_fits(secs, usecs, acquisition):
             return new, usecs
         if acquisition:
             raise InputError(  # the date itself is not shown: it is identifying
@@ -376,11 +375,18 @@ class Settings:
             return (-(-MIN_SECS // 86400) * 86400 if self.drop_times else MIN_SECS), 0
         return (self.high - self.high % 86400 if self.drop_times else self.high), 0
 
-    def shift_fits(self, secs: int, usecs: int) -> bool:
-        """Whether a date or ID time moves by the offset into the allowed range."""
+    def _target(self, secs: int, usecs: int) -> tuple[int, int]:
+        # Equivalent to TaskContext.shift_datetime on the UTC date-time, in integers.
+        new = secs + (self.meas_offset_days or 0) * 86400
+        return (new - new % 86400, 0) if self.drop_times else (new, usecs)
+
+    def shift_fits(self, secs: int, usecs: int, acquisition: bool = False) -> bool:
+        """Whether a date or ID time moves by the offset into the allowed range (the
+        FIFF range; for dates other than the ``acquisition`` date, up to :attr:`high`)."""
         if ft.no_date(secs, usecs) or self.meas_offset_days is None:
             return True
-        return MIN_SECS <= secs + self.meas_offset_days * 86400 <= self.high
+        return MIN_SECS <= self._target(secs, usecs)[0] <= (MAX_SECS if acquisition
+                                                           else self.high)
 
     def new_birthday(self, jd: int, path: str | Path, pos: int) -> int:
         """The Julian day a birthday becomes; one shifted outside the dates Python can
@@ -463,7 +469,7 @@ class Plan:
             self.ops.append(data)
 
 
-#: Action of a date that could not move by the offset into the FIFF range (it is
+#: Action of a date that could not move by the offset into the allowed range (it is
 #: reported as a replacement, with a warning).
 CLAMPED = "clamp"
 
@@ -564,7 +570,7 @@ def _rewrite_date(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: st
     if new == data:
         return None
     action = "replace" if s.meas_offset_days is None else (
-        "shift" if s.shift_fits(secs, usecs) else CLAMPED)
+        "shift" if s.shift_fits(secs, usecs, acquisition) else CLAMPED)
     return tag.type, new, action, _fmt_time(secs, usecs), _fmt_time(nsecs, nusecs)
 
 
