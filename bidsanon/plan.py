@@ -224,9 +224,14 @@ def choose_offset(dates: list[dt.datetime], subject: str, key: KeyData, policy: 
                   today: dt.date | None = None) -> int | None:
     """A subject's offset in days (None when dates are not shifted).
 
-    ``random``: uniform over the offsets that put every date of the subject between
-    ``dates.earliest`` and ``dates.latest`` (whole weeks by default); with no date known,
-    today's date stands in, so whatever date appears later lands in range.
+    ``dates`` are the subject's acquisition dates only (:func:`collect_dates`). Its
+    other dates (birthdays, processing, calibration and file-ID dates) move by the same
+    offset; each format writes the nearest value it can hold for one that then no longer
+    fits, and reports it, so they never constrain the offset.
+
+    ``random``: uniform over the offsets that put every acquisition date of the subject
+    between ``dates.earliest`` and ``dates.latest`` (whole weeks by default); with no
+    date known, today's date stands in, so whatever date appears later lands in range.
     """
     d = policy["dates"]
     if d["shift"] == "none":
@@ -241,7 +246,8 @@ def choose_offset(dates: list[dt.datetime], subject: str, key: KeyData, policy: 
     low = (earliest - min(days)).days
     high = (latest - max(days)).days
     if low > high:
-        raise InputError(f"the dates of sub-{subject} span {(max(days) - min(days)).days} days, "
+        raise InputError(f"the acquisition dates of sub-{subject} span "
+                         f"{(max(days) - min(days)).days} days, "
                          f"more than fits between dates.earliest and dates.latest; widen that "
                          "range or use dates.shift: fixed")
     rng = _rng(key.secret_bytes, "offset", subject)
@@ -276,7 +282,11 @@ def _date_of_label(label: str) -> dt.datetime | None:
 # --- dates known before execution ------------------------------------------------
 
 def collect_dates(root: Path, items: list[tuple[str, bool]], policy: dict) -> dict[str | None, dict[str | None, list[dt.datetime]]]:
-    """Acquisition dates per subject and session, from tables, sidecars and headers."""
+    """Acquisition dates per subject and session: ``acq_time`` of scans/sessions tables,
+    date-like session labels, the acquisition keys of sidecars (``AcquisitionDateTime``,
+    ...) and the recording dates of the formats registered with ``acquisition_dates``
+    (their ``peek_dates``). No other date (birthday, processing or file-ID date) is
+    collected: offsets are chosen from these alone (:func:`choose_offset`)."""
     from bidsanon.dates import parse_iso
     from bidsanon.formats.sidecars import ACQUISITION_KEYS
     from bidsanon.formats.tsv import read_tsv

@@ -328,13 +328,10 @@ def test_bad_res4_fails_cleanly(tmp_path, cut, message):
 def test_peek_dates_reads_headers():
     assert ctf.peek_dates(SOM) == [dt.datetime(2000, 4, 13, 10, 35)]
     # the .res4 is an empty placeholder: the date comes from the .acq copy of its header;
-    # the .infods creation/modification times follow (they are shifted too)
-    assert ctf.peek_dates(RUN1) == [dt.datetime(2013, 12, 18, 9, 42),
-                                    dt.datetime(2013, 12, 18, 9, 43, 41),
-                                    dt.datetime(2013, 12, 18, 9, 50, 15)]
-    assert ctf.peek_dates(NOISE) == [dt.datetime(2013, 12, 18, 8, 2),
-                                     dt.datetime(2017, 10, 24, 17, 11, 50),
-                                     dt.datetime(2017, 10, 24, 17, 11, 51)]
+    # the .infods creation/modification times are not acquisition dates (they are shifted
+    # by the same offset, but do not choose it: NOISE's were written four years later)
+    assert ctf.peek_dates(RUN1) == [dt.datetime(2013, 12, 18, 9, 42)]
+    assert ctf.peek_dates(NOISE) == [dt.datetime(2013, 12, 18, 8, 2)]
 
 
 def test_doc_table_is_in_formats_doc():
@@ -342,3 +339,39 @@ def test_doc_table_is_in_formats_doc():
     assert ctf.doc_table() in doc
     for f in ctf.FIELDS:
         assert f.action in ctf.ACTIONS
+
+
+def test_dates_after_the_acquisition_are_not_moved_past_dates_latest(tmp_path):
+    """NOISE's .infods was created four years after the recording: the offset that puts
+    the recording in 1925 would put the creation in 1929, which the final check refuses.
+    The acquisition date moves by the offset; the later dates are set to dates.latest
+    and reported."""
+    (acquired,) = ctf.peek_dates(NOISE)
+    offset = (dt.date(1925, 6, 1) - acquired.date()).days
+    src_infods = NOISE / "sub-emptyroom_task-noise_run-01_meg.infods"
+    stamps = {name: ws1_string(src_infods, name) for name in (
+        "_DATASET_CREATORDATETIME", "_DATASET_LASTMODIFIEDDATETIME")}
+    assert all(dt.datetime.strptime(s[:8], "%Y%m%d").year == 2017 for s in stamps.values())
+    dst = tmp_path / "sub-emptyroom_task-noise_run-01_meg.ds"
+    ctx = make_ctx(subject="emptyroom", new_subject="emptyroom", offset_days=offset,
+                   policy={"dates": {"latest": "1925-12-31"}})
+    result = ctf.handle(NOISE, dst, ctx)
+    infods = dst / "sub-emptyroom_task-noise_run-01_meg.infods"
+    assert ctf.peek_dates(dst) == [acquired + dt.timedelta(days=offset)]  # from the .acq
+    for name in ("_DATASET_CREATORDATETIME", "_DATASET_LASTMODIFIEDDATETIME"):
+        assert ws1_string(infods, name) == "19251231235959"
+        (change,) = [c for c in result.changes if c.field == name]
+        assert (change.action, change.old) == ("replace", stamps[name])
+    (warning,) = [w for w in result.warnings if "dates.latest" in w]
+    assert warning.startswith("2 date(s) other than the acquisition date")
+    assert [f for f in ctf.check_file(dst, "sub-emptyroom/meg/" + dst.name)
+            if f.severity == "error"] == []
+    # without dates.latest in the policy (or with dates not shifted), nothing is capped
+    (tmp_path / "b").mkdir()
+    late = ctf.handle(NOISE, tmp_path / "b" / dst.name, make_ctx(
+        subject="emptyroom", new_subject="emptyroom", offset_days=offset))
+    created = dt.datetime.strptime(stamps["_DATASET_CREATORDATETIME"], "%Y%m%d%H%M%S")
+    assert ws1_string(tmp_path / "b" / dst.name / infods.name,
+                      "_DATASET_CREATORDATETIME") == \
+        (created + dt.timedelta(days=offset)).strftime("%Y%m%d%H%M%S")
+    assert not late.warnings

@@ -571,13 +571,20 @@ def test_policy_from_context(generated, tmp_path):
     assert info["meas_date"] == dt.datetime(*day.timetuple()[:3], tzinfo=dt.timezone.utc)
 
 
-def test_peek_dates():
-    dates = fiff.peek_dates(FIF / "141027_cropped_90Hz_raw.fif")
-    assert dates == [dt.datetime(2014, 10, 27, 14, 12, 58, 19275),
-                     dt.datetime(2014, 10, 27, 14, 12, 58, 25607)]
+def test_peek_dates_are_measurement_dates_only():
+    """The acquisition date MNE reads as ``meas_date``, not the file ID (written when
+    the file was saved), block IDs or processing dates."""
+    for name in ("141027_cropped_90Hz_raw.fif", "sample_audvis_trunc_raw_sss.fif.gz"):
+        want = mne.io.read_info(FIF / name, verbose="error")["meas_date"]
+        assert fiff.peek_dates(FIF / name) == [want.replace(tzinfo=None)]
+    assert fiff.peek_dates(FIF / "sample_audvis_trunc_raw_sss.fif.gz") == [
+        dt.datetime(2002, 12, 3, 19, 1, 10, 720100)]  # not its 1970 IDs nor 2015 history
+    # MEAS_DATE (0, 0) is "no date" (MNE reads 1970-01-01): the measurement ID stands in
     triux = fiff.peek_dates(FIF / "triux_bmlhus_erm_raw_sss.fif")
-    assert min(triux).date() == dt.date(2016, 5, 12)  # MEAS_DATE (0, 0) is "no date"
-    assert dt.datetime(1970, 1, 1) not in triux
+    assert triux == [dt.datetime(2016, 5, 12, 15, 54, 9, 80393)]
+    assert [f.value[1:] for f in fiff.scan(FIF / "triux_bmlhus_erm_raw_sss.fif")
+            if f.rule.field == "block_id" and f.block == "meas"] == [(1463068449, 80393)]
+    assert fiff.peek_dates(FIF / "ct_sparse.fif") == []  # a calibration file: no measurement
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -646,11 +653,100 @@ def test_single_value_and_old_style_dates(tmp_path):
 
 
 def test_offset_out_of_fiff_range(tmp_path):
+    """Only the measurement date refuses the file: the planner chose the offset from it."""
     dst = tmp_path / "out.fif"
     with pytest.raises(InputError, match="1901-12-13.*smaller offset") as exc:
         anonymize(FIF / "141027_cropped_90Hz_raw.fif", dst, meas_offset_days=-45000)
     assert exc.value.position is not None
+    assert [f.rule.field for f in fiff.scan(FIF / "141027_cropped_90Hz_raw.fif")
+            if f.pos == exc.value.position] == ["meas_date"]
     assert list(tmp_path.iterdir()) == []
+
+
+def processed(meas: int, ids: tuple[int, ...], processing: int) -> bytes:
+    """A meas block with block IDs at ``ids`` seconds, a measurement date and a
+    processing record dated ``processing``."""
+    return chain(tag(100, 31, id_struct(secs=processing)), tag(101, 3, i32(-1)),
+                 tag(106, 3, i32(-1)), tag(104, 3, i32(100)),
+                 *[tag(110, 31, id_struct(secs=s)) for s in ids],
+                 tag(104, 3, i32(101)), tag(204, 3, i32(meas, 7)), tag(105, 3, i32(101)),
+                 tag(104, 3, i32(900)), tag(104, 3, i32(901)),
+                 tag(204, 3, i32(processing, 9)), tag(105, 3, i32(901)),
+                 tag(105, 3, i32(900)), tag(105, 3, i32(100)), tag(108, 0))
+
+
+@pytest.mark.parametrize("drop_times", [False, True])
+def test_other_dates_outside_the_range_take_the_nearest_allowed(tmp_path, drop_times):
+    """1970 block IDs (MaxFilter) shifted before 1901-12-13, and a processing date and
+    file ID shifted after dates.latest, are set to the nearest allowed second (or day
+    with drop_times) and reported; the measurement date moves by the offset."""
+    meas, early, late = 1_038_942_070, 216_000, 1_446_584_573  # 2002, 1970, 2015
+    src, dst = tmp_path / "in.fif", tmp_path / "out.fif"
+    src.write_bytes(processed(meas, (early, 2_000_000), late))
+    latest = dt.date(1925, 12, 31)
+    offset = (dt.date(1925, 6, 1) - dt.date(2002, 12, 3)).days  # as the planner may
+    result = anonymize(src, dst, meas_offset_days=offset, latest=latest,
+                       drop_times=drop_times)
+    values = [f.value for f in fiff.scan(dst)]
+    low = -(-fiff.MIN_SECS // DAY) * DAY if drop_times else fiff.MIN_SECS
+    high = (latest - dt.date(1970, 1, 1)).days * DAY + (0 if drop_times else DAY - 1)
+    shifted_meas = meas + offset * DAY - ((meas + offset * DAY) % DAY if drop_times else 0)
+    assert values == [((0, 0), high, 0), ((0, 0), low, 0), ((0, 0), low, 0),
+                      (shifted_meas, 0 if drop_times else 7), (high, 0)]
+    assert fiff.MIN_SECS <= low and fiff._secs_to_dt(high).date() == latest
+    assert [(c.field, c.action) for c in result.changes] == [
+        ("fiff.file_id", "replace"), ("fiff.parent_block_id", "replace"),
+        ("fiff.parent_block_id", "replace"), ("fiff.meas_date", "shift"),
+        ("fiff.meas_date", "replace")]
+    (warning,) = result.warnings
+    assert warning.startswith("4 date(s) other than the measurement date")
+    assert "1970" not in warning and "2015" not in warning  # where, not what
+    # the same file without a latest bound (the command line): only the FIFF range
+    anonymize(src, dst, meas_offset_days=offset, drop_times=drop_times)
+    assert [v for f, v in ((f.rule.field, f.value) for f in fiff.scan(dst))
+            if f == "meas_date"][1][0] == late + offset * DAY - (
+                (late + offset * DAY) % DAY if drop_times else 0)
+
+
+def test_birthday_outside_the_calendar_takes_the_nearest_day(tmp_path):
+    src, dst = tmp_path / "in.fif", tmp_path / "out.fif"
+    jd = dt.date(3, 2, 1).toordinal() + 1721425
+    src.write_bytes(minimal(tag(104, 3, i32(106)), tag(404, 3, i32(jd)),
+                            tag(105, 3, i32(106))))
+    result = anonymize(src, dst, meas_offset_days=-2000)
+    (birthday,) = [f.value for f in fiff.scan(dst) if f.rule.field == "subject_birthday"]
+    assert birthday == dt.date.min.toordinal() + 1721425
+    assert [c.action for c in result.changes if c.field == "fiff.subject_birthday"] == \
+        ["replace"]
+    assert "FIFF_SUBJ_BIRTH_DAY in meas/meas_info/subject" in result.warnings[0]
+    anonymize(src, dst, meas_offset_days=+2000)  # inside the calendar: moved
+    assert [f.value for f in fiff.scan(dst) if f.rule.field == "subject_birthday"] == \
+        [jd + 2000]
+
+
+def test_project_texts_replaced_by_the_dataset_policy_kept_by_mne_anonymize(tmp_path):
+    src = FIF / "triux_bmlhus_erm_raw_sss.fif"
+    names = {f.value for f in fiff.scan(src) if f.rule.field == "project_name"}
+    assert names and "mne_anonymize" not in names
+    dst = tmp_path / "policy_raw.fif"
+    fiff.handle(src, dst, TaskContext(offset_days=-36000, policy={}))
+    assert {f.value for f in fiff.scan(dst) if f.rule.field == "project_name"} == \
+        {"mne_anonymize"}
+    assert mne.io.read_info(dst, verbose="error")["proj_name"] == "mne_anonymize"
+    off = {"meg": {"fiff": {"project_text": False}}}
+    fiff.handle(src, dst, TaskContext(offset_days=-36000, policy=off))
+    assert {f.value for f in fiff.scan(dst) if f.rule.field == "project_name"} == names
+    # the command line's settings (mne_anonymize): kept unless brute
+    anonymize(src, dst)
+    assert {f.value for f in fiff.scan(dst) if f.rule.field == "project_name"} == names
+    anonymize(src, dst, brute=True)
+    assert {f.value for f in fiff.scan(dst) if f.rule.field == "project_name"} == \
+        {"mne_anonymize"}
+    for field in ("project_name", "project_aim", "project_comment"):
+        rule = ft.FIELDS[field]
+        assert ft.is_replaced(rule, project_text=True) and not ft.is_replaced(rule)
+        assert ft.is_replaced(rule, brute=True)
+    assert not ft.is_replaced(ft.FIELDS["project_id"], project_text=True)
 
 
 def test_output_over_2gib_is_refused(tmp_path, monkeypatch):
@@ -774,3 +870,18 @@ def test_mutated_files_never_hang_or_crash(mutations, cut, gz, flip):
             fiff.peek_dates(src)
         except InputError:
             pass
+
+
+def test_fixed_offset_measurement_date_after_latest_is_shifted_not_replaced(tmp_path):
+    """The measurement date is never capped: a fixed offset that leaves it after
+    dates.latest (but inside the FIFF range) shifts it, for the final check to report."""
+    src, dst = tmp_path / "in.fif", tmp_path / "out.fif"
+    meas = 1_038_942_070  # 2002-12-03
+    src.write_bytes(minimal(tag(204, 3, i32(meas, 7))))
+    result = anonymize(src, dst, meas_offset_days=-1000, latest=dt.date(1925, 12, 31))
+    assert [f.value for f in fiff.scan(dst) if f.rule.field == "meas_date"] == \
+        [(meas - 1000 * DAY, 7)]
+    assert [c.action for c in result.changes if c.field == "fiff.meas_date"] == ["shift"]
+    # the file ID (2020) is capped and reported; the measurement date is not
+    (warning,) = result.warnings
+    assert warning.startswith("1 date(s)") and warning.endswith(": FIFF_FILE_ID in top (byte 0)")

@@ -75,7 +75,11 @@ class FormatModule(Protocol):
         """
 
     def peek_dates(self, path: Path) -> list[dt.datetime]:
-        """Read the dates stored in the file cheaply (headers only), as naive UTC.
+        """Read the acquisition dates stored in the file cheaply, as naive UTC.
+
+        Headers only. The planner chooses offsets from these alone: other dates
+        (birthdays, processing or file-ID dates) are not returned; the handler moves
+        them by the same offset, or writes the nearest value it can store and reports it.
 
         Parameters
         ----------

@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field, replace
 from pathlib import Path
 
 from bidsanon import schema
@@ -82,7 +82,9 @@ ACTIONS = {
     "stem": "the new dataset name (folder name without `.ds`)",
     "free-text": "per `free_text`: emptied, scrubbed or kept",
     "date": "shifted by the subject's offset (`placeholder_date` when not shifting); "
-            "the format is kept",
+            "the format is kept; a date other than the acquisition date (`data_date`, "
+            "`_run_date`, `_DATASET_COLLECTIONDATETIME`) shifted after `dates.latest` "
+            "is set to it, with a warning",
     "time": "kept (days-only offsets), 00:00 when `dates.drop_times`",
     "datetime": "date shifted as above, time kept or zeroed per `dates.drop_times`",
     "birthdate": "per `birthdate`: emptied or shifted",
@@ -269,10 +271,40 @@ class _Job:
     policy: dict
     new_stem: str
     new_name: str
+    #: (old, new) of dates set to ``dates.latest`` (shared with sub-datasets' jobs)
+    late: list = dc_field(default_factory=list, compare=False)
 
     @property
     def placeholder(self) -> dt.date:
         return dt.date.fromisoformat(self.policy["placeholder_date"])
+
+    @property
+    def latest(self) -> dt.date | None:
+        """The last day a moved date may fall on (``dates.latest``; None when the plan
+        does not shift dates)."""
+        value = self.ctx.section("dates").get("latest")
+        return dt.date.fromisoformat(value) if value and self.ctx.offset_days is not None \
+            else None
+
+
+#: The fields holding the acquisition date (what :func:`peek_dates` reads): they move
+#: by the offset the planner chose from them. The other dates (creation, modification,
+#: procedure, processing dates in text) move by the same offset but are set to
+#: ``dates.latest`` when that puts them later: the final check refuses later dates.
+_ACQUISITION_FIELDS = frozenset({"data_date", "_run_date", "_DATASET_COLLECTIONDATETIME"})
+
+
+def _not_after_latest(value: dt.datetime, old: str, fmt: str, job: _Job, acquisition: bool,
+                      ) -> dt.datetime:
+    """``value`` (a shifted date), or the end of ``dates.latest`` for a date other than
+    the acquisition date that the shift put after it (recorded in ``job.late``)."""
+    latest = job.latest
+    if acquisition or latest is None or value.date() <= latest:
+        return value
+    clock = dt.time() if job.ctx.drop_times else dt.time(23, 59, 59)
+    new = dt.datetime.combine(latest, clock)
+    job.late.append((old, new.strftime(fmt) if "%b" not in fmt else _format_date(new, fmt)))
+    return new
 
 
 def _uid(role: str, job: _Job) -> str:
@@ -304,15 +336,17 @@ def _parse(text: str, formats: tuple[str, ...]) -> tuple[dt.datetime, str] | Non
     return None
 
 
-def _new_date(text: str, job: _Job) -> str:
-    """Shift a CTF date string (format kept); placeholder if unparsable or not shifting."""
+def _new_date(text: str, job: _Job, acquisition: bool = False) -> str:
+    """Shift a CTF date string (format kept); placeholder if unparsable or not shifting;
+    ``dates.latest`` for a date other than the acquisition date shifted after it."""
     if not text.strip():
         return text
     parsed = _parse(text, _DATE_FORMATS)
     fmt = parsed[1] if parsed else "%d/%m/%Y"
     if parsed is None or job.ctx.offset_days is None:
         return _format_date(job.placeholder, fmt)
-    return _format_date(job.ctx.shift_date(parsed[0].date()), fmt)
+    day = dt.datetime.combine(job.ctx.shift_date(parsed[0].date()), dt.time())
+    return _format_date(_not_after_latest(day, text, fmt, job, acquisition).date(), fmt)
 
 
 def _new_time(text: str, job: _Job) -> str:
@@ -322,8 +356,9 @@ def _new_time(text: str, job: _Job) -> str:
     return "00:00:00" if parsed and parsed[1] == "%H:%M:%S" else "00:00"
 
 
-def _new_datetime14(text: str, job: _Job) -> str:
-    """Shift a ``YYYYMMDDhhmm[ss]`` stamp, keeping its length."""
+def _new_datetime14(text: str, job: _Job, acquisition: bool = False) -> str:
+    """Shift a ``YYYYMMDDhhmm[ss]`` stamp, keeping its length (``dates.latest`` for a
+    date other than the acquisition date shifted after it)."""
     if not text.strip():
         return text
     fmt = {12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}.get(len(text.strip()), "%Y%m%d%H%M%S")
@@ -336,7 +371,8 @@ def _new_datetime14(text: str, job: _Job) -> str:
         if job.ctx.drop_times:
             value = value.replace(hour=0, minute=0, second=0)
         return value.strftime(fmt)
-    return job.ctx.shift_datetime(value).strftime(fmt)
+    shifted = job.ctx.shift_datetime(value)
+    return _not_after_latest(shifted, text, fmt, job, acquisition).strftime(fmt)
 
 
 def _free_text(text: str, job: _Job) -> str:
@@ -364,12 +400,13 @@ def new_value(field: Field, old: str, job: _Job) -> str:
         return job.new_stem if old.strip() else old
     if action == "free-text":
         return _free_text(old, job)
+    acquisition = field.name in _ACQUISITION_FIELDS
     if action == "date":
-        return _new_date(old, job)
+        return _new_date(old, job, acquisition)
     if action == "time":
         return _new_time(old, job)
     if action == "datetime":
-        return _new_datetime14(old, job)
+        return _new_datetime14(old, job, acquisition)
     if action == "birthdate":
         if job.policy["birthdate"] == "blank" or job.ctx.offset_days is None:
             return ""
@@ -756,7 +793,7 @@ def _process_ds(src: Path, dst: Path, job: _Job, rel: str, result: FileResult) -
             sub_dst = dst / out_name
             sub_dst.mkdir()
             if entry.name.endswith(".ds"):  # a sub-dataset such as hz.ds
-                sub = _Job(job.ctx, job.policy, out_name[:-3], out_name)
+                sub = _Job(job.ctx, job.policy, out_name[:-3], out_name, job.late)
                 _process_ds(entry, sub_dst, sub, where, result)
             else:
                 _process_ds_plain(entry, sub_dst, job, where, result)
@@ -813,6 +850,14 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
         _process_ds(src, tmp, job, "", result)
         if dst.is_dir() and not any(dst.iterdir()):
             dst.rmdir()
+    if job.late:
+        late = set(job.late)
+        result.changes = [replace(c, action="replace") if (c.old, c.new) in late else c
+                          for c in result.changes]
+        result.warnings.append(
+            f"{len(job.late)} date(s) other than the acquisition date fall after "
+            "dates.latest once moved by the subject's offset; each was set to that date "
+            "(the key's changes list them)")
     return result
 
 
@@ -853,17 +898,17 @@ def _parse_stamp(text: str) -> dt.datetime | None:
 
 
 def peek_dates(path: Path) -> list[dt.datetime]:
-    """Every date of a dataset that gets shifted, read from its headers only.
+    """The acquisition date of a dataset, read from its headers only.
 
-    The acquisition date comes from the first source that has one: ``.res4`` (what
-    MNE-Python reads), the copy of its header in ``.acq`` (``_genRes``; the
-    bids-examples keep real dates there while their ``.res4`` is empty), ``.acq``
-    ``_run_date``, ``.infods`` ``_DATASET_COLLECTIONDATETIME``. The ``.infods``
-    creation and modification times are added: they move by the same offset, so the
-    planner must fit them into the shifted-date window too.
+    It comes from the first source that has one: ``.res4`` (what MNE-Python reads), the
+    copy of its header in ``.acq`` (``_genRes``; the bids-examples keep real dates there
+    while their ``.res4`` is empty), ``.acq`` ``_run_date``, ``.infods``
+    ``_DATASET_COLLECTIONDATETIME``. The other dates (``.infods`` creation and
+    modification times, the birth date) move by the same offset but do not choose it:
+    CTF stores dates as text with four-digit years, so any shifted date fits.
     """
     folder, stem = _dataset_files(Path(path))
-    return _acquisition_dates(folder, stem) + _infods_dates(folder, stem)
+    return _acquisition_dates(folder, stem)
 
 
 def _acquisition_dates(folder: Path, stem: str) -> list[dt.datetime]:
@@ -888,18 +933,6 @@ def _acquisition_dates(folder: Path, stem: str) -> list[dt.datetime]:
             if stamp := _parse_stamp(raw[start:end].decode("latin-1")):
                 return [stamp]
     return []
-
-
-def _infods_dates(folder: Path, stem: str) -> list[dt.datetime]:
-    raw = _ws1_file(folder / f"{stem}.infods")
-    if raw is None:
-        return []
-    out = []
-    for name in ("_DATASET_CREATORDATETIME", "_DATASET_LASTMODIFIEDDATETIME"):
-        for start, end, _ in _ws1_items(raw, name, _WS1_STRING):
-            if stamp := _parse_stamp(raw[start:end].decode("latin-1")):
-                out.append(stamp)
-    return out
 
 
 def _ws1_file(p: Path) -> bytes | None:

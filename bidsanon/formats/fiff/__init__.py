@@ -5,9 +5,9 @@ headers ``kind, type, size, next``), in two steps:
 
 1. :func:`plan` follows the chain from the start, validates it (loops, pointers outside
    the file, truncated tags, unbalanced blocks) and decides what each tag becomes, from
-   the table in :mod:`bidsanon.fiff_tags`. Only identifying tags are read. The result is
-   a short list of operations (input byte ranges to copy, new bytes to write); nothing
-   is written yet, so a corrupt file leaves no output.
+   the table in :mod:`bidsanon.formats.fiff.tags`. Only identifying tags are read. The
+   result is a short list of operations (input byte ranges to copy, new bytes to
+   write); nothing is written yet, so a corrupt file leaves no output.
 2. :func:`_write` carries the operations out into a temporary file that replaces the
    output at the end. The output is sequential: every ``next`` is 0 (-1 on the last
    tag), ``FIFF_DIR_POINTER`` and the free list are -1, the directory and free blocks
@@ -16,7 +16,9 @@ headers ``kind, type, size, next``), in two steps:
    are never loaded whole or re-encoded.
 
 Dates move by the subject's offset (or are set to a fixed date when the plan does not
-shift dates); the transform is a pure function of the input value, so the IDs in split
+shift dates); a date other than the measurement date that the offset would move out of
+the 32-bit FIFF range or after ``dates.latest`` takes the nearest allowed value and is
+reported. The transform is a pure function of the input value, so the IDs in split
 files and their ``FIFF_REF_FILE_ID`` stay consistent and re-runs are byte-identical.
 """
 
@@ -108,8 +110,11 @@ POLICY = {
                "also stores the FreeSurfer subject name there).", type=str),
     "keep_his": Key(False, "Keep FIFF_SUBJ_HIS_ID unchanged (only for a study code)."),
     "brute": Key(False, "Also replace the subject's sex, handedness, weight and height and "
-                 "the project's ID, name, aim and comment (mne_anonymize --brute); implies "
-                 "`mne_environment`."),
+                 "the project's ID (mne_anonymize --brute); implies `mne_environment` and "
+                 "`project_text`."),
+    "project_text": Key(True, "Replace the project's name, aim and comment (free text: "
+                        "project names can hold a person's name). mne_anonymize and "
+                        "`bidsanon fiff` keep them unless brute."),
     "mne_environment": Key(True, "Replace the working directory and command line MNE "
                            "programs store (they often contain user and subject names). "
                            "mne_anonymize's default is false."),
@@ -417,7 +422,10 @@ class Settings:
     ``meas_offset_days``/``birthday_offset_days``: days added to dates (negative:
     earlier), or None to write the fixed ``meas_date``/``birthday``. ``annotations``:
     ``scrub`` (with ``scrub``), ``blank`` or ``keep`` (mne_anonymize's behaviour, the
-    default here; the pipeline's policy default is ``scrub``).
+    default here; the pipeline's policy default is ``scrub``). ``latest``: the last
+    day a moved date other than the measurement date may fall on (the plan's
+    ``dates.latest``: the final check refuses later dates); later ones are set to its
+    last second. None (the command line): only the FIFF range limits them.
     """
 
     meas_offset_days: int | None = None
@@ -430,48 +438,84 @@ class Settings:
     keep_his: bool = False
     brute: bool = False
     mne_environment: bool = True
+    project_text: bool = False
     mri: str = "warn"
     fields: dict = field(default_factory=dict)
     rename: Callable[[str], str] | None = None
     annotations: str = "keep"
     scrub: AnnotationScrub = field(default_factory=AnnotationScrub)
+    latest: dt.date | None = None
 
     def replaced(self, rule: ft.TagRule) -> bool:
         return ft.is_replaced(rule, self.brute, self.mne_environment, self.keep_his,
-                              self.fields, self.annotations)
+                              self.fields, self.annotations, self.project_text)
 
-    def new_time(self, secs: int, usecs: int, path: str | Path, pos: int) -> tuple[int, int]:
-        """The (secs, usecs) a date or ID time becomes; the no-date value is kept."""
+    def new_time(self, secs: int, usecs: int, path: str | Path, pos: int,
+                 acquisition: bool = False) -> tuple[int, int]:
+        """The (secs, usecs) a date or ID time becomes; the no-date value is kept.
+
+        A shifted time outside the 32-bit FIFF range, or after :attr:`latest`, becomes
+        the nearest time allowed (see :meth:`clamped`), except an ``acquisition`` date
+        (the measurement date in the measurement info): the planner chose the offset
+        from it, so one outside the FIFF range is an error (and one after ``latest``,
+        only possible with a fixed offset, is kept for the final check to report).
+        """
         if ft.no_date(secs, usecs):
             return secs, usecs
         if self.meas_offset_days is None:
             return (self.meas_date - _EPOCH.date()).days * 86400, 0
-        # Equivalent to TaskContext.shift_datetime on the UTC date-time, in integers.
-        new = secs + self.meas_offset_days * 86400
-        if self.drop_times:
-            new, usecs = new - new % 86400, 0
-        if not MIN_SECS <= new <= MAX_SECS:
-            raise InputError(
-                f"shifting {_fmt_time(secs, usecs)} by {self.meas_offset_days} days leaves "
+        new, usecs = self._target(secs, usecs)
+        if self.shift_fits(secs, usecs, acquisition):
+            return new, usecs
+        if acquisition:
+            raise InputError(  # the date itself is not shown: it is identifying
+                f"shifting the measurement date by {self.meas_offset_days} days leaves "
                 "the FIFF date range (1901-12-13 .. 2038-01-19): choose a smaller offset",
                 path, pos)
-        return new, usecs
+        return self.clamped(new)
+
+    @property
+    def high(self) -> int:
+        """The last second a moved date other than the measurement date may take."""
+        if self.latest is None:
+            return MAX_SECS
+        return min(MAX_SECS, (self.latest - _EPOCH.date()).days * 86400 + 86399)
+
+    def clamped(self, secs: int) -> tuple[int, int]:
+        """The allowed (secs, usecs) nearest to ``secs``: the first second of the FIFF
+        range or the last of :attr:`high` (whole days with ``drop_times``)."""
+        if secs < MIN_SECS:
+            return (-(-MIN_SECS // 86400) * 86400 if self.drop_times else MIN_SECS), 0
+        return (self.high - self.high % 86400 if self.drop_times else self.high), 0
+
+    def _target(self, secs: int, usecs: int) -> tuple[int, int]:
+        # Equivalent to TaskContext.shift_datetime on the UTC date-time, in integers.
+        new = secs + (self.meas_offset_days or 0) * 86400
+        return (new - new % 86400, 0) if self.drop_times else (new, usecs)
+
+    def shift_fits(self, secs: int, usecs: int, acquisition: bool = False) -> bool:
+        """Whether a date or ID time moves by the offset into the allowed range (the
+        FIFF range; for dates other than the ``acquisition`` date, up to :attr:`high`)."""
+        if ft.no_date(secs, usecs) or self.meas_offset_days is None:
+            return True
+        return MIN_SECS <= self._target(secs, usecs)[0] <= (MAX_SECS if acquisition
+                                                           else self.high)
 
     def new_birthday(self, jd: int, path: str | Path, pos: int) -> int:
+        """The Julian day a birthday becomes; one shifted outside the dates Python can
+        represent becomes the nearest one that it can (a Julian day itself has no
+        range)."""
         if _jd_to_date(jd) is None:
             return jd  # not a date (e.g. 0 for unset): nothing to hide
         if self.birthday_offset_days is None:
             return self.birthday.toordinal() + _JD_OFFSET
-        new = jd + self.birthday_offset_days
-        if _jd_to_date(new) is None:
-            raise InputError(f"shifting the birthday by {self.birthday_offset_days} days "
-                             "leaves the range of dates", path, pos)
-        return new
+        return max(_JD_MIN, min(jd + self.birthday_offset_days, _JD_MAX))
 
 
 def settings_from_policy(section: dict, offset_days: int | None, drop_times: bool = False,
                          rename: Callable[[str], str] | None = None,
-                         scrub: AnnotationScrub | None = None) -> Settings:
+                         scrub: AnnotationScrub | None = None,
+                         latest: dt.date | None = None) -> Settings:
     """Settings from a ``meg.fiff`` policy section (missing keys: defaults).
 
     ``scrub``: how annotation texts are scrubbed (default: the built-in text patterns).
@@ -483,16 +527,19 @@ def settings_from_policy(section: dict, offset_days: int | None, drop_times: boo
         birthday_offset_days=offset_days if pol["shift_birthday"] else None,
         birthday=dt.date.fromisoformat(pol["birthday"]),
         drop_times=drop_times, text=pol["text"], his=pol["his"], keep_his=pol["keep_his"],
-        brute=pol["brute"], mne_environment=pol["mne_environment"], mri=pol["mri"],
+        brute=pol["brute"], mne_environment=pol["mne_environment"],
+        project_text=pol["project_text"], mri=pol["mri"],
         fields=dict(pol["fields"]), rename=rename, annotations=pol["annotations"],
-        scrub=scrub or AnnotationScrub())
+        scrub=scrub or AnnotationScrub(), latest=latest)
 
 
 def settings_from_context(ctx) -> Settings:
     """Settings for a runner task (:class:`bidsanon.context.TaskContext`)."""
+    latest = ctx.section("dates").get("latest")
     return settings_from_policy(ctx.section("meg", "fiff"), ctx.offset_days,
                                 ctx.drop_times, ctx.rename,
-                                AnnotationScrub(ctx.section("text"), ctx.scrub_labels))
+                                AnnotationScrub(ctx.section("text"), ctx.scrub_labels),
+                                dt.date.fromisoformat(latest) if latest else None)
 
 
 # --------------------------------------------------------------------------- planning
@@ -541,9 +588,18 @@ class Plan:
             self.ops.append(data)
 
 
-def _rewrite(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | Path
-             ) -> tuple[int, bytes, str, str, str] | None:
-    """New (type, data, action, old, new) for an identifying tag, or None to keep it."""
+#: Action of a date that could not move by the offset into the allowed range (it is
+#: reported as a replacement, with a warning).
+CLAMPED = "clamp"
+
+
+def _rewrite(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | Path,
+             acquisition: bool = False) -> tuple[int, bytes, str, str, str] | None:
+    """New (type, data, action, old, new) for an identifying tag, or None to keep it.
+
+    ``acquisition``: the tag is the recording's measurement date (an error, not a
+    clamped value, when it does not fit; see :meth:`Settings.new_time`).
+    """
     a = rule.action
     if a == "id":
         if tag.size != 20:
@@ -555,11 +611,12 @@ def _rewrite(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | P
         if new == data:
             return None
         shifted = s.meas_offset_days is not None and (nsecs, nusecs) != (secs, usecs)
-        return (tag.type, new, "shift" if shifted else "replace",
+        action = ("shift" if s.shift_fits(secs, usecs) else CLAMPED) if shifted else "replace"
+        return (tag.type, new, action,
                 f"machid {m0 & 0xFFFFFFFF:08x}{m1 & 0xFFFFFFFF:08x}, {_fmt_time(secs, usecs)}",
                 f"machid 0000000000000000, {_fmt_time(nsecs, nusecs)}")
     if a == "date":
-        return _rewrite_date(rule, tag, data, s, path)
+        return _rewrite_date(rule, tag, data, s, path, acquisition)
     if a == "julian":
         if tag.size != 4:
             raise InputError(f"malformed {rule.fiff} ({tag.size} bytes, expected 4)",
@@ -568,8 +625,10 @@ def _rewrite(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | P
         new = s.new_birthday(jd, path, tag.pos)
         if new == jd:
             return None
+        shifted = s.birthday_offset_days is not None
         return (tag.type, _INT.pack(new),
-                "shift" if s.birthday_offset_days is not None else "replace",
+                ("shift" if new == jd + s.birthday_offset_days else CLAMPED) if shifted
+                else "replace",
                 str(_jd_to_date(jd)), str(_jd_to_date(new)))
     if a in ("int", "float"):
         new = _INT.pack(rule.placeholder) if a == "int" else struct.pack(">f",
@@ -628,13 +687,13 @@ def _rewrite_annotation(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings,
     return ft.T_STRING, new, "blank" if blank else "replace", old, new_text
 
 
-def _rewrite_date(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | Path
-                  ) -> tuple[int, bytes, str, str, str] | None:
+def _rewrite_date(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: str | Path,
+                  acquisition: bool = False) -> tuple[int, bytes, str, str, str] | None:
     base = tag.type & 0xFFFF
     if base == ft.T_INT and tag.size in (4, 8):
         vals = struct.unpack(f">{tag.size // 4}i", data)
         secs, usecs = vals[0], vals[1] if len(vals) > 1 else 0
-        nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos)
+        nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos, acquisition)
         new = struct.pack(f">{len(vals)}i", *((nsecs, nusecs)[:len(vals)]))
     elif base == ft.T_DOUBLE and tag.size in (8, 16):
         vals = struct.unpack(f">{tag.size // 8}d", data)
@@ -642,20 +701,21 @@ def _rewrite_date(rule: ft.TagRule, tag: Tag, data: bytes, s: Settings, path: st
             raise InputError(f"malformed {rule.fiff} (not a number)", path, tag.pos)
         if len(vals) == 2:  # MNE >= 0.20: (secs, usecs) as doubles
             secs, usecs = int(vals[0]), int(vals[1])
-            nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos)
+            nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos, acquisition)
             new = struct.pack(">2d", float(nsecs), float(nusecs))
         else:  # older MNE: one double, seconds with a fraction
             secs = math.floor(vals[0])
             usecs = int(round((vals[0] - secs) * 1e6))
-            nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos)
+            nsecs, nusecs = s.new_time(secs, usecs, path, tag.pos, acquisition)
             new = struct.pack(">d", nsecs + nusecs / 1e6)
     else:
         raise InputError(f"unexpected {rule.fiff} of type {tag.type} and {tag.size} bytes",
                          path, tag.pos)
     if new == data:
         return None
-    return (tag.type, new, "shift" if s.meas_offset_days is not None else "replace",
-            _fmt_time(secs, usecs), _fmt_time(nsecs, nusecs))
+    action = "replace" if s.meas_offset_days is None else (
+        "shift" if s.shift_fits(secs, usecs, acquisition) else CLAMPED)
+    return tag.type, new, action, _fmt_time(secs, usecs), _fmt_time(nsecs, nusecs)
 
 
 def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
@@ -664,6 +724,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
     mri_seen = False
     own: set[str] = set()  # the file's own names, for scrubbing its annotations
     memo: dict[str, str] = {}  # annotation texts repeat a lot
+    clamped: list[str] = []
     pending: tuple[Tag, tuple[int, bytes] | None] | None = None
     for tag, stack in iter_tags(f, path, size):
         p.tags += 1
@@ -691,15 +752,20 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         elif rule is not None and s.replaced(rule):
             data = read_payload(f, tag, path)
             out = (_rewrite_annotation(rule, tag, data, s, tuple(sorted(own)), memo)
-                   if rule.action == "annotation" else _rewrite(rule, tag, data, s, path))
+                   if rule.action == "annotation" else
+                   _rewrite(rule, tag, data, s, path,
+                            acquisition=_is_measurement_date(rule, stack)))
             if out is not None:
                 typ, data, action, old, new = out
                 edit = (typ, data)
                 if len(old) > 256:  # e.g. acquisition parameters: keep the key readable
                     old = f"{old[:256]}... ({len(old)} characters)"
+                location = f"{_block_path(stack)} (byte {tag.pos})"
+                if action == CLAMPED:
+                    action = "replace"
+                    clamped.append(f"{rule.fiff} in {location}")
                 p.changes.append(Change(field=f"fiff.{rule.field}", action=action,
-                                        location=f"{_block_path(stack)} (byte {tag.pos})",
-                                        old=old, new=new))
+                                        location=location, old=old, new=new))
         p.changed += edit is not None
         # A tag is written once the next kept one is known: the last one gets next -1.
         if pending is not None:
@@ -707,6 +773,14 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         pending = (tag, edit)
     if pending is not None:
         p.emit(pending[0], -1, pending[1])
+    if clamped:
+        shown = "; ".join(clamped[:5]) + (f"; and {len(clamped) - 5} more"
+                                          if len(clamped) > 5 else "")
+        p.warnings.append(
+            f"{len(clamped)} date(s) other than the measurement date, moved by the "
+            "subject's offset, leave the FIFF range (1901-12-13 .. 2038-01-19; "
+            "birthdays: years 1 .. 9999) or fall after dates.latest; each was set to the "
+            f"nearest date allowed (the key's changes list them): {shown}")
     if p.out_size > MAX_FILE_SIZE:
         raise InputError(f"the output would be {p.out_size} bytes, over the 2 GiB FIFF "
                          "limit: split the recording first (MNE: raw.save(split_size=...))",
@@ -976,25 +1050,64 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     return out
 
 
-def peek_dates(path: Path) -> list[dt.datetime]:
-    """Every date the rewriter shifts (measurement, processing, helium, ID times), as
-    naive UTC date-times, sorted and unique; no-date values are left out.
+def _is_measurement_date(rule: ft.TagRule, stack: tuple[int, ...]) -> bool:
+    """The recording's own measurement date: FIFF_MEAS_DATE of a measurement info block
+    (not those of processing records, helium or cross-talk blocks)."""
+    return rule.field == "meas_date" and bool(stack) and stack[-1] == ft.B_MEAS_INFO
 
-    The planner chooses offsets that keep all of them in range. Only tag headers and
+
+#: Where MNE looks for the measurement ID when a file has no measurement date, in its
+#: order (``mne._fiff.meas_info.read_meas_info``): (tag kind, innermost block or None
+#: for the top level).
+_MEAS_ID_ORDER = ((110, ft.B_MEAS_INFO), (103, ft.B_MEAS_INFO), (103, ft.B_MEAS),
+                  (110, ft.B_MEAS), (ft.FILE_ID, None))
+
+
+def peek_dates(path: Path) -> list[dt.datetime]:
+    """The acquisition date of each measurement in the file, as naive UTC date-times,
+    sorted and unique: FIFF_MEAS_DATE of its measurement info, or, when that is missing
+    or "no date", the measurement ID MNE would take instead (what MNE reads as
+    ``meas_date``). A file without a measurement block (cross-talk, fine-calibration)
+    has none.
+
+    The planner chooses offsets from these only: the other dates (file and block IDs,
+    processing and calibration dates, birthday) move by the same offset and are set to
+    the nearest date the format holds when they do not fit. Only tag headers and the
     date/ID tags are read (a gzip file is decompressed once).
     """
     f, size = open_fiff(path)
-    out = set()
+    out: set[dt.datetime] = set()
+    file_id: tuple[int, int] | None = None
+    found: dict[tuple[int, int | None], tuple[int, int]] = {}
+    meas_date: tuple[int, int] | None = None
     with f:
-        for tag, _ in iter_tags(f, path, size):
-            rule = ft.rule_for(tag.kind, None)
+        for tag, stack in iter_tags(f, path, size):
+            if tag.kind == ft.BLOCK_END and stack and stack[-1] == ft.B_MEAS:
+                ids = {**found, (ft.FILE_ID, None): file_id} if file_id else found
+                when = meas_date or next((ids[k] for k in _MEAS_ID_ORDER if k in ids), None)
+                if when is not None:
+                    out.add(_secs_to_dt(*when))
+                found, meas_date = {}, None
+                continue
+            block = stack[-1] if stack else None
+            rule = ft.rule_for(tag.kind, block)
             if rule is None or rule.action not in ("id", "date"):
+                continue
+            where = (tag.kind, block)
+            if not (_is_measurement_date(rule, stack) or where in _MEAS_ID_ORDER):
                 continue
             v = _value(rule, tag, read_payload(f, tag, path))
             if rule.action == "id" and isinstance(v, tuple):
                 v = v[1:]
-            if isinstance(v, tuple) and not ft.no_date(*v) and MIN_SECS <= v[0] <= MAX_SECS:
-                out.add(_secs_to_dt(*v))
+            if not (isinstance(v, tuple) and not ft.no_date(*v)
+                    and MIN_SECS <= v[0] <= MAX_SECS):
+                continue
+            if rule.action == "date":
+                meas_date = meas_date or v
+            elif where == (ft.FILE_ID, None):
+                file_id = v
+            else:
+                found.setdefault(where, v)
     return sorted(out)
 
 

@@ -25,6 +25,7 @@ FREE_BLOCK = 107
 T_INT, T_FLOAT, T_DOUBLE, T_STRING = 3, 4, 5, 10
 
 # Block kinds (FIFFB_*) the table refers to.
+B_MEAS = 100
 B_MEAS_INFO = 101
 B_EVOKED = 104
 B_MNE_EVENTS = 361
@@ -86,9 +87,9 @@ class TagRule:
     default : str
         ``replace`` or ``keep`` when no switch or override applies.
     switch : str | None
-        Policy switch that turns it on (``brute``, ``mne_environment``) or off
-        (``keep_his``), or the mode that decides (``annotations``: replaced unless
-        ``keep``).
+        Policy switch that turns it on (``brute``, ``mne_environment``,
+        ``project_text``; ``brute`` turns all three on) or off (``keep_his``), or the
+        mode that decides (``annotations``: replaced unless ``keep``).
     blocks : tuple of int | None
         Only inside these (innermost) blocks; None: everywhere.
     rule : str
@@ -209,13 +210,13 @@ TAGS: tuple[TagRule, ...] = (
     TagRule(500, "project_id", "FIFF_PROJ_ID", "int", "project number", placeholder=0,
             default="keep", switch="brute", rule="project", severity="info"),
     TagRule(501, "project_name", "FIFF_PROJ_NAME", "text", "project name", default="keep",
-            switch="brute", rule="project", severity="warning"),
+            switch="project_text", rule="project", severity="warning"),
     TagRule(502, "project_aim", "FIFF_PROJ_AIM", "text", "project aim", default="keep",
-            switch="brute", rule="project", severity="info"),
+            switch="project_text", rule="project", severity="info"),
     TagRule(503, "project_persons", "FIFF_PROJ_PERSONS", "text",
             "persons in the project (names)", rule="project"),
     TagRule(504, "project_comment", "FIFF_PROJ_COMMENT", "text", "comment about the project",
-            default="keep", switch="brute", rule="project", severity="info"),
+            default="keep", switch="project_text", rule="project", severity="info"),
     TagRule(1101, "ref_path", "FIFF_REF_PATH", "path", "path of a referenced (MRI) file",
             rule="path", severity="warning"),
     TagRule(2006, "mri_pixel_data", "FIFF_MRI_PIXEL_DATA", "warn",
@@ -258,12 +259,14 @@ def rule_for(kind: int, block: int | None) -> TagRule | None:
 
 def is_replaced(rule: TagRule, brute: bool = False, mne_environment: bool = False,
                 keep_his: bool = False, overrides: dict | None = None,
-                annotations: str = "keep") -> bool:
+                annotations: str = "keep", project_text: bool = False) -> bool:
     """Whether ``rule``'s tag is rewritten under these switches and per-field overrides.
 
     Precedence: a per-field override (``keep``/``replace``), then the switch, then the
-    rule's default. ``brute`` also implies ``mne_environment`` (as in mne_anonymize).
-    ``annotations`` is the annotation mode (``scrub``, ``blank`` or ``keep``).
+    rule's default. ``brute`` also implies ``mne_environment`` (as in mne_anonymize) and
+    ``project_text`` (mne_anonymize replaces the project's texts only with ``--brute``;
+    the dataset policy turns ``project_text`` on by default). ``annotations`` is the
+    annotation mode (``scrub``, ``blank`` or ``keep``).
     """
     if overrides and rule.field in overrides:
         return overrides[rule.field] == "replace"
@@ -273,6 +276,8 @@ def is_replaced(rule: TagRule, brute: bool = False, mne_environment: bool = Fals
         return brute
     if rule.switch == "mne_environment":
         return mne_environment or brute
+    if rule.switch == "project_text":
+        return project_text or brute
     if rule.switch == "keep_his":
         return not keep_his
     return rule.default == "replace"
