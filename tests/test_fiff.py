@@ -774,3 +774,16 @@ def test_mutated_files_never_hang_or_crash(mutations, cut, gz, flip):
             fiff.peek_dates(src)
         except InputError:
             pass
+
+
+def test_placeholder_names_are_not_scrubbed_from_annotations(tmp_path):
+    """The real empty-room file names its "subject" Empty Room and its experimenter
+    neuromag: placeholders, not names to hunt for in its annotations."""
+    raw = mne.io.read_raw_fif(FIF / "141027_cropped_90Hz_raw.fif").crop(0, 2).load_data()
+    assert (raw.info["subject_info"]["first_name"], raw.info["experimenter"]) == (
+        "Room", "neuromag")
+    raw.set_annotations(mne.Annotations([0.5], [0.1], ["room door opened"]))
+    src, dst = tmp_path / "er_raw.fif", tmp_path / "out_raw.fif"
+    raw.save(src)
+    anonymize(src, dst, annotations="scrub")
+    assert list(mne.io.read_raw_fif(dst).annotations.description) == ["room door opened"]
