@@ -184,18 +184,47 @@ def find_phones(text: str, regions: tuple[str, ...] | list[str] = ("US",),
     left out.
     """
     found: list[tuple[int, int]] = []
-    for run in _RUN.finditer(text):
-        if sum(c.isdigit() for c in run.group(0)) < MIN_PHONE_DIGITS:
+    # decimals (one dot: 12.5, 0.0575) are never part of a phone number: they end runs
+    masked = _DECIMAL.sub(lambda m: "x" * len(m.group(0)), text)
+    for run in _RUN.finditer(masked):
+        for offset, piece in _pieces(text[run.start():run.end()], run.start()):
+            if sum(c.isdigit() for c in piece) < MIN_PHONE_DIGITS:
+                continue
+            found = _add_phones(found, text, offset, piece, tuple(regions), leniency)
+    return found
+
+
+_DECIMAL = re.compile(r"(?<![\d.])[-+]?\d+\.\d+(?![\d.])")
+#: A phone number has at most this many groups (`+33 1 23 45 67 89`: 6). A longer run
+#: of numbers is numeric data (b-values, sample lists), where only numbers written with
+#: a country code are looked for, from each ``+``.
+MAX_PHONE_GROUPS = 8
+_GROUP = re.compile(r"[ \t]*\S+")
+
+
+def _pieces(run: str, offset: int) -> list[tuple[int, str]]:
+    if len(run.split()) <= MAX_PHONE_GROUPS:
+        return [(offset, run)]
+    out = []
+    for plus in re.finditer(r"\+", run):
+        # from the +, every length of 2 to MAX_PHONE_GROUPS groups (the next number of
+        # the data must not be taken for the end of the phone number)
+        ends = [m.end() for m in _GROUP.finditer(run, plus.start())][:MAX_PHONE_GROUPS]
+        out += [(offset + plus.start(), run[plus.start():e]) for e in ends[1:]]
+    return out
+
+
+def _add_phones(found: list[tuple[int, int]], text: str, offset: int, piece: str,
+                regions: tuple[str, ...], leniency: str) -> list[tuple[int, int]]:
+    for s, e, intl in _phones_in_run(piece, regions, leniency):
+        s, e = s + offset, e + offset
+        if not _plausible(text, s, e, intl):
             continue
-        for s, e, intl in _phones_in_run(run.group(0), tuple(regions), leniency):
-            s, e = s + run.start(), e + run.start()
-            if not _plausible(text, s, e, intl):
-                continue
-            if found and s < found[-1][1]:  # overlaps the previous: keep the longer
-                if e - s > found[-1][1] - found[-1][0]:
-                    found[-1] = (s, e)
-                continue
-            found.append((s, e))
+        if found and s < found[-1][1]:  # overlaps the previous: keep the longer
+            if e - s > found[-1][1] - found[-1][0]:
+                found[-1] = (s, e)
+            continue
+        found.append((s, e))
     return found
 
 

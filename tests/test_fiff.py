@@ -885,3 +885,16 @@ def test_fixed_offset_measurement_date_after_latest_is_shifted_not_replaced(tmp_
     # the file ID (2020) is capped and reported; the measurement date is not
     (warning,) = result.warnings
     assert warning.startswith("1 date(s)") and warning.endswith(": FIFF_FILE_ID in top (byte 0)")
+
+
+def test_placeholder_names_are_not_scrubbed_from_annotations(tmp_path):
+    """The real empty-room file names its "subject" Empty Room and its experimenter
+    neuromag: placeholders, not names to hunt for in its annotations."""
+    raw = mne.io.read_raw_fif(FIF / "141027_cropped_90Hz_raw.fif").crop(0, 2).load_data()
+    assert (raw.info["subject_info"]["first_name"], raw.info["experimenter"]) == (
+        "Room", "neuromag")
+    raw.set_annotations(mne.Annotations([0.5], [0.1], ["room door opened"]))
+    src, dst = tmp_path / "er_raw.fif", tmp_path / "out_raw.fif"
+    raw.save(src)
+    anonymize(src, dst, annotations="scrub")
+    assert list(mne.io.read_raw_fif(dst).annotations.description) == ["room door opened"]

@@ -62,6 +62,9 @@ NOT_PHONES = [
     "[0.0, 0.0575, 0.115, 0.1725, 0.23]", "doi 10.1016/j.neuroimage.2013.12.123",
     "DeviceSerialNumber 167035, 1200 Hz",
     "Mk78=Stimulus,S1,1645439,1,0", "12345678",  # sample positions, bare integers
+    " ".join(["0"] + ["1000", "2000", "3000"] * 20),  # a whole .bval line
+    " ".join(f"{0.0575 * i - 0.9:.4f}" for i in range(60)),  # a .bvec line
+    " ".join(str(1201 * i) for i in range(60)),  # sample indices
 ]
 
 
@@ -101,3 +104,9 @@ def test_phone_region_must_be_known():
     from bidsanon.schema import validate
     with pytest.raises(PolicyError, match=r"phone_regions\[1\]` is not a region"):
         validate({"phone_regions": ["DK", "XX"]}, POLICY)
+
+
+def test_number_with_country_code_inside_numeric_data_found():
+    data = " ".join(str(1201 * i) for i in range(30))
+    text = f"{data} +45 3545 1234 {data}"
+    assert find(text, ["phone"]) == [("phone", "+45 3545 1234")]

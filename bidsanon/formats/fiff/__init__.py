@@ -374,13 +374,19 @@ def _blank_piece(field: str, text: str) -> str:
 #: Fields whose values name the file's own subject or staff: an annotation that
 #: repeats them gets them replaced even without the plan's known values (CLI).
 _OWN_NAMES = ("subject_first_name", "subject_middle_name", "subject_last_name",
-              "experimenter", "project_persons", "subject_comment")
+              "experimenter", "project_persons")
 
 
 def _name_parts(value: str) -> set[str]:
+    """A name and its parts of 3+ letters, without placeholders (``mne_anonymize``,
+    the empty-room "subject" ``Empty Room``)."""
+    from bidsanon.scrub import GENERIC_VALUES
     value = value.strip()
+    if value.lower() in GENERIC_VALUES:
+        return set()
     parts = {p for p in re.split(r"[\s^,_;]+", value) if len(p) >= 3 and p.isalpha()}
-    return ({value} if len(value) >= 3 else set()) | parts
+    names = ({value} if len(value) >= 3 else set()) | parts
+    return {n for n in names if n.lower() not in GENERIC_VALUES}
 
 
 @dataclass(frozen=True)
