@@ -93,8 +93,7 @@ FILES = {
                 "or `copy`.", choices=("exclude", "copy")),
     "unknown": Key("exclude", "Files no handler knows how to de-identify: `exclude` "
                    "(reported) or `copy` unchanged (reported).", choices=("exclude", "copy")),
-    "copy": Key(["*.bval", "*.bvec", "*_meg.dat", "*_physio.tsv.gz", "*_stim.tsv.gz",
-                 "stimuli/**", "*.eeg", "*.mefd/**"],
+    "copy": Key(["*.bval", "*.bvec", "*_meg.dat", "stimuli/**", "*.eeg", "*.mefd/**"],
                 "Glob patterns of files copied byte for byte (they hold no identifying "
                 "fields: gradient tables, MaxFilter calibration, BrainVision binary data).",
                 item=Key("", "")),

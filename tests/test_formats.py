@@ -40,6 +40,8 @@ SAMPLES = {
                 "sub-01/ses-01/pet/sub-01_ses-01_trc-CIMBI36_pet.json"),
     "tsv": ("bids/eeg_matchingpennies/sub-05/eeg/sub-05_task-matchingpennies_channels.tsv",
             "sub-05/eeg/sub-05_task-matchingpennies_channels.tsv"),
+    "physio": ("physio/ds210/sub-01/func/sub-01_task-rest_run-01_physio.tsv.gz",
+               "sub-01/func/sub-01_task-rest_run-01_physio.tsv.gz"),
     "anat": ("anat/mni152/MNI152_T1_2mm.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz"),
     "nifti": ("bids/pet001/sub-01/ses-01/pet/sub-01_ses-01_trc-CIMBI36_pet.nii.gz",
               "sub-01/ses-01/pet/sub-01_ses-01_trc-CIMBI36_pet.nii.gz"),
