@@ -42,6 +42,7 @@ SAMPLES = {
             "sub-05/eeg/sub-05_task-matchingpennies_channels.tsv"),
     "physio": ("physio/ds210/sub-01/func/sub-01_task-rest_run-01_physio.tsv.gz",
                "sub-01/func/sub-01_task-rest_run-01_physio.tsv.gz"),
+    "mrs": ("mrs/metab.nii.gz", "sub-01/mrs/sub-01_svs.nii.gz"),
     "anat": ("anat/mni152/MNI152_T1_2mm.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz"),
     "nifti": ("bids/pet001/sub-01/ses-01/pet/sub-01_ses-01_trc-CIMBI36_pet.nii.gz",
               "sub-01/ses-01/pet/sub-01_ses-01_trc-CIMBI36_pet.nii.gz"),

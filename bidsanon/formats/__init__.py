@@ -111,6 +111,8 @@ FORMATS: tuple[Format, ...] = (
     Format("tsv", _P + "tsv", "TSV table", suffixes=(".tsv",), mount=("tsv",)),
     Format("physio", _P + "physio", "compressed TSV recording (gzip header emptied)",
            suffixes=(".tsv.gz",), mount=("tsv", "physio")),
+    Format("mrs", _P + "mrs", "NIfTI-MRS (JSON header extension scrubbed)",
+           suffixes=(".nii", ".nii.gz"), datatype="mrs", mount=("mrs",)),
     Format("anat", _P + "anat", "anatomical MRI (defaced)", suffixes=(".nii", ".nii.gz"),
            datatype="anat", gate="include", mount=("anat", "deface")),
     Format("nifti", _P + "nifti", "NIfTI (header scrubbed)", suffixes=(".nii", ".nii.gz")),
