@@ -28,6 +28,10 @@ BIDS = DATA / "bids"
 #: "empty") use a real file of the kind the policy copies.
 SAMPLES = {
     "ctf": ("meg/ctf/somMDYO-18av.ds", "sub-01/meg/sub-01_task-x_meg.ds"),
+    "omezarr": ("micr/micr_SEMzarr/sub-01/ses-01/micr/sub-01_ses-01_sample-A_SPIM.ome.zarr",
+                "sub-01/micr/sub-01_sample-A_SPIM.ome.zarr"),
+    "microscopy": ("micr/micr_SPIM/sub-01/micr/sub-01_sample-A_stain-LFB_chunk-01_SPIM.ome.tif",
+                   "sub-01/micr/sub-01_sample-A_stain-LFB_chunk-01_SPIM.ome.tif"),
     "photo": ("bids/ds000246/sub-0001/meg/sub-0001_acq-NAS_photo.jpg",
               "sub-01/meg/sub-01_acq-NAS_photo.jpg"),
     "headshape": ("bids/ds000246/sub-0001/meg/sub-0001_headshape.pos",
