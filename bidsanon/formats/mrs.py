@@ -91,6 +91,9 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("`descrip`, `aux_file`, `db_name`", "free text", "cleared (rule `nifti.header-text`)"),
     ("gzip header", "original file name and time", "no name, mtime 0"),
     ("spectra", "the data", "copied byte for byte"),
+    ("the file itself", "a corrupt header, extension or JSON; a NIfTI without the "
+     "extension", "an error naming the file (rule `mrs.unreadable`); scrubbed as any NIfTI "
+     "(rule `mrs.no-extension`, a warning)"),
 )
 
 
