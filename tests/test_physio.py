@@ -89,8 +89,9 @@ def test_text_cells_scrubbed_numbers_kept(tmp_path):
            "13.5\t0\tmessage\t2019-05-17T10:00:00\t1350\n"]
     src = _with_lines(tmp_path, msg)
     rel = "sub-EP10/ses-01/eeg/" + EYE.name
-    raw = {f.rule for f in physio.check_file(src, rel, default_policy())}
-    assert {"text.email", "tsv.date"} <= raw
+    found = physio.check_file(src, rel, default_policy())
+    assert {"text.email", "tsv.date"} <= {f.rule for f in found}
+    assert not any("jane@" in f.message or "2019" in f.message for f in found)
     dst = tmp_path / "out.tsv.gz"
     ctx = TaskContext(subject="EP10", new_subject="Z9PL", offset_days=-36400,
                       policy=default_policy(), labels=Labels(subjects={"EP10": "Z9PL"}),

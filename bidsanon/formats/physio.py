@@ -60,6 +60,9 @@ FIELDS: tuple[Field, ...] = (
 #: and every non-ASCII byte): a block without them is numbers and is copied as it is.
 _TEXT = re.compile(rb"[A-DF-Za-df-z\x80-\xff]")
 _BOM = "\ufeff"
+#: What a text rule found, said without the value (findings go to CI logs).
+_KINDS = {"text.email": "an e-mail address", "text.phone": "a phone number",
+          "text.url": "a web address", "text.date": "a date after 1925"}
 _KEEP = {*NA, "inf", "+inf", "-inf", "Inf", "-Inf", "+Inf"}
 
 
@@ -150,11 +153,13 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                         when = date_of(cell)
                         if when is not None:
                             if s.late(when):
-                                out.append(finding(rel, "tsv.date", f"a date after "
+                                out.append(finding(rel, "tsv.date", "a date after "
                                                    f"{s.latest} (not shifted)", where,
                                                    s.date_severity()))
                             continue
-                        out += check_text(cell, rel, s, where)
+                        out += [Finding(f.path, f.rule, f.severity, _KINDS.get(
+                            f.rule, "a match of a study pattern") + " in a text cell",
+                            f.location) for f in check_text(cell, rel, s, where)]
     except (EOFError, OSError, zlib.error) as exc:
         return out + [Finding(rel, "physio.unreadable", "error",
                               f"the gzip stream cannot be decompressed ({exc})")]
