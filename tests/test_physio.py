@@ -183,3 +183,20 @@ def test_run_publishes_physio_without_gzip_names(tmp_path):
     assert gzip_header_info(outs[0]) == (None, 0, None)
     assert gzip.decompress(outs[0].read_bytes()) == gzip.decompress(REST.read_bytes())
     assert "sub-01" not in str(outs[0].relative_to(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("block, numeric", [
+    (b"-290\t-2609\n-286\t-2576\n", True), (b"1e-5\tn/a\r\n-3.5\t\n", True),
+    (b"inf\t-inf\tNaN\n", True), (b"-1.5e+03\t+2\n", True),
+    (b"2019-05-17\t1\n", False), (b"555-123-4567\n", False), (b"17.05.2019\n", False),
+    (b"555.123.4567\n", False), (b"1\tblink\n", False), (b"\xef\xbb\xbf1\n", False)])
+def test_only_blocks_of_numbers_skip_the_cell_scrub(block, numeric):
+    """The fast path copies a block unchanged only when no cell of it could be
+    scrubbed: dates and phone numbers have no letters but are not numbers."""
+    assert physio.numeric_block(block) is numeric
+
+
+def test_real_recording_is_all_numbers():
+    data = gzip.decompress(REST.read_bytes())
+    assert physio.numeric_block(data)  # so it streams through without the cell scrub
+    assert not physio.numeric_block(gzip.decompress(EYE.read_bytes()))
