@@ -307,3 +307,40 @@ def test_corrupt_input_is_a_one_line_error(damage, tmp_path):
     assert not out.exists()
     assert any(f.rule == "micr.unreadable" and f.severity == "error"
                for f in microscopy.check_file(bad, REL, default_policy()))
+
+
+@pytest.mark.parametrize("bigtiff, byteorder", [(False, ">"), (True, "<"), (True, ">")])
+def test_bigtiff_and_big_endian(bigtiff, byteorder, tmp_path):
+    """OME-BigTIFF (``.ome.btf``) and Motorola byte order, with the OME model's sample
+    document and an artist tag; tiles written by tifffile."""
+    pixels = np.asarray(Image.open(PNG).convert("L"))[:96, :80]
+    src = tmp_path / "sub-01_sample-A_SPIM.ome.btf"
+    tifffile.imwrite(src, pixels, bigtiff=bigtiff, byteorder=byteorder, tile=(32, 32),
+                     description=PEOPLE.read_text(), metadata=None,
+                     extratags=[(315, 2, 0, "Jane Doeson", True)])
+    assert {"micr.experimenter", "micr.tiff-text"} <= {f.rule for f in errors(src)}
+    dst = tmp_path / "out.ome.btf"
+    microscopy.handle(src, dst, make_ctx())
+    data = dst.read_bytes()
+    assert b"john@example.org" not in data and b"Jane Doeson" not in data
+    with tifffile.TiffFile(dst) as tif:
+        assert tif.is_bigtiff is bigtiff and tif.byteorder == byteorder
+        assert np.array_equal(tif.asarray(), pixels)
+        assert "Experimenter" in tif.pages[0].description
+    assert segments(dst) == segments(src)
+    assert errors(dst) == []
+
+
+def test_a_description_that_grows_is_appended_and_the_old_bytes_zeroed(tmp_path):
+    pixels = np.asarray(Image.open(PNG).convert("L"))[:16, :16]
+    src = tmp_path / "sub-01_sample-A_BF.tif"
+    tifffile.imwrite(src, pixels, description="slide of sub-01", metadata=None)
+    size = src.stat().st_size
+    dst = tmp_path / "out.tif"
+    microscopy.handle(src, dst, make_ctx())
+    assert dst.stat().st_size > size  # "sub-Q7XK" is longer than "sub-01"
+    assert b"sub-01" not in dst.read_bytes()
+    with tifffile.TiffFile(dst) as tif:
+        assert tif.pages[0].description == "slide of sub-Q7XK"
+        assert np.array_equal(tif.asarray(), pixels)
+    assert segments(dst) == segments(src)
