@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import DATA, copy_tree
+from conftest import DATA, copy_tree, validator_issues
 from PIL import Image, PngImagePlugin
 
 from bidsanon.context import TaskContext
@@ -264,14 +264,24 @@ def test_original_metadata_annotations_dropped_with_their_references(tmp_path):
     assert errors(dst) == []
 
 
-def test_run_publishes_microscopy_datasets(tmp_path):
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """micr_SPIM and micr_SEMzarr run through bidsanon: name -> (input, output)."""
     from bidsanon.run import run_dataset
-    for name, pattern in (("micr_SPIM", "*.ome.tif"), ("micr_SEMzarr", "*.ome.zarr")):
-        src = copy_tree(MICR / name, tmp_path / name)
+    base = tmp_path_factory.mktemp("micr")
+    out = {}
+    for name in ("micr_SPIM", "micr_SEMzarr"):
+        src = copy_tree(MICR / name, base / name)
         before = sha256_file(src)
-        out = tmp_path / f"{name}-out"
-        run_dataset(src, out, quiet=True, jobs=1)
+        run_dataset(src, base / f"{name}-out", quiet=True, jobs=1)
         assert sha256_file(src) == before
+        out[name] = (src, base / f"{name}-out")
+    return out
+
+
+def test_run_publishes_microscopy_datasets(published):
+    for name, pattern in (("micr_SPIM", "*.ome.tif"), ("micr_SEMzarr", "*.ome.zarr")):
+        src, out = published[name]
         found = sorted(out.rglob(pattern))
         assert found and len(found) == len(sorted(src.rglob(pattern)))
         assert not any("sub-01" in str(p.relative_to(out)) for p in found)
@@ -281,6 +291,17 @@ def test_run_publishes_microscopy_datasets(tmp_path):
         else:
             assert (found[0] / "0" / "0" / "0").read_bytes() == \
                 (ZARR / "0" / "0" / "0").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["micr_SPIM", "micr_SEMzarr"])
+def test_published_microscopy_passes_the_validator(published, name):
+    """No validator error the input does not have (an OME-Zarr left out would leave its
+    sidecar without its data file)."""
+    src, out = published[name]
+    before = {i["code"] for i in validator_issues(src) if i["severity"] == "error"}
+    new = [i for i in validator_issues(out) if i["severity"] == "error"
+           and i["code"] not in before]
+    assert new == []
 
 
 @pytest.mark.parametrize("damage", ["truncated-ifd", "not-tiff", "png-crc", "bad-xml"])

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import DATA, copy_tree
+from conftest import DATA, copy_tree, validator_issues
 
 from bidsanon.check.engine import Scan, check_path
 from bidsanon.check.rules import settings_for
@@ -183,6 +183,10 @@ def test_run_publishes_physio_without_gzip_names(tmp_path):
     assert gzip_header_info(outs[0]) == (None, 0, None)
     assert gzip.decompress(outs[0].read_bytes()) == gzip.decompress(REST.read_bytes())
     assert "sub-01" not in str(outs[0].relative_to(tmp_path / "out"))
+    codes = {i["code"] for i in validator_issues(src)}
+    assert {"GZIP_HEADER_MTIME", "GZIP_HEADER_FILENAME"} <= codes  # the real input
+    codes = {i["code"] for i in validator_issues(tmp_path / "out")}
+    assert not {"GZIP_HEADER_MTIME", "GZIP_HEADER_FILENAME"} & codes
 
 
 @pytest.mark.parametrize("block, numeric", [
