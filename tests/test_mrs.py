@@ -161,3 +161,22 @@ def test_a_nifti_without_the_mrs_extension_is_scrubbed_as_nifti(tmp_path):
     assert np.array_equal(np.asanyarray(out.dataobj), np.asanyarray(img.dataobj))
     rules = {f.rule for f in mrs.check_file(dst, REL, default_policy())}
     assert rules == {"mrs.no-extension"}
+
+
+def test_run_publishes_a_nifti_mrs_dataset(tmp_path):
+    """bids-examples' mrs_biggaba (its NIfTIs are placeholders) with the real spec2nii
+    spectrum as its press SVS: published, the check passes, the spectra are identical."""
+    from conftest import copy_tree
+
+    from bidsanon.run import run_dataset
+    src = copy_tree(MRS / "mrs_biggaba", tmp_path / "in")
+    data = src / "sub-01" / "mrs" / "sub-01_acq-press_svs.nii.gz"
+    data.write_bytes(SAMPLES["svs"].read_bytes())
+    before = sha256_file(src)
+    run_dataset(src, tmp_path / "out", quiet=True, jobs=1)
+    assert sha256_file(src) == before
+    outs = list((tmp_path / "out").rglob("*_svs.nii.gz"))
+    assert len(outs) == 1 and "sub-01" not in outs[0].name
+    assert not any(k in extension(outs[0]) for k in IDENTIFYING)
+    assert np.array_equal(np.asanyarray(nib.load(outs[0]).dataobj),
+                          np.asanyarray(nib.load(data).dataobj))
