@@ -365,3 +365,15 @@ def test_a_description_that_grows_is_appended_and_the_old_bytes_zeroed(tmp_path)
         assert tif.pages[0].description == "slide of sub-Q7XK"
         assert np.array_equal(tif.asarray(), pixels)
     assert segments(dst) == segments(src)
+
+
+def test_corrupt_zarr_metadata_is_a_one_line_error(tmp_path):
+    src = copy_tree(ZARR, tmp_path / "in.ome.zarr")
+    (src / ".zattrs").write_text('{"multiscales": [')
+    out = tmp_path / "out.ome.zarr"
+    with pytest.raises(InputError) as err:
+        microscopy.handle(src, out, make_ctx())
+    assert "\n" not in str(err.value) and ".zattrs" in str(err.value)
+    assert not out.exists()
+    found = microscopy.check_file(src, "sub-01/micr/x.ome.zarr", default_policy())
+    assert [f.rule for f in found if f.severity == "error"] == ["micr.unreadable"]
