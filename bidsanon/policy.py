@@ -95,7 +95,9 @@ FILES = {
                    "(reported) or `copy` unchanged (reported).", choices=("exclude", "copy")),
     "copy": Key(["*.bval", "*.bvec", "*_meg.dat", "stimuli/**", "*.eeg", "*.mefd/**"],
                 "Glob patterns of files copied byte for byte (they hold no identifying "
-                "fields: gradient tables, MaxFilter calibration, BrainVision binary data).",
+                "fields: gradient tables, MaxFilter calibration, BrainVision binary data); a "
+                "gzip file (`*.gz`) is re-compressed with an empty header (no name, mtime "
+                "0), its content unchanged.",
                 item=Key("", "")),
 }
 
