@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bidsanon.fileio import is_inside
 from bidsanon.errors import InputError, UsageError
-from bidsanon.formats import classify, matches, peek_dates
+from bidsanon.formats import classify, is_folder_unit, matches, peek_dates
 from bidsanon.key import KeyData, SubjectEntry
 from bidsanon.labels import EMPTYROOM, Labels, relabel_name
 
@@ -123,7 +123,7 @@ def walk(root: Path, policy: dict) -> tuple[list[tuple[str, bool]], list[tuple[s
             if full.is_symlink():
                 excluded.append((rel + "/", "folder symlink not followed"))
                 continue
-            if d.lower().endswith(".ds"):
+            if is_folder_unit(d):
                 items.append((rel, True))
                 continue
             keep_dirs.append(d)

@@ -93,10 +93,11 @@ FILES = {
                 "or `copy`.", choices=("exclude", "copy")),
     "unknown": Key("exclude", "Files no handler knows how to de-identify: `exclude` "
                    "(reported) or `copy` unchanged (reported).", choices=("exclude", "copy")),
-    "copy": Key(["*.bval", "*.bvec", "*_meg.dat", "*_physio.tsv.gz", "*_stim.tsv.gz",
-                 "stimuli/**", "*.eeg"],
+    "copy": Key(["*.bval", "*.bvec", "*_meg.dat", "stimuli/**", "*.eeg"],
                 "Glob patterns of files copied byte for byte (they hold no identifying "
-                "fields: gradient tables, MaxFilter calibration, BrainVision binary data).",
+                "fields: gradient tables, MaxFilter calibration, BrainVision binary data); a "
+                "gzip file (`*.gz`) is re-compressed with an empty header (no name, mtime "
+                "0), its content unchanged.",
                 item=Key("", "")),
 }
 

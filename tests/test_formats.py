@@ -28,6 +28,10 @@ BIDS = DATA / "bids"
 #: "empty") use a real file of the kind the policy copies.
 SAMPLES = {
     "ctf": ("meg/ctf/somMDYO-18av.ds", "sub-01/meg/sub-01_task-x_meg.ds"),
+    "omezarr": ("micr/micr_SEMzarr/sub-01/ses-01/micr/sub-01_ses-01_sample-A_SPIM.ome.zarr",
+                "sub-01/micr/sub-01_sample-A_SPIM.ome.zarr"),
+    "microscopy": ("micr/micr_SPIM/sub-01/micr/sub-01_sample-A_stain-LFB_chunk-01_SPIM.ome.tif",
+                   "sub-01/micr/sub-01_sample-A_stain-LFB_chunk-01_SPIM.ome.tif"),
     "photo": ("bids/ds000246/sub-0001/meg/sub-0001_acq-NAS_photo.jpg",
               "sub-01/meg/sub-01_acq-NAS_photo.jpg"),
     "headshape": ("bids/ds000246/sub-0001/meg/sub-0001_headshape.pos",
@@ -40,6 +44,9 @@ SAMPLES = {
                 "sub-01/ses-01/pet/sub-01_ses-01_trc-CIMBI36_pet.json"),
     "tsv": ("bids/eeg_matchingpennies/sub-05/eeg/sub-05_task-matchingpennies_channels.tsv",
             "sub-05/eeg/sub-05_task-matchingpennies_channels.tsv"),
+    "physio": ("physio/ds210/sub-01/func/sub-01_task-rest_run-01_physio.tsv.gz",
+               "sub-01/func/sub-01_task-rest_run-01_physio.tsv.gz"),
+    "mrs": ("mrs/metab.nii.gz", "sub-01/mrs/sub-01_svs.nii.gz"),
     "anat": ("anat/mni152/MNI152_T1_2mm.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz"),
     "nifti": ("bids/pet001/sub-01/ses-01/pet/sub-01_ses-01_trc-CIMBI36_pet.nii.gz",
               "sub-01/ses-01/pet/sub-01_ses-01_trc-CIMBI36_pet.nii.gz"),

@@ -94,12 +94,19 @@ _P = "bidsanon.formats."
 FORMATS: tuple[Format, ...] = (
     Format("ctf", _P + "ctf", "CTF dataset folder", suffixes=(".ds",), folder=True,
            mount=("meg", "ctf"), acquisition_dates=True),
+    Format("omezarr", _P + "microscopy", "OME-Zarr image folder (metadata scrubbed, chunks "
+           "exact)", suffixes=(".ome.zarr",), folder=True, mount=("micr",),
+           acquisition_dates=True),
     Format("photo", _P + "photos", "photo of the participant (metadata stripped)",
            contains=("_photo.",), gate="include",
            refused="photo of the participant (files.photos)", mount=("files", "photos")),
     Format("headshape", _P + "headshape", "digitised head shape", contains=("_headshape.",),
            gate="include", refused="digitised head shape (files.headshape)",
            mount=("files", "headshape")),
+    Format("microscopy", _P + "microscopy", "microscopy image (metadata scrubbed, pixels "
+           "exact)", suffixes=(".ome.tif", ".ome.tiff", ".ome.btf", ".tif", ".tiff", ".btf",
+                               ".png"), datatype="micr", mount=("micr",),
+           acquisition_dates=True),
     Format("dataset_description", _P + "dataset_description", "written by bidsanon",
            names=("dataset_description.json",), mount=("output",)),
     Format("participants", _P + "participants", "participants table and its descriptions",
@@ -109,6 +116,10 @@ FORMATS: tuple[Format, ...] = (
     Format("sidecar", _P + "sidecars", "JSON sidecar", suffixes=(".json",),
            mount=("sidecars",)),
     Format("tsv", _P + "tsv", "TSV table", suffixes=(".tsv",), mount=("tsv",)),
+    Format("physio", _P + "physio", "compressed TSV recording (gzip header emptied)",
+           suffixes=(".tsv.gz",), mount=("tsv", "physio")),
+    Format("mrs", _P + "mrs", "NIfTI-MRS (JSON header extension scrubbed)",
+           suffixes=(".nii", ".nii.gz"), datatype="mrs", mount=("mrs",)),
     Format("anat", _P + "anat", "anatomical MRI (defaced)", suffixes=(".nii", ".nii.gz"),
            datatype="anat", gate="include", mount=("anat", "deface")),
     Format("nifti", _P + "nifti", "NIfTI (header scrubbed)", suffixes=(".nii", ".nii.gz")),
@@ -179,6 +190,13 @@ def settings(name: str, policy: dict | None) -> dict:
     for part in fmt.mount or ():
         node = node.get(part) or {}
     return merge(defaults(load(name).POLICY), node)
+
+
+def is_folder_unit(name: str) -> bool:
+    """Whether a folder of this name is one recording of a folder format (CTF ``.ds``,
+    ``.ome.zarr``): the planner takes it whole instead of walking into it."""
+    lower = name.lower()
+    return any(f.folder and lower.endswith(f.suffixes) for f in FORMATS)
 
 
 def suffix_of(name: str) -> str:

@@ -25,7 +25,8 @@ TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
 FIELDS: tuple[tuple[str, str, str], ...] = (
     *((f, "free text (dcm2niix writes times and comments in descrip)", "cleared")
       for f in TEXT_FIELDS),
-    ("extensions", "DICOM headers, AFNI history, JSON", "dropped"),
+    ("extensions", "DICOM headers, AFNI history, JSON", "dropped (NIfTI-MRS files in "
+     "`mrs/` keep their required JSON extension, scrubbed: see NIfTI-MRS)"),
     ("gzip header", "original file name and time", "no name, mtime 0"),
     ("voxel data", "the image", "copied byte for byte"),
 )
