@@ -46,6 +46,7 @@ SAMPLES = {
     "fiff": ("meg/fiff/141027_cropped_90Hz_raw.fif", "sub-01/meg/sub-01_task-rest_meg.fif"),
     "edf": ("eeg/edf/test_reduced.edf", "sub-01/eeg/sub-01_task-rest_eeg.edf"),
     "brainvision": ("eeg/brainvision/test_NO.vhdr", "sub-01/eeg/sub-01_task-rest_eeg.vhdr"),
+    "eeglab": ("eeg/eeglab/test_raw_2021.set", "sub-01/eeg/sub-01_task-rest_eeg.set"),
     "text": ("bids/ds000248/README", "README"),
     "copy": ("bids/eeg_matchingpennies/stimuli/left_hand.png", "stimuli/left_hand.png"),
     "empty": ("bids/ds000246/sub-0001/meg/sub-0001_task-AEF_run-01_meg.ds/BadChannels",

@@ -118,6 +118,8 @@ FORMATS: tuple[Format, ...] = (
            mount=("eeg", "edf"), acquisition_dates=True),
     Format("brainvision", _P + "brainvision", "BrainVision header/markers",
            suffixes=(".vhdr", ".vmrk"), mount=("eeg", "brainvision"), acquisition_dates=True),
+    Format("eeglab", _P + "eeglab", "EEGLAB data set (.set fields; .fdt copied)",
+           suffixes=(".set", ".fdt"), mount=("eeg", "eeglab")),
     Format("text", _P + "textfile", "free text",
            suffixes=(".md", ".txt", ".rst", ".bidsignore"),
            stems=("readme", "changes", "license", "citation")),

@@ -1,0 +1,211 @@
+"""HDF5 helpers shared by the HDF5-based formats (EEGLAB v7.3, SNIRF, NWB).
+
+These formats are rewritten in place on a copy of the input, so every dataset that is
+not an identifying field keeps its bytes. HDF5 does not erase what it deletes: a
+dataset whose link is removed keeps its bytes in the file. :func:`wipe` therefore
+overwrites a dataset's values with zeros before unlinking it, and :func:`leftovers`
+tells whether any original text still appears in the file's bytes.
+
+This module is not a format (the registry lists those); the format modules use it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+from bidsanon.errors import InputError
+from bidsanon.fileio import atomic_path
+
+#: HDF5 file signature (at byte 0, 512, 1024, ... when the file has a user block).
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: str | Path) -> bool:
+    """Whether the file holds the HDF5 signature at byte 0 or after a user block."""
+    with open(path, "rb") as f:
+        for offset in (0, 512, 1024, 2048, 4096):
+            f.seek(offset)
+            if f.read(8) == SIGNATURE:
+                return True
+    return False
+
+
+def open_read(path: str | Path, kind: str):
+    """Open an HDF5 file read-only; a file h5py cannot open is an :class:`InputError`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    kind : str
+        What the file should be (for the message, e.g. ``"SNIRF"``).
+
+    Returns
+    -------
+    h5py.File
+        The open file (use it as a context manager).
+    """
+    import h5py
+    if not is_hdf5(path):
+        raise InputError(f"not a {kind} file: no HDF5 signature", path, 0)
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot open the {kind} file as HDF5 ({exc.__class__.__name__}); "
+                         "is it truncated?", path) from None
+
+
+def text_of(value: Any) -> str | None:
+    """A dataset or attribute value as text (bytes decoded, one-element arrays
+    unpacked); None when it is not text."""
+    import numpy as np
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "SUO" or value.size != 1:
+            if value.dtype.kind in "SUO" and value.size > 1:
+                parts = [text_of(v) for v in value.ravel()]
+                return "\n".join(p for p in parts if p is not None)
+            return None
+        value = value.ravel()[0]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def string_datasets(group) -> Iterable[tuple[str, Any]]:
+    """Every dataset below ``group`` that holds text: (path, dataset)."""
+    import h5py
+    found: list[tuple[str, Any]] = []
+
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "SUO" and \
+                h5py.check_string_dtype(obj.dtype) is not None:
+            found.append((obj.name, obj))
+
+    group.visititems(visit)
+    return found
+
+
+def replace_string(group, name: str, value: str | list[str]) -> None:
+    """Replace text dataset ``group[name]`` by ``value`` (variable-length UTF-8), with its
+    attributes kept and its old bytes wiped. A scalar stays scalar, an array stays a
+    one-dimensional array."""
+    import h5py
+    import numpy as np
+    old = group[name]
+    attrs = {k: old.attrs[k] for k in old.attrs}
+    scalar = old.shape == ()
+    wipe(old)
+    del group[name]
+    dtype = h5py.string_dtype("utf-8")
+    if scalar:
+        new = group.create_dataset(name, data=value if isinstance(value, str) else
+                                   "\n".join(value), dtype=dtype, track_times=False)
+    else:
+        values = [value] if isinstance(value, str) else list(value)
+        new = group.create_dataset(name, data=np.array(values, dtype=object), dtype=dtype,
+                                   track_times=False)
+    for k, v in attrs.items():
+        new.attrs[k] = v
+
+
+def wipe(obj, follow_refs: bool = False, _seen: set | None = None) -> None:
+    """Overwrite the values of a dataset (or of every dataset below a group) with
+    zeros or empty strings, so that unlinking it leaves no original bytes behind.
+
+    With ``follow_refs`` the targets of object references are wiped too (MATLAB v7.3
+    cells keep their contents in ``/#refs#``)."""
+    import h5py
+    import numpy as np
+    seen = set() if _seen is None else _seen
+    if obj.id in seen:
+        return
+    seen.add(obj.id)
+    if isinstance(obj, h5py.Group):
+        for key in list(obj):
+            wipe(obj[key], follow_refs, seen)
+        return
+    if obj.size == 0 or obj.shape is None:
+        return
+    if obj.dtype == h5py.ref_dtype:
+        if follow_refs:
+            for ref in np.asarray(obj[()]).ravel():
+                if ref:
+                    wipe(obj.file[ref], follow_refs, seen)
+        return
+    if obj.dtype.kind == "V" and obj.dtype.names:  # compound: wipe field by field
+        blank = np.zeros(obj.shape, dtype=obj.dtype)
+        obj[...] = blank
+        return
+    if h5py.check_string_dtype(obj.dtype) is not None:
+        info = h5py.check_string_dtype(obj.dtype)
+        if info.length is None:
+            # variable-length strings live in the global heap: overwrite them with
+            # strings of the same length first (the heap reuses their space), then empty
+            old = obj[()]
+            obj[...] = _same_length_blank(old)
+            obj[...] = _empty_like(old)
+            return
+        obj[...] = np.zeros(obj.shape, dtype=obj.dtype)
+        return
+    obj[...] = np.zeros(obj.shape, dtype=obj.dtype)
+
+
+def _same_length_blank(old: Any) -> Any:
+    import numpy as np
+    if isinstance(old, np.ndarray):
+        return np.array([_same_length_blank(v) for v in old.ravel()],
+                        dtype=object).reshape(old.shape)
+    if isinstance(old, bytes):
+        return b" " * len(old)
+    return " " * len(str(old).encode("utf-8"))
+
+
+def _empty_like(old: Any) -> Any:
+    import numpy as np
+    if isinstance(old, np.ndarray):
+        return np.array([""] * old.size, dtype=object).reshape(old.shape)
+    return ""
+
+
+def leftovers(path: str | Path, texts: Iterable[str]) -> list[str]:
+    """The texts of ``texts`` (3 characters or more) still found in the file's bytes,
+    as UTF-8 or as MATLAB UTF-16LE characters."""
+    data = Path(path).read_bytes()
+    out = []
+    for text in texts:
+        if len(text.strip()) < 3:
+            continue
+        for encoded in (text.encode("utf-8"), text.encode("utf-16-le")):
+            if encoded in data:
+                out.append(text)
+                break
+    return out
+
+
+def rewrite_copy(src: Path, dst: Path, rewrite, kind: str, finish=None) -> Any:
+    """Copy ``src`` next to ``dst``, open the copy with h5py read-write, call
+    ``rewrite(file)``, then ``finish(path, result)`` on the closed copy (user block,
+    checks), and publish the copy at ``dst`` atomically.
+
+    Returns
+    -------
+    Any
+        What ``rewrite`` returns.
+    """
+    import h5py
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+        try:
+            handle = h5py.File(tmp, "r+")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot open the {kind} file as HDF5 "
+                             f"({exc.__class__.__name__}); is it truncated?", src) from None
+        with handle as f:
+            result = rewrite(f)
+        if finish is not None:
+            finish(tmp, result)
+    return result
