@@ -89,27 +89,39 @@ def string_datasets(group) -> Iterable[tuple[str, Any]]:
     return found
 
 
-def replace_string(group, name: str, value: str | list[str]) -> None:
-    """Replace text dataset ``group[name]`` by ``value`` (variable-length UTF-8), with its
-    attributes kept and its old bytes wiped. A scalar stays scalar, an array stays a
-    one-dimensional array."""
+def replace_string(group, name: str, value: str | list[str]):
+    """Replace text dataset ``group[name]`` by ``value`` keeping its kind: scalar or
+    array, fixed-length or variable-length, its character set and its attributes; the
+    old values are wiped first (see :func:`wipe`).
+
+    Returns
+    -------
+    h5py.Dataset
+        The new dataset.
+    """
     import h5py
     import numpy as np
     old = group[name]
     attrs = {k: old.attrs[k] for k in old.attrs}
-    scalar = old.shape == ()
+    info = h5py.check_string_dtype(old.dtype)
+    encoding = info.encoding if info is not None else "utf-8"
+    shape = old.shape
+    values = [value] if isinstance(value, str) else list(value)
+    encoded = [v.encode(encoding, "replace") for v in values]
     wipe(old)
     del group[name]
-    dtype = h5py.string_dtype("utf-8")
-    if scalar:
-        new = group.create_dataset(name, data=value if isinstance(value, str) else
-                                   "\n".join(value), dtype=dtype, track_times=False)
+    if info is not None and info.length is not None:
+        dtype = h5py.string_dtype(encoding, max(1, max(len(e) for e in encoded)))
+        data = np.array(encoded, dtype=f"S{dtype.itemsize}")
     else:
-        values = [value] if isinstance(value, str) else list(value)
-        new = group.create_dataset(name, data=np.array(values, dtype=object), dtype=dtype,
-                                   track_times=False)
+        dtype = h5py.string_dtype(encoding)
+        data = np.array(encoded, dtype=object)
+    if shape == ():
+        data = data[0]
+    new = group.create_dataset(name, data=data, dtype=dtype, track_times=False)
     for k, v in attrs.items():
         new.attrs[k] = v
+    return new
 
 
 def wipe(obj, follow_refs: bool = False, _seen: set | None = None) -> None:
@@ -184,6 +196,93 @@ def leftovers(path: str | Path, texts: Iterable[str]) -> list[str]:
                 out.append(text)
                 break
     return out
+
+
+def snapshot(path: str | Path) -> dict:
+    """Every live value of an HDF5 file: each dataset's dtype, shape and values and
+    each object's attributes (references as the paths they point to)."""
+    import h5py
+    import numpy as np
+    out: dict = {}
+
+    def value(obj, v):
+        arr = np.asarray(v)
+        if arr.dtype == object and arr.size and isinstance(arr.ravel()[0], h5py.Reference):
+            return [obj.file[r].name if r else None for r in arr.ravel()]
+        return arr.tobytes() if arr.dtype != object else [bytes(x) if isinstance(x, bytes)
+                                                          else repr(x) for x in arr.ravel()]
+
+    def visit(name: str, obj) -> None:
+        attrs = {k: value(obj, obj.attrs[k]) for k in obj.attrs}
+        if isinstance(obj, h5py.Dataset):
+            out[name] = (str(obj.dtype), obj.shape, value(obj, obj[()]) if obj.shape is not
+                         None else None, attrs)
+        else:
+            out[name] = attrs
+
+    with h5py.File(path, "r") as f:
+        out["/"] = {k: value(f, f.attrs[k]) for k in f.attrs}
+        f.visititems(visit)
+    return out
+
+
+def erase_leftovers(path: str | Path, texts: Iterable[str]) -> list[str]:
+    """Zero the bytes of removed ``texts`` that HDF5 left in the file's free space.
+
+    HDF5 does not reuse or clear the global heap objects of variable-length strings
+    that were overwritten, so a removed value stays readable in the file's bytes. Every
+    occurrence of each text (UTF-8 and UTF-16LE) is zeroed; the file's live content
+    (:func:`snapshot`) must be unchanged afterwards, else the occurrence is restored.
+
+    Returns
+    -------
+    list of str
+        The texts that are still in the file (their bytes are also live content).
+    """
+    path = Path(path)
+    wanted = sorted({t for t in texts if len(t.strip()) >= 3}, key=len, reverse=True)
+    if not wanted:
+        return []
+    data = bytearray(path.read_bytes())
+    spots: dict[str, list[tuple[int, bytes]]] = {}
+    for text in wanted:
+        for encoded in (text.encode("utf-8"), text.encode("utf-16-le")):
+            start = data.find(encoded)
+            while start >= 0:
+                spots.setdefault(text, []).append((start, encoded))
+                start = data.find(encoded, start + 1)
+    if not spots:
+        return []
+    before = snapshot(path)
+    original = bytes(data)
+
+    def patched(base: bytes, texts) -> bytes:
+        out = bytearray(base)
+        for text in texts:
+            for start, encoded in spots[text]:
+                out[start:start + len(encoded)] = bytes(len(encoded))
+        return bytes(out)
+
+    path.write_bytes(patched(original, spots))
+    if _same(path, before):
+        return []
+    # some occurrence is live content (a name, a value that contains the text): erase
+    # text by text, keeping what leaves the live content unchanged
+    current = original
+    for text in list(spots)[:8]:
+        trial = patched(current, [text])
+        path.write_bytes(trial)
+        if _same(path, before):
+            current = trial
+    path.write_bytes(current)
+    return leftovers(path, wanted)
+
+
+def _same(path: Path, before: dict) -> bool:
+    try:
+        return snapshot(path) == before
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return False
 
 
 def rewrite_copy(src: Path, dst: Path, rewrite, kind: str, finish=None) -> Any:

@@ -47,6 +47,8 @@ SAMPLES = {
     "edf": ("eeg/edf/test_reduced.edf", "sub-01/eeg/sub-01_task-rest_eeg.edf"),
     "brainvision": ("eeg/brainvision/test_NO.vhdr", "sub-01/eeg/sub-01_task-rest_eeg.vhdr"),
     "eeglab": ("eeg/eeglab/test_raw_2021.set", "sub-01/eeg/sub-01_task-rest_eeg.set"),
+    "snirf": ("nirs/snirf/20220217_nirx_15_3_recording.snirf",
+              "sub-01/nirs/sub-01_task-tapping_nirs.snirf"),
     "text": ("bids/ds000248/README", "README"),
     "copy": ("bids/eeg_matchingpennies/stimuli/left_hand.png", "stimuli/left_hand.png"),
     "empty": ("bids/ds000246/sub-0001/meg/sub-0001_task-AEF_run-01_meg.ds/BadChannels",

@@ -120,6 +120,8 @@ FORMATS: tuple[Format, ...] = (
            suffixes=(".vhdr", ".vmrk"), mount=("eeg", "brainvision"), acquisition_dates=True),
     Format("eeglab", _P + "eeglab", "EEGLAB data set (.set fields; .fdt copied)",
            suffixes=(".set", ".fdt"), mount=("eeg", "eeglab")),
+    Format("snirf", _P + "snirf", "SNIRF fNIRS recording (metadata tags rewritten)",
+           suffixes=(".snirf",), mount=("nirs", "snirf"), acquisition_dates=True),
     Format("text", _P + "textfile", "free text",
            suffixes=(".md", ".txt", ".rst", ".bidsignore"),
            stems=("readme", "changes", "license", "citation")),

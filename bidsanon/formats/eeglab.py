@@ -660,7 +660,7 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
         header = new_header(old_header, ctx)
         write_bytes_atomic(dst, header + written[116:])
     else:
-        from bidsanon.hdf5 import leftovers, rewrite_copy
+        from bidsanon.hdf5 import erase_leftovers, rewrite_copy
 
         def rewrite(f):
             eeg = _H5(f, src)
@@ -672,7 +672,7 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
                 if old.startswith(b"MATLAB"):
                     f.seek(0)
                     f.write(new_header(old, ctx))
-            left = leftovers(tmp, [t for t in result[1] if len(t) >= 4])
+            left = erase_leftovers(tmp, [t for t in result[1] if len(t) >= 4])
             if left:
                 raise InputError(f"{len(left)} removed EEGLAB texts are still in the "
                                  "file's bytes after the rewrite", src)
