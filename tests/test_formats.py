@@ -49,6 +49,8 @@ SAMPLES = {
     "eeglab": ("eeg/eeglab/test_raw_2021.set", "sub-01/eeg/sub-01_task-rest_eeg.set"),
     "snirf": ("nirs/snirf/20220217_nirx_15_3_recording.snirf",
               "sub-01/nirs/sub-01_task-tapping_nirs.snirf"),
+    "nwb": ("ieeg/nwb/sub-01_ses-postimp_task-seizure_run-01_ieeg.nwb",
+            "sub-01/ses-postimp/ieeg/sub-01_ses-postimp_task-seizure_run-01_ieeg.nwb"),
     "text": ("bids/ds000248/README", "README"),
     "copy": ("bids/eeg_matchingpennies/stimuli/left_hand.png", "stimuli/left_hand.png"),
     "empty": ("bids/ds000246/sub-0001/meg/sub-0001_task-AEF_run-01_meg.ds/BadChannels",

@@ -122,6 +122,8 @@ FORMATS: tuple[Format, ...] = (
            suffixes=(".set", ".fdt"), mount=("eeg", "eeglab")),
     Format("snirf", _P + "snirf", "SNIRF fNIRS recording (metadata tags rewritten)",
            suffixes=(".snirf",), mount=("nirs", "snirf"), acquisition_dates=True),
+    Format("nwb", _P + "nwb", "NWB file (session/subject metadata rewritten)",
+           suffixes=(".nwb",), mount=("ieeg", "nwb"), acquisition_dates=True),
     Format("text", _P + "textfile", "free text",
            suffixes=(".md", ".txt", ".rst", ".bidsignore"),
            stems=("readme", "changes", "license", "citation")),
