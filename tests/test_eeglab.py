@@ -167,7 +167,11 @@ def test_v5_with_fdt_points_to_the_renamed_data_file(tmp_path):
     assert eeg.data == eeg.datfile == "sub-7XK2_task-rest_eeg.fdt"
     assert np.size(eeg.filepath) == 0 or eeg.filepath == ""
     texts = " ".join(all_texts_v5(dst))
-    assert "/Users/alex" not in texts and "RS_203029" not in texts  # real folder and comment
+    # the real file's folders, plugin fields (EEG.main: analysis folders of a user, the
+    # participant's number) and comment naming the original file
+    for real in ("/Users/alex", "/Users/MH", "mhommelsen", "203029"):
+        assert real not in texts, real
+    assert eeg.chaninfo.filename == "standard-10-5-cap385.elp"  # the folder only is removed
     # the original, read where MNE finds its data file
     a = mne.io.read_raw_eeglab(V5_FDT, preload=True, verbose="error")
     b = mne.io.read_raw_eeglab(dst, preload=True, verbose="error")
@@ -243,6 +247,18 @@ def test_check_finds_fields_in_raw_and_no_error_in_output(v5, v73, tmp_path):
         errors = [f for f in eeglab.check_file(out, OUT_REL, policy) if f.severity == "error"]
         assert errors == []
     assert "eeglab.event-text" in {f.rule for f in eeglab.check_file(v5, REL, policy)}
+
+
+def test_check_finds_plugin_fields_and_folders_in_a_real_file(tmp_path):
+    policy = default_policy()
+    found = eeglab.check_file(V5_FDT, REL, policy)
+    assert {("eeglab.extra-field", "EEG.main"), ("eeglab.path", "EEG.chaninfo.filename")} <= \
+        {(f.rule, f.location) for f in found}
+    out = tmp_path / OUT_REL
+    out.parent.mkdir(parents=True)
+    eeglab.handle(V5_FDT, out, make_ctx())
+    assert [f for f in eeglab.check_file(out, OUT_REL, policy) if f.severity == "error"] == []
+    assert "eeglab.extra-field" not in {f.rule for f in eeglab.check_file(out, OUT_REL, policy)}
 
 
 @pytest.mark.parametrize("source", [V5_EMBEDDED, V73], ids=["v5", "v7.3"])

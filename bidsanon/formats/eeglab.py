@@ -60,6 +60,11 @@ POLICY = {
         "Text fields of `EEG.event` and `EEG.urevent` (`type` and any other): `scrub` "
         "replaces identifying patterns (`text.patterns` plus dates) and original labels "
         "(event codes are kept), `keep` leaves them.", choices=("scrub", "keep")),
+    "extra_fields": Key(
+        "blank",
+        "Fields that EEGLAB does not write itself (added by plugins and lab scripts, e.g. "
+        "`EEG.main` with analysis folders and questionnaire files): `blank` empties those "
+        "that hold text, `keep` leaves them.", choices=("blank", "keep")),
     "group": Key(
         "keep",
         "`EEG.group` and `EEG.condition`: `keep` or `blank`.", choices=("keep", "blank")),
@@ -79,6 +84,8 @@ ACTIONS = {
     "history": "per `history`: emptied or kept",
     "etc": "per `etc`: emptied (`[]`) or kept",
     "events": "per `events`: scrubbed or kept",
+    "extra": "per `extra_fields`: emptied (`[]`) when they hold text, or kept",
+    "folders": "the folder removed, the file name kept",
     "header": "the save date shifted by the subject's offset (no date when the plan does "
               "not shift dates or the shifted date is after `dates.latest`)",
     "copy": "unchanged (compared after writing)",
@@ -117,6 +124,10 @@ FIELDS: tuple[Field, ...] = (
           "MATLAB commands with file names and folders"),
     Field("etc", "`EEG.etc`", "etc", "eeglab.etc",
           "anything a tool stored (file lists, dates, subject codes)"),
+    Field("extra fields", "fields EEGLAB does not write (plugins, lab scripts)", "extra",
+          "eeglab.extra-field", "anything: analysis folders, questionnaires, subject codes"),
+    Field("folders", "any text of the structure (`chaninfo.filename`, `dipfit.hdmfile`, "
+          "...)", "folders", "eeglab.path", "absolute folders in front of file names"),
     Field("events", "text fields of `EEG.event` and `EEG.urevent`", "events",
           "eeglab.event-text", "event codes and free text"),
     Field("header", "MAT-file header text (bytes 0-116)", "header", "eeglab.date",
@@ -126,8 +137,17 @@ FIELDS: tuple[Field, ...] = (
     Field(".fdt", "the `.fdt` file", "copy-file", "eeglab.data", "signal data (float32)"),
 )
 
-_TEXT_FIELDS = ("setname", "filename", "filepath", "datfile", "data", "subject", "group",
-                "condition", "session", "comments", "history")
+#: The fields EEGLAB itself writes (``eeg_checkset``); any other field was added by a
+#: plugin or a lab script and may hold anything.
+STANDARD_FIELDS = (
+    "setname", "filename", "filepath", "subject", "group", "condition", "session",
+    "comments", "nbchan", "trials", "pnts", "srate", "xmin", "xmax", "times", "data",
+    "icaact", "icawinv", "icasphere", "icaweights", "icachansind", "chanlocs", "urchanlocs",
+    "chaninfo", "ref", "event", "urevent", "eventdescription", "epoch", "epochdescription",
+    "reject", "stats", "specdata", "specicaact", "splinefile", "icasplinefile", "dipfit",
+    "history", "saved", "etc", "datfile", "run", "roi", "marks")
+#: An absolute folder (POSIX, Windows drive or UNC) in front of a file name.
+_FOLDER = re.compile(r"(?<![\w.~:/-])(?:[A-Za-z]:[\\/]|\\\\|/)(?:[^\s'\";,/\\]+[\\/])+")
 _EVENT_STRUCTS = ("event", "urevent")
 _HEADER_DATE = re.compile(r"Created on: (\w{3} \w{3} +\d{1,2} \d\d:\d\d:\d\d \d{4})")
 
@@ -242,6 +262,16 @@ class _V5:
             return []
         return [t for _, t in _v5_leaves_text(self.root[name], name)]
 
+    def all_texts(self) -> Iterator[tuple[str, str, Any]]:
+        """(where, text, setter) of every text anywhere in the structure."""
+        for name in self.names:
+            value = self.root[name]
+            text = _v5_text(value)
+            if text is not None:
+                yield f"EEG.{name}", text, (lambda v, n=name: self.set_text(n, v))
+            else:
+                yield from _v5_nested_texts(value, f"EEG.{name}")
+
     def events(self) -> Iterator[tuple[str, Any, str]]:
         """(where, (array, field, index), text) of every text field of every event."""
         import numpy as np
@@ -293,6 +323,24 @@ def _v5_char(value: str):
     if len(lines) == 1:
         return np.array(lines, dtype=f"U{width}")
     return np.array([x.ljust(width) for x in lines], dtype=f"U{width}")
+
+
+def _v5_nested_texts(value: Any, where: str) -> Iterator[tuple[str, str, Any]]:
+    """(where, text, setter) of the texts inside structures and cells."""
+    import numpy as np
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "OV":
+        return
+    columns = [(f"{where}.{n}", value[n]) for n in value.dtype.names] if value.dtype.names \
+        else [(where + "{}", value)]
+    for label, column in columns:
+        for i, item in enumerate(column.flat):
+            text = _v5_text(item)
+            if text is not None:
+                def setter(v, column=column, i=i):
+                    column.flat[i] = _v5_char(v)
+                yield label, text, setter
+            else:
+                yield from _v5_nested_texts(item, label)
 
 
 def _v5_leaves_text(value: Any, where: str) -> Iterator[tuple[str, str]]:
@@ -419,6 +467,38 @@ class _H5:
         wipe(old)
         del group[name]
         return _h5_create_char(group, name, value)
+
+    def all_texts(self) -> Iterator[tuple[str, str, Any]]:
+        """(where, text, setter) of every text anywhere in the structure."""
+        yield from self._texts_below(self.root, "EEG", set())
+
+    def _texts_below(self, group, where: str, seen: set) -> Iterator[tuple[str, str, Any]]:
+        import h5py
+        import numpy as np
+        for key in list(group):
+            if key.startswith("#"):
+                continue
+            obj = group[key]
+            label = f"{where}.{key}"
+            if isinstance(obj, h5py.Group):
+                if obj.id not in seen:
+                    seen.add(obj.id)
+                    yield from self._texts_below(obj, label, seen)
+                continue
+            text = _h5_text(obj)
+            if text is not None:
+                yield label, text, (lambda v, g=group, k=key: self._replace(g, k, v))
+            elif obj.dtype == h5py.ref_dtype:
+                for i, ref in enumerate(np.asarray(obj[()]).flat):
+                    if not ref:
+                        continue
+                    target = self.f[ref]
+                    text = _h5_text(target)
+                    if text is not None:
+                        yield label, text, (lambda v, d=obj, i=i: self.set_event((d, i), v))
+                    elif isinstance(target, h5py.Group) and target.id not in seen:
+                        seen.add(target.id)
+                        yield from self._texts_below(target, label, seen)
 
     def events(self) -> Iterator[tuple[str, Any, str]]:
         import h5py
@@ -611,6 +691,17 @@ def _rewrite(eeg, dst: Path, ctx: TaskContext, policy: dict) -> list[Change]:
         put("history", "", "blank")
     if policy["etc"] == "blank":
         blank("etc")
+    if policy["extra_fields"] == "blank":
+        for name in eeg.names:
+            if name not in STANDARD_FIELDS and (eeg.text(name) or eeg.texts_in(name)):
+                blank(name)
+    for where, old, setter in list(eeg.all_texts()):
+        if where == "EEG.history":  # per `history`
+            continue
+        new = _FOLDER.sub("", old)
+        if new != old:
+            setter(new)
+            changes.append(Change("folder", "replace", where, old, new))
     if policy["events"] == "scrub":
         for where, slot, old in list(eeg.events()):
             new = scrub(old)
@@ -807,6 +898,14 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
             texts = eeg.texts_in("etc")
             add("etc", "warning", f"`EEG.etc` holds a structure with {len(texts)} texts "
                 "(not inspected field by field)")
+        for name in eeg.names:
+            if name not in STANDARD_FIELDS and (eeg.text(name) or eeg.texts_in(name)):
+                add("extra fields", "warning", f"`EEG.{name}` is not an EEGLAB field and "
+                    "holds text", f"EEG.{name}")
+        for where, value, _ in eeg.all_texts():
+            if where not in ("EEG.history", "EEG.filepath") and _FOLDER.search(value):
+                add("folders", "error", "a text holds an absolute folder (user and "
+                    "participant names)", where)
         for where, _, value in eeg.events():
             found = kinds(value)
             if found:
