@@ -101,10 +101,18 @@ def v5(tmp_path) -> Path:
     return fake_v5(V5_EMBEDDED, tmp_path / "in5" / "sub-01_task-rest_eeg.set")
 
 
-@pytest.fixture
-def v73(tmp_path) -> Path:
-    (tmp_path / "in").mkdir()
-    return fake_v73(tmp_path / "in" / "sub-01_task-rest_eeg.set")
+@pytest.fixture(scope="module")
+def v73_pair(tmp_path_factory) -> tuple[Path, Path, str, object]:
+    """(fake-identified v7.3 input, its output at OUT_REL, the input's digest before,
+    the result); handled once: reading a 271-channel v7.3 file field by field is slow."""
+    root = tmp_path_factory.mktemp("v73")
+    (root / "in").mkdir()
+    src = fake_v73(root / "in" / "sub-01_task-rest_eeg.set")
+    before = sha256_file(src)
+    dst = root / "out" / OUT_REL
+    dst.parent.mkdir(parents=True)
+    result = eeglab.handle(src, dst, make_ctx())
+    return src, dst, before, result
 
 
 def test_set_and_fdt_are_eeglab_not_unknown():
@@ -181,10 +189,9 @@ def test_v5_with_fdt_points_to_the_renamed_data_file(tmp_path):
     assert all(np.array_equal(pa["ch_pos"][k], pb["ch_pos"][k]) for k in pa["ch_pos"])
 
 
-def test_v73_rewritten_in_place_data_bytes_identical(v73, tmp_path):
-    before = sha256_file(v73)
-    dst = tmp_path / "sub-7XK2_task-rest_eeg.set"
-    eeglab.handle(v73, dst, make_ctx())
+@pytest.mark.slow
+def test_v73_rewritten_in_place_data_bytes_identical(v73_pair):
+    v73, dst, before, _ = v73_pair
     assert sha256_file(v73) == before
     raw = dst.read_bytes()
     for secret in [*SECRETS, "DART", "S3201", "18.09.12"]:  # fakes, and the real file's own
@@ -234,16 +241,18 @@ def test_policy_keep_and_scrub(v5, tmp_path):
     assert mat["etc"].size > 0
 
 
-def test_check_finds_fields_in_raw_and_no_error_in_output(v5, v73, tmp_path):
+@pytest.mark.slow
+def test_check_finds_fields_in_raw_and_no_error_in_output(v5, v73_pair, tmp_path):
     policy = default_policy()
-    for src in (v5, v73):
-        rules = {f.rule for f in eeglab.check_file(src, REL, policy) if f.severity == "error"}
+    out5 = tmp_path / "out5" / OUT_REL
+    out5.parent.mkdir(parents=True)
+    eeglab.handle(v5, out5, make_ctx())
+    for src, out in ((v5, out5), v73_pair[:2]):
+        found = eeglab.check_file(src, REL, policy)
+        rules = {f.rule for f in found if f.severity == "error"}
         assert {"eeglab.subject-id", "eeglab.path", "eeglab.setname", "eeglab.date"} <= rules
-        for f in eeglab.check_file(src, REL, policy):
+        for f in found:
             assert not any(s.lower() in f.message.lower() for s in SECRETS), f.message
-        out = tmp_path / src.parent.name / OUT_REL
-        out.parent.mkdir(parents=True)
-        eeglab.handle(src, out, make_ctx())
         errors = [f for f in eeglab.check_file(out, OUT_REL, policy) if f.severity == "error"]
         assert errors == []
     assert "eeglab.event-text" in {f.rule for f in eeglab.check_file(v5, REL, policy)}
