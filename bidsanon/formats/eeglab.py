@@ -663,13 +663,10 @@ def _rewrite(eeg, dst: Path, ctx: TaskContext, policy: dict) -> list[Change]:
             eeg.set_text(name, "")
         changes.append(Change(name, "blank", f"EEG.{name}", old, ""))
 
-    data_name = dst.with_suffix(".fdt").name
-    for name in ("datfile", "data"):
+    for name in ("datfile", "data"):  # `data` is a file name when the signals are in .fdt
         old = eeg.text(name)
         if old:
-            suffix = Path(old).suffix or ".fdt"
-            put(name, dst.with_suffix(suffix).name if suffix != ".fdt" else data_name,
-                "replace")
+            put(name, dst.with_suffix(Path(old).suffix or ".fdt").name, "replace")
     put("filename", dst.name, "replace")
     put("filepath", "", "blank")
     put("subject", ctx.new_subject or "", "replace")
