@@ -111,6 +111,8 @@ def test_written_file_identifying_fields_gone_and_data_identical(written, tmp_pa
             a.electrodes.to_dataframe()["location"].tolist()
         assert np.array_equal(b.electrodes.to_dataframe()[["x", "y", "z"]].values,
                               a.electrodes.to_dataframe()[["x", "y", "z"]].values)
+    assert pynwb.validate(path=str(src)) == []
+    assert pynwb.validate(path=str(dst)) == []  # still a valid NWB file (schema)
     old = {c.field: c.old for c in result.changes}
     assert old["subject_id"] == "PID12345" and "Example Hospital" in old["institution"]
     assert nwb.peek_dates(dst) == [dt.datetime(2019, 5, 17, 19, 3, 22)
@@ -127,6 +129,7 @@ def test_real_bids_example_file(tmp_path):
         assert b.subject.subject_id == "7XK2" and b.subject.date_of_birth is None
         assert b.institution is None and b.lab is None
         assert b.subject.species == "Mus musculus"
+    assert pynwb.validate(path=str(dst)) == []
     raw = dst.read_bytes()
     for old in (b"2017-04-15", b"2016-12-01", b"institution1", b"experimenter1",
                 b"080bd40e22b940c9887ad85719c289b5", b"2022-12-07"):
