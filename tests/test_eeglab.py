@@ -223,6 +223,33 @@ def test_v73_rewritten_in_place_data_bytes_identical(v73_pair):
         dt.timedelta(days=OFFSET)
 
 
+def test_epochs_written_by_mne_event_texts_scrubbed_in_events_and_epochs(tmp_path):
+    """An epoched set as MNE-Python exports it (eeglabio): event types repeat in
+    `EEG.epoch(i).eventtype` cells."""
+    pytest.importorskip("eeglabio")
+    info = mne.create_info(["Fz", "Cz", "Pz"], 256.0, "eeg")
+    data = np.random.default_rng(0).standard_normal((6, 3, 128)) * 1e-5
+    events = np.array([[i * 200, 0, 1 + i % 2] for i in range(6)])
+    epochs = mne.EpochsArray(data, info, events=events, verbose=False,
+                             event_id={"jane@example.org": 1, "rest": 2})
+    src = tmp_path / "sub-01_task-rest_eeg.set"
+    epochs.export(src, fmt="eeglab", verbose=False)
+    found = eeglab.check_file(src, REL, default_policy())
+    where = {f.location for f in found if f.rule == "eeglab.event-text"}
+    assert "EEG.event(1).type" in where
+    assert any(w.startswith("EEG.epoch.eventtype") for w in where)
+    dst = tmp_path / "sub-7XK2_task-rest_eeg.set"
+    eeglab.handle(src, dst, make_ctx())
+    assert not any("jane@example.org" in t for t in all_texts_v5(dst))
+    a = mne.read_epochs_eeglab(src, verbose="error")
+    b = mne.read_epochs_eeglab(dst, verbose="error")
+    assert np.array_equal(a.get_data(), b.get_data())
+    assert np.array_equal(a.events, b.events)
+    assert b.event_id["rest"] == a.event_id["rest"] and "jane@example.org" not in b.event_id
+    assert [f for f in eeglab.check_file(dst, OUT_REL, default_policy())
+            if f.severity == "error"] == []
+
+
 def test_without_date_shift_the_header_date_is_dropped(v5, tmp_path):
     dst = tmp_path / "out.set"
     eeglab.handle(v5, dst, make_ctx(offset_days=None))

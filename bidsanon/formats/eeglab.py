@@ -128,7 +128,7 @@ FIELDS: tuple[Field, ...] = (
           "eeglab.extra-field", "anything: analysis folders, questionnaires, subject codes"),
     Field("folders", "any text of the structure (`chaninfo.filename`, `dipfit.hdmfile`, "
           "...)", "folders", "eeglab.path", "absolute folders in front of file names"),
-    Field("events", "text fields of `EEG.event` and `EEG.urevent`", "events",
+    Field("events", "text fields of `EEG.event`, `EEG.urevent` and `EEG.epoch`", "events",
           "eeglab.event-text", "event codes and free text"),
     Field("header", "MAT-file header text (bytes 0-116)", "header", "eeglab.date",
           "platform and the date the file was saved"),
@@ -705,6 +705,11 @@ def _rewrite(eeg, dst: Path, ctx: TaskContext, policy: dict) -> list[Change]:
             if new != old:
                 eeg.set_event(slot, new)
                 changes.append(Change("event", "replace", f"EEG.{where}", old, new))
+        # epochs repeat their events' types and labels in cells
+        for where, old, setter in list(eeg.all_texts()):
+            if where.startswith("EEG.epoch.") and scrub(old) != old:
+                setter(scrub(old))
+                changes.append(Change("event", "replace", where, old, scrub(old)))
     return changes
 
 
@@ -903,11 +908,12 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
             if where not in ("EEG.history", "EEG.filepath") and _FOLDER.search(value):
                 add("folders", "error", "a text holds an absolute folder (user and "
                     "participant names)", where)
-        for where, _, value in eeg.events():
+        texts = [(f"EEG.{w}", v) for w, _, v in eeg.events()]
+        texts += [(w, v) for w, v, _ in eeg.all_texts() if w.startswith("EEG.epoch.")]
+        for where, value in texts:
             found = kinds(value)
             if found:
-                add("events", "error", f"event text holds identifying text ({found})",
-                    f"EEG.{where}")
+                add("events", "error", f"event text holds identifying text ({found})", where)
     finally:
         close()
     return out
