@@ -75,20 +75,6 @@ def text_of(value: Any) -> str | None:
     return None
 
 
-def string_datasets(group) -> Iterable[tuple[str, Any]]:
-    """Every dataset below ``group`` that holds text: (path, dataset)."""
-    import h5py
-    found: list[tuple[str, Any]] = []
-
-    def visit(name: str, obj) -> None:
-        if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "SUO" and \
-                h5py.check_string_dtype(obj.dtype) is not None:
-            found.append((obj.name, obj))
-
-    group.visititems(visit)
-    return found
-
-
 def replace_string(group, name: str, value: str | list[str]):
     """Replace text dataset ``group[name]`` by ``value`` keeping its kind: scalar or
     array, fixed-length or variable-length, its character set and its attributes; the

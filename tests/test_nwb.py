@@ -155,6 +155,21 @@ def test_policy_keep_and_shift(written, tmp_path):
             dt.timedelta(days=OFFSET)
 
 
+def test_ages_above_the_cap_are_capped(written, tmp_path):
+    src = Path(shutil.copyfile(written, tmp_path / "in.nwb"))
+    with h5py.File(src, "r+") as f:
+        del f["general/subject/age"]
+        f["general/subject"].create_dataset("age", data="P95Y6M",
+                                            dtype=h5py.string_dtype("utf-8"))
+    assert "nwb.age" in {f.rule for f in nwb.check_file(src, REL, default_policy())}
+    dst = tmp_path / OUT_REL
+    dst.parent.mkdir(parents=True)
+    nwb.handle(src, dst, make_ctx())
+    with pynwb.NWBHDF5IO(str(dst), "r") as io:
+        assert io.read().subject.age == "P89Y"
+    assert "nwb.age" not in {f.rule for f in nwb.check_file(dst, OUT_REL, default_policy())}
+
+
 def test_check_finds_fields_in_raw_and_no_error_in_output(written, tmp_path):
     policy = default_policy()
     found = nwb.check_file(written, REL, policy)

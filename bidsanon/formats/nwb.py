@@ -56,6 +56,9 @@ POLICY = {
         "it by the subject's date offset.", choices=("blank", "shift")),
     "sex": Key("keep", "`general/subject/sex`: `keep` or `blank` (U, unknown).",
                choices=("keep", "blank")),
+    "age_cap": Key(89, "`general/subject/age` (ISO 8601 duration) above this many years "
+                   "becomes this many years (BIDS and HIPAA cap ages at 89).", type=int,
+                   min=0),
     "placeholder_datetime": Key(
         "1900-01-01T00:00:00+00:00",
         "Date-time written for `session_start_time`, `timestamps_reference_time` and "
@@ -74,6 +77,7 @@ ACTIONS = {
     "free_text": "per `free_text`: removed, scrubbed or kept",
     "birthdate": "per `birthdate`: removed or shifted",
     "sex": "per `sex`: kept or U",
+    "age": "kept; above `age_cap` years written as `age_cap` years",
     "session": "the new session label (scrubbed when the plan has none)",
     "copy": "unchanged (same bytes)",
 }
@@ -119,6 +123,7 @@ FIELDS: tuple[Field, ...] = (
           "subject code"),
     Field("date_of_birth", "/general/subject/date_of_birth", "birthdate", "nwb.birthdate",
           "birth date"),
+    Field("age", "/general/subject/age", "age", "nwb.age", "age (ISO 8601 duration, P45Y)"),
     Field("sex", "/general/subject/sex", "sex", "nwb.sex", "sex (M, F, U, O)"),
     Field("subject description", "/general/subject/description", "free_text",
           "nwb.free-text", "free text about the participant"),
@@ -182,6 +187,16 @@ def _naive_utc(when: dt.datetime) -> dt.datetime:
     if when.tzinfo is not None:
         when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return when
+
+
+def _age_years(value: str) -> float | None:
+    """Years of an ISO 8601 duration age (``P45Y``, ``P45Y6M``, ``P300D``), or None."""
+    m = re.fullmatch(r"P(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?"
+                     r"(?:(\d+(?:\.\d+)?)D)?(?:T.*)?", (value or "").strip())
+    if not m or not any(m.groups()):
+        return None
+    y, mo, w, d = (float(g) if g else 0.0 for g in m.groups())
+    return y + mo / 12 + (w * 7 + d) / 365.25
 
 
 def pseudonym(ctx: TaskContext, name: str) -> str:
@@ -273,6 +288,10 @@ def _rewrite(f, src: Path, dst: Path, ctx: TaskContext, policy: dict
                         days=ctx.offset_days)).isoformat()], "shift")
                 else:
                     drop(subject, "date_of_birth")
+            age = (_texts(subject.get("age")) or [""])[0]
+            years = _age_years(age)
+            if years is not None and years > policy["age_cap"]:
+                put(subject, "age", [f"P{policy['age_cap']}Y"], "replace")
             if "sex" in subject and policy["sex"] == "blank":
                 put(subject, "sex", ["U"], "blank")
             if "description" in subject and _texts(subject["description"]) is not None:
@@ -456,6 +475,10 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                 if born is not None:
                     add("date_of_birth", "error" if born.year > 1925 else "warning",
                         "`date_of_birth` holds a birth date", "/general/subject/date_of_birth")
+                years = _age_years((_texts(subject.get("age")) or [""])[0])
+                cap = settings(s.policy)["age_cap"]
+                if years is not None and years > cap:
+                    add("age", "error", f"`age` is above {cap} years", "/general/subject/age")
                 desc = " ".join(_texts(subject.get("description")) or [])
                 if desc.strip():
                     add("subject description", "error" if kinds(desc) else "warning",
