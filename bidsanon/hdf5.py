@@ -2,9 +2,11 @@
 
 These formats are rewritten in place on a copy of the input, so every dataset that is
 not an identifying field keeps its bytes. HDF5 does not erase what it deletes: a
-dataset whose link is removed keeps its bytes in the file. :func:`wipe` therefore
-overwrites a dataset's values with zeros before unlinking it, and :func:`leftovers`
-tells whether any original text still appears in the file's bytes.
+dataset whose link is removed keeps its bytes in the file, and a variable-length string
+that is overwritten stays in the global heap. :func:`wipe` therefore overwrites a
+dataset's values before unlinking it, :func:`erase_leftovers` zeroes the bytes of removed
+texts left in free space (checking that the live content is unchanged), and
+:func:`leftovers` tells whether any original text still appears in the file's bytes.
 
 This module is not a format (the registry lists those); the format modules use it.
 """
