@@ -171,24 +171,42 @@ def _empty_like(old: Any) -> Any:
     return ""
 
 
+#: Datasets larger than this are not read by :func:`snapshot`; their stored bytes are
+#: protected by their file ranges instead (:func:`data_ranges`).
+LARGE = 1 << 20
+
+
+def _find_all(path: Path, encoded: bytes) -> list[int]:
+    """Every offset of ``encoded`` in the file (memory-mapped: files may be large)."""
+    import mmap
+    if path.stat().st_size == 0:
+        return []
+    out = []
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        start = mm.find(encoded)
+        while start >= 0:
+            out.append(start)
+            start = mm.find(encoded, start + 1)
+    return out
+
+
 def leftovers(path: str | Path, texts: Iterable[str]) -> list[str]:
     """The texts of ``texts`` (3 characters or more) still found in the file's bytes,
     as UTF-8 or as MATLAB UTF-16LE characters."""
-    data = Path(path).read_bytes()
+    path = Path(path)
     out = []
     for text in texts:
         if len(text.strip()) < 3:
             continue
-        for encoded in (text.encode("utf-8"), text.encode("utf-16-le")):
-            if encoded in data:
-                out.append(text)
-                break
+        if any(_find_all(path, e) for e in (text.encode("utf-8"), text.encode("utf-16-le"))):
+            out.append(text)
     return out
 
 
 def snapshot(path: str | Path) -> dict:
-    """Every live value of an HDF5 file: each dataset's dtype, shape and values and
-    each object's attributes (references as the paths they point to)."""
+    """Every live value of an HDF5 file: each dataset's dtype, shape and values (not
+    read above :data:`LARGE` bytes) and each object's attributes (references as the
+    paths they point to)."""
     import h5py
     import numpy as np
     out: dict = {}
@@ -203,8 +221,9 @@ def snapshot(path: str | Path) -> dict:
     def visit(name: str, obj) -> None:
         attrs = {k: value(obj, obj.attrs[k]) for k in obj.attrs}
         if isinstance(obj, h5py.Dataset):
-            out[name] = (str(obj.dtype), obj.shape, value(obj, obj[()]) if obj.shape is not
-                         None else None, attrs)
+            large = obj.shape is None or obj.size * obj.dtype.itemsize > LARGE
+            out[name] = (str(obj.dtype), obj.shape, None if large else value(obj, obj[()]),
+                         attrs)
         else:
             out[name] = attrs
 
@@ -214,13 +233,43 @@ def snapshot(path: str | Path) -> dict:
     return out
 
 
+def data_ranges(path: str | Path) -> list[tuple[int, int]]:
+    """File byte ranges (start, end) of the stored data of the datasets larger than
+    :data:`LARGE` (contiguous storage, or each chunk)."""
+    import h5py
+    ranges: list[tuple[int, int]] = []
+
+    def visit(name: str, obj) -> None:
+        if not isinstance(obj, h5py.Dataset) or obj.shape is None or \
+                obj.size * obj.dtype.itemsize <= LARGE:
+            return
+        layout = obj.id.get_create_plist().get_layout()
+        if layout == h5py.h5d.CONTIGUOUS:
+            offset = obj.id.get_offset()
+            if offset is not None:
+                ranges.append((offset, offset + obj.id.get_storage_size()))
+        elif layout == h5py.h5d.CHUNKED:
+            try:
+                obj.id.chunk_iter(lambda info: ranges.append(
+                    (info.byte_offset, info.byte_offset + info.size)))
+            except (AttributeError, RuntimeError):  # HDF5 before 1.12.3
+                for i in range(obj.id.get_num_chunks()):
+                    info = obj.id.get_chunk_info(i)
+                    ranges.append((info.byte_offset, info.byte_offset + info.size))
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return ranges
+
+
 def erase_leftovers(path: str | Path, texts: Iterable[str]) -> list[str]:
     """Zero the bytes of removed ``texts`` that HDF5 left in the file's free space.
 
     HDF5 does not reuse or clear the global heap objects of variable-length strings
     that were overwritten, so a removed value stays readable in the file's bytes. Every
-    occurrence of each text (UTF-8 and UTF-16LE) is zeroed; the file's live content
-    (:func:`snapshot`) must be unchanged afterwards, else the occurrence is restored.
+    occurrence of each text (UTF-8 and UTF-16LE) outside the stored data of large
+    datasets is zeroed; the file's live content (:func:`snapshot`) must be unchanged
+    afterwards, else the text's occurrences are restored.
 
     Returns
     -------
@@ -229,40 +278,36 @@ def erase_leftovers(path: str | Path, texts: Iterable[str]) -> list[str]:
     """
     path = Path(path)
     wanted = sorted({t for t in texts if len(t.strip()) >= 3}, key=len, reverse=True)
-    if not wanted:
-        return []
-    data = bytearray(path.read_bytes())
     spots: dict[str, list[tuple[int, bytes]]] = {}
     for text in wanted:
         for encoded in (text.encode("utf-8"), text.encode("utf-16-le")):
-            start = data.find(encoded)
-            while start >= 0:
+            for start in _find_all(path, encoded):
                 spots.setdefault(text, []).append((start, encoded))
-                start = data.find(encoded, start + 1)
     if not spots:
         return []
+    protected = data_ranges(path)
+    spots = {t: [(p, e) for p, e in found if not any(lo < p + len(e) and p < hi
+                                                     for lo, hi in protected)]
+             for t, found in spots.items()}
     before = snapshot(path)
-    original = bytes(data)
 
-    def patched(base: bytes, texts) -> bytes:
-        out = bytearray(base)
-        for text in texts:
-            for start, encoded in spots[text]:
-                out[start:start + len(encoded)] = bytes(len(encoded))
-        return bytes(out)
+    def write(texts, zero: bool) -> None:
+        with open(path, "r+b") as f:
+            for text in texts:
+                for start, encoded in spots[text]:
+                    f.seek(start)
+                    f.write(bytes(len(encoded)) if zero else encoded)
 
-    path.write_bytes(patched(original, spots))
+    write(spots, True)
     if _same(path, before):
-        return []
+        return leftovers(path, wanted)
     # some occurrence is live content (a name, a value that contains the text): erase
     # text by text, keeping what leaves the live content unchanged
-    current = original
+    write(spots, False)
     for text in list(spots)[:8]:
-        trial = patched(current, [text])
-        path.write_bytes(trial)
-        if _same(path, before):
-            current = trial
-    path.write_bytes(current)
+        write([text], True)
+        if not _same(path, before):
+            write([text], False)
     return leftovers(path, wanted)
 
 

@@ -155,6 +155,21 @@ def test_policy_keep_and_shift(written, tmp_path):
             dt.timedelta(days=OFFSET)
 
 
+def test_removed_text_inside_large_data_is_not_erased(written, tmp_path):
+    """Removed values are zeroed in HDF5's free space, never inside stored data: a large
+    dataset that happens to hold the same bytes keeps them."""
+    src = Path(shutil.copyfile(written, tmp_path / "in.nwb"))
+    block = np.frombuffer(b"PID12345" * (1 << 18), dtype="uint8")  # 2 MiB
+    with h5py.File(src, "r+") as f:
+        f["analysis"].create_dataset("bytes", data=block)
+    dst = tmp_path / "out.nwb"
+    nwb.handle(src, dst, make_ctx())
+    with h5py.File(dst) as f:
+        assert f["analysis/bytes"][()].tobytes() == block.tobytes()
+        assert f["general/subject/subject_id"][()] == b"7XK2"
+    assert numeric(src) == numeric(dst)
+
+
 def test_ages_above_the_cap_are_capped(written, tmp_path):
     src = Path(shutil.copyfile(written, tmp_path / "in.nwb"))
     with h5py.File(src, "r+") as f:
