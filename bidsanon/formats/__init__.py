@@ -145,6 +145,12 @@ FORMATS: tuple[Format, ...] = (
            "(ieeg.mef3.action: copy)", suffixes=(".rdat", ".ridx", ".vmet", ".vidx"),
            gate="include_other", refused="MEF 3.0 records (free-text notes) or video "
            "channel: not de-identified by bidsanon (ieeg.mef3.action: copy keeps them)"),
+    Format("eeglab", _P + "eeglab", "EEGLAB data set (.set fields; .fdt copied)",
+           suffixes=(".set", ".fdt"), mount=("eeg", "eeglab")),
+    Format("snirf", _P + "snirf", "SNIRF fNIRS recording (metadata tags rewritten)",
+           suffixes=(".snirf",), mount=("nirs", "snirf"), acquisition_dates=True),
+    Format("nwb", _P + "nwb", "NWB file (session/subject metadata rewritten)",
+           suffixes=(".nwb",), mount=("ieeg", "nwb"), acquisition_dates=True),
     Format("text", _P + "textfile", "free text",
            suffixes=(".md", ".txt", ".rst", ".bidsignore"),
            stems=("readme", "changes", "license", "citation")),
