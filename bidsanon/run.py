@@ -35,7 +35,8 @@ IDENTIFYING_FIELD = re.compile(r"name|birth|institution|address|station|serial|e
 NOT_IDENTIFYING = frozenset({
     "empty", "room", "empty room", "emptyroom", "noise", "phantom", "test", "anonymous",
     "unknown", "none", "n/a", "subject", "patient", "mne_anonymize", "anonymized",
-    "neuromag", "meg", "user", "operator", "admin", "root", "guest", "default"})
+    "neuromag", "meg", "user", "operator", "admin", "root", "guest", "default",
+    "name"})
 
 
 @dataclass
