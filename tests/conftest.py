@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,13 @@ def copy_tree(src: Path, dst: Path) -> Path:
         if not p.is_symlink():
             p.chmod(p.stat().st_mode | 0o200)
     return dst
+
+
+def find_validator() -> str | None:
+    """The ``bids-validator-deno`` executable: next to the running Python first (a
+    virtual environment's ``bin/``, not on PATH unless activated), then on PATH."""
+    for folder in (Path(sys.executable).parent, Path(sys.executable).resolve().parent):
+        exe = folder / "bids-validator-deno"
+        if exe.is_file():
+            return str(exe)
+    return shutil.which("bids-validator-deno")
