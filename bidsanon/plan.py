@@ -60,6 +60,8 @@ class Plan:
     excluded: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     known: tuple[str, ...] = ()
+    selected: tuple[str, ...] = ()
+    table_only: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, int]:
         counts = Counter(t.handler for t in self.tasks)
@@ -430,6 +432,117 @@ def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict)
     return tuple(sorted(known))
 
 
+def table_participants(root: Path, items: list[tuple[str, bool]]) -> set[str]:
+    """Subject labels (without ``sub-``) in the ``participant_id`` column of
+    ``participants.tsv`` and of every ``phenotype/*.tsv`` of the dataset."""
+    from bidsanon.formats.tsv import read_tsv
+    out: set[str] = set()
+    for rel, is_dir in items:
+        if is_dir or not (rel == "participants.tsv"
+                          or rel.startswith("phenotype/") and rel.endswith(".tsv")):
+            continue
+        path = root / rel
+        try:
+            if not path.stat().st_size:
+                continue
+            table = read_tsv(path)
+        except (OSError, InputError):
+            continue  # the table's handler reports it
+        if "participant_id" in table.columns:
+            out |= {v.removeprefix("sub-") for v in table.column("participant_id")
+                    if v.startswith("sub-") and re.fullmatch(r"sub-[A-Za-z0-9]+", v)}
+    return out
+
+
+# --- companions --------------------------------------------------------------------
+
+_BIDS_NAME = re.compile(r"^(?P<prefix>(?:[A-Za-z]+-[A-Za-z0-9+]+_)+)(?P<suffix>[A-Za-z0-9]+)"
+                        r"(?P<ext>(?:\.[A-Za-z0-9]+)*)$")
+
+#: Suffixes of files that describe one recording and mean nothing without it.
+COMPANION_SUFFIXES = frozenset({"channels", "events", "physio", "physioevents", "stim",
+                                "electrodes", "coordsystem", "optodes"})
+_SIDECAR_EXTS = (".json", ".tsv", "")
+
+
+def _split_name(path: str) -> tuple[str, re.Match | None]:
+    folder, _, name = path.rstrip("/").rpartition("/")
+    return folder, _BIDS_NAME.match(name)
+
+
+def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
+               ) -> list[tuple[FileTask, str, str]]:
+    """Tasks that must leave with files that are excluded or failed.
+
+    A file takes with it the files of the same stem in its folder: its JSON sidecar,
+    and, for a data file, the other parts of the recording (``.bval``/``.bvec``,
+    ``.vmrk``/``.eeg``); a data file also takes the recording's companions
+    (``_channels.tsv``, ``_events.tsv``, ``_physio.tsv.gz``, ... with the same entities)
+    unless another data file of those entities stays.
+
+    Parameters
+    ----------
+    gone : dict
+        Paths that leave (``attr`` paths: source or output) -> why they leave.
+    tasks : list of FileTask
+        The planned tasks.
+    attr : str
+        ``"rel"`` to compare source paths, ``"out"`` to compare output paths.
+
+    Returns
+    -------
+    list of (FileTask, str, str)
+        Each task that leaves, the path it follows and that path's reason.
+    """
+    stems: dict[tuple[str, str], tuple[str, bool]] = {}
+    prefixes: dict[tuple[str, str], str] = {}
+    for path in gone:
+        folder, m = _split_name(path)
+        if m is None:
+            continue
+        is_data = m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES
+        stems.setdefault((folder, m["prefix"] + m["suffix"]), (path, is_data))
+        if is_data:
+            prefixes.setdefault((folder, m["prefix"]), path)
+    if not stems:
+        return []
+    staying: set[tuple[str, str]] = set()
+    for t in tasks:
+        path = getattr(t, attr)
+        folder, m = _split_name(path)
+        if m is None or path in gone:
+            continue
+        if m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES \
+                and (folder, m["prefix"] + m["suffix"]) not in stems:
+            staying.add((folder, m["prefix"]))
+    out = []
+    for t in tasks:
+        path = getattr(t, attr)
+        folder, m = _split_name(path)
+        if m is None or path in gone:
+            continue
+        hit = stems.get((folder, m["prefix"] + m["suffix"]))
+        if hit is not None and (hit[1] or m["ext"].lower() == ".json"):
+            out.append((t, hit[0], gone[hit[0]]))
+        elif m["suffix"] in COMPANION_SUFFIXES and (folder, m["prefix"]) in prefixes \
+                and (folder, m["prefix"]) not in staying:
+            data = prefixes[(folder, m["prefix"])]
+            out.append((t, data, gone[data]))
+    return out
+
+
+def _exclude_companions(plan: Plan) -> None:
+    """Sidecars and companions of excluded data files are excluded too (a sidecar
+    without its data file is invalid BIDS)."""
+    gone = {rel.rstrip("/"): why for rel, why in plan.excluded}
+    leaving = companions(gone, plan.tasks, "rel")
+    if not leaving:
+        return
+    ids = {id(t) for t, _, _ in leaving}
+    plan.tasks = [t for t in plan.tasks if id(t) not in ids]
+    plan.excluded += [(t.rel, f"belongs to an excluded file ({why})") for t, _, why in leaving]
+
+
 # --- the plan ----------------------------------------------------------------------
 
 def build_plan(root: str | Path, policy: dict, key: KeyData,
@@ -453,7 +566,17 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
         sub, ses = entities(rel)
         if sub is not None:
             sessions_of[sub].add(ses)
-    subjects = sorted(sessions_of)
+    # participants with rows in the tables but no folder are subjects too: their ids
+    # are relabelled like every other (a row kept under its original id identifies)
+    # (unless the key says the subject had a folder before or was withdrawn: deleting
+    # a subject's folder withdraws it, whatever rows are left)
+    had_folder = {f["source"].split("/", 1)[0].removeprefix("sub-") for f in key.files
+                  if f.get("source", "").startswith("sub-")}
+    had_folder |= {s for s, e in key.subjects.items() if e.sessions}
+    table_only = sorted(s for s in table_participants(root, items) - set(sessions_of)
+                        if s != EMPTYROOM and not (s in key.subjects and (
+                            key.subjects[s].withdrawn or s in had_folder)))
+    subjects = sorted([*sessions_of, *table_only])
     wanted = [l.removeprefix("sub-") for l in participant_labels or []]
     unknown = [w for w in wanted if w not in subjects]
     if unknown:
@@ -512,9 +635,11 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
                     sessions={s: dict(e.sessions) for s, e in key.subjects.items()},
                     emptyroom={r: dict(m) for r, m in key.emptyroom.items()})
     plan = Plan(root=root, policy=policy, key=key, labels=labels, excluded=excluded,
-                warnings=warnings, known=collect_identifiers(root, items, policy))
+                warnings=warnings, known=collect_identifiers(root, items, policy),
+                selected=tuple(selected), table_only=tuple(table_only))
     for rel, is_dir in items:
         _plan_item(plan, rel, is_dir, selected, er_refs, subjects)
+    _exclude_companions(plan)
     _plan_tables(plan)
     _check_unique_outputs(plan)
     return plan
@@ -590,27 +715,87 @@ def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
                                offset_days=entry.offset_days, is_dir=is_dir))
 
 
+#: Datatypes of the ``mri`` and ``pet`` modalities: their NIfTI images need
+#: ``SkullStripped`` in a derivative dataset (BIDS schema, ``ImageDerivatives``).
+SKULL_STRIPPED_DATATYPES = ("anat", "dwi", "fmap", "func", "perf", "pet")
+_NOT_IMAGES = ("dseg", "probseg", "mask")
+_NIFTI = re.compile(r"\.nii(\.gz)?$")
+
+
+def needs_skull_stripped(rel: str) -> bool:
+    """Whether BIDS requires ``SkullStripped`` in the sidecar of this file of a
+    derivative dataset: a NIfTI image (not a segmentation or mask) of an MRI or PET
+    datatype folder."""
+    parts = rel.split("/")
+    name = parts[-1]
+    if len(parts) < 2 or parts[-2] not in SKULL_STRIPPED_DATATYPES or not _NIFTI.search(name):
+        return False
+    return _NIFTI.sub("", name).rsplit("_", 1)[-1] not in _NOT_IMAGES
+
+
+def _inherited_sidecars(rel: str, by_folder: dict[str, list[str]]) -> list[str]:
+    """The JSON files the BIDS inheritance principle applies to ``rel`` (same suffix,
+    entities a subset of its own, in its folder or one above it), nearest last.
+    ``by_folder`` maps a folder to the sidecars in it."""
+    parts = rel.split("/")
+    stem = _NIFTI.sub("", parts[-1])
+    ents = set(stem.split("_")[:-1])
+    suffix = stem.rsplit("_", 1)[-1]
+    found = []
+    for depth in range(len(parts)):
+        for j in by_folder.get("/".join(parts[:depth]), []):
+            jstem = j.rpartition("/")[2][:-5]
+            if jstem.rsplit("_", 1)[-1] == suffix and set(jstem.split("_")[:-1]) <= ents:
+                found.append(j)
+    return found
+
+
+def _json_keys(path: Path) -> frozenset[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return frozenset()
+    return frozenset(data) if isinstance(data, dict) else frozenset()
+
+
 def _plan_tables(plan: Plan) -> None:
     """Give table tasks the plan data they need (rows to drop, offsets, columns)."""
-    excluded = {rel for rel, _ in plan.excluded}
-    planned = {t.subject for t in plan.tasks}
+    excluded = {rel.rstrip("/") for rel, _ in plan.excluded}
+    planned = {t.subject for t in plan.tasks} | set(plan.table_only)
     selected = [s for s in [*plan.key.subjects, EMPTYROOM]
                 if not (s in plan.key.subjects and plan.key.subjects[s].withdrawn)
-                and s in planned]
+                and s in planned and (s == EMPTYROOM or s in plan.selected)]
     offsets = {s: e.offset_days for s, e in plan.key.subjects.items()}
     columns = _participants_columns(plan)
     sidecar_adds: dict[str, dict] = {}
-    if plan.policy["output"]["dataset_type"] == "derivative":
-        for t in plan.tasks:  # sidecars sort after their images only sometimes: pre-scan
-            if re.search(r"(^|/)(anat|pet)/", t.rel) and t.rel.endswith((".nii", ".nii.gz")):
-                sidecar_adds[re.sub(r"\.nii(\.gz)?$", ".json", t.rel)] = {"SkullStripped": False}
+    created: set[str] = set()
     sidecars = {t.rel for t in plan.tasks if t.handler == "sidecar"}
+    if plan.policy["output"]["dataset_type"] == "derivative":
+        # defacing is not skull stripping: an image whose sidecars do not say it is
+        # skull-stripped is declared not skull-stripped, in its nearest sidecar
+        by_folder: dict[str, list[str]] = defaultdict(list)
+        keys_of: dict[str, frozenset[str]] = {}
+        for j in sorted(sidecars):
+            by_folder[j.rpartition("/")[0]].append(j)
+        for t in plan.tasks:  # sidecars sort after their images only sometimes: pre-scan
+            if t.is_dir or not needs_skull_stripped(t.rel):
+                continue
+            json_rel = _NIFTI.sub(".json", t.rel)
+            inherited = [json_rel] if json_rel in sidecars else \
+                _inherited_sidecars(t.rel, by_folder)
+            for j in inherited:
+                if j not in keys_of:
+                    keys_of[j] = _json_keys(plan.root / j)
+            if any("SkullStripped" in keys_of[j] for j in inherited):
+                continue
+            if inherited:
+                sidecar_adds[inherited[-1]] = {"SkullStripped": False}
+            else:
+                created.add(t.rel)
     tasks = []
     for t in plan.tasks:
-        json_rel = re.sub(r"\.nii(\.gz)?$", ".json", t.rel)
-        if json_rel in sidecar_adds and json_rel not in sidecars and t.handler != "sidecar":
-            # BIDS derivatives require SkullStripped for anatomical and PET images
-            tasks.append(FileTask(t.rel, re.sub(r"\.nii(\.gz)?$", ".json", t.out),
+        if t.rel in created and t.handler != "sidecar":
+            tasks.append(FileTask(t.rel, _NIFTI.sub(".json", t.out),
                                   "sidecar", "sidecar added (SkullStripped)",
                                   t.subject, t.session, t.new_subject, t.new_session,
                                   t.offset_days, extra={"create": True,
@@ -624,6 +809,13 @@ def _plan_tables(plan: Plan) -> None:
         elif t.handler == "participants":
             t = FileTask(**{**t.__dict__, "extra": {"subjects": selected, "offsets": offsets,
                                                     "columns": columns}})
+        elif t.handler == "tsv" and t.rel.startswith("phenotype/"):
+            # phenotype tables are per-participant rows like participants.tsv: the
+            # participants format relabels their ids and keeps only published subjects
+            t = FileTask(**{**t.__dict__, "handler": "participants",
+                            "why": "phenotype table (participant ids relabelled)",
+                            "extra": {"subjects": selected, "offsets": offsets,
+                                      "phenotype": True}})
         tasks.append(t)
     plan.tasks = tasks
 
