@@ -470,15 +470,28 @@ def _split_name(path: str) -> tuple[str, re.Match | None]:
     return folder, _BIDS_NAME.match(name)
 
 
+def _applies(json_path: str, path: str) -> bool:
+    """Whether the sidecar ``json_path`` applies to ``path`` by the BIDS inheritance
+    principle: same suffix, its entities a subset of the file's, in the file's folder
+    or one above it."""
+    jfolder, jm = _split_name(json_path)
+    folder, m = _split_name(path)
+    if jm is None or m is None or jm["suffix"] != m["suffix"]:
+        return False
+    if jfolder and not (folder == jfolder or folder.startswith(jfolder + "/")):
+        return False
+    return set(jm["prefix"].split("_")) <= set(m["prefix"].split("_"))
+
+
 def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
                ) -> list[tuple[FileTask, str, str]]:
     """Tasks that must leave with files that are excluded or failed.
 
-    A file takes with it the files of the same stem in its folder: its JSON sidecar,
-    and, for a data file, the other parts of the recording (``.bval``/``.bvec``,
-    ``.vmrk``/``.eeg``); a data file also takes the recording's companions
-    (``_channels.tsv``, ``_events.tsv``, ``_physio.tsv.gz``, ... with the same entities)
-    unless another data file of those entities stays.
+    A JSON sidecar leaves when every file it applies to (BIDS inheritance: same suffix,
+    a subset of the entities, at or above the file's folder) leaves. A data file takes
+    with it the other files of its stem (``.bval``/``.bvec``, ``.vmrk``/``.eeg``) and
+    the recording's companions (``_channels.tsv``, ``_events.tsv``, ``_physio.tsv.gz``,
+    ... with the same entities) unless another data file of those entities stays.
 
     Parameters
     ----------
@@ -494,41 +507,60 @@ def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
     list of (FileTask, str, str)
         Each task that leaves, the path it follows and that path's reason.
     """
-    stems: dict[tuple[str, str], tuple[str, bool]] = {}
+    stems: dict[tuple[str, str], str] = {}
     prefixes: dict[tuple[str, str], str] = {}
     for path in gone:
         folder, m = _split_name(path)
         if m is None:
             continue
-        is_data = m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES
-        stems.setdefault((folder, m["prefix"] + m["suffix"]), (path, is_data))
-        if is_data:
+        if m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES:
+            stems.setdefault((folder, m["prefix"] + m["suffix"]), path)
             prefixes.setdefault((folder, m["prefix"]), path)
-    if not stems:
-        return []
+    leaving: dict[int, tuple[FileTask, str, str]] = {}
     staying: set[tuple[str, str]] = set()
     for t in tasks:
         path = getattr(t, attr)
         folder, m = _split_name(path)
         if m is None or path in gone:
             continue
-        if m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES \
-                and (folder, m["prefix"] + m["suffix"]) not in stems:
+        data = m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES
+        if data and (folder, m["prefix"] + m["suffix"]) not in stems:
             staying.add((folder, m["prefix"]))
-    out = []
     for t in tasks:
         path = getattr(t, attr)
         folder, m = _split_name(path)
-        if m is None or path in gone:
+        if m is None or path in gone or m["ext"].lower() == ".json":
             continue
         hit = stems.get((folder, m["prefix"] + m["suffix"]))
-        if hit is not None and (hit[1] or m["ext"].lower() == ".json"):
-            out.append((t, hit[0], gone[hit[0]]))
-        elif m["suffix"] in COMPANION_SUFFIXES and (folder, m["prefix"]) in prefixes \
-                and (folder, m["prefix"]) not in staying:
-            data = prefixes[(folder, m["prefix"])]
-            out.append((t, data, gone[data]))
-    return out
+        if hit is None and m["suffix"] in COMPANION_SUFFIXES \
+                and (folder, m["prefix"]) in prefixes and (folder, m["prefix"]) not in staying:
+            hit = prefixes[(folder, m["prefix"])]
+        if hit is not None:
+            leaving[id(t)] = (t, hit, gone[hit])
+    # sidecars: those that applied to a file that leaves and apply to none that stays
+    left = {**{p: (p, why) for p, why in gone.items()},
+            **{getattr(t, attr): (hit, why) for t, hit, why in leaving.values()}}
+    by_suffix: dict[str, list[str]] = defaultdict(list)
+    for t in tasks:
+        path = getattr(t, attr)
+        _, m = _split_name(path)
+        if m is not None and m["ext"].lower() != ".json" and path not in left:
+            by_suffix[m["suffix"]].append(path)
+    gone_by_suffix: dict[str, list[str]] = defaultdict(list)
+    for path in left:
+        _, m = _split_name(path)
+        if m is not None and m["ext"].lower() != ".json":
+            gone_by_suffix[m["suffix"]].append(path)
+    for t in tasks:
+        path = getattr(t, attr)
+        _, m = _split_name(path)
+        if m is None or path in gone or m["ext"].lower() != ".json" \
+                or m["suffix"] not in gone_by_suffix:
+            continue
+        followed = next((g for g in gone_by_suffix[m["suffix"]] if _applies(path, g)), None)
+        if followed is not None and not any(_applies(path, f) for f in by_suffix[m["suffix"]]):
+            leaving[id(t)] = (t, *left[followed])
+    return list(leaving.values())
 
 
 def _exclude_companions(plan: Plan) -> None:
@@ -738,7 +770,7 @@ def _inherited_sidecars(rel: str, by_folder: dict[str, list[str]]) -> list[str]:
     entities a subset of its own, in its folder or one above it), nearest last.
     ``by_folder`` maps a folder to the sidecars in it."""
     parts = rel.split("/")
-    stem = _NIFTI.sub("", parts[-1])
+    stem = parts[-1].split(".", 1)[0]
     ents = set(stem.split("_")[:-1])
     suffix = stem.rsplit("_", 1)[-1]
     found = []
@@ -758,6 +790,87 @@ def _json_keys(path: Path) -> frozenset[str]:
     return frozenset(data) if isinstance(data, dict) else frozenset()
 
 
+@functools.lru_cache(maxsize=1)
+def standard_spaces() -> frozenset[str]:
+    """The standard template identifiers of the BIDS schema (``space-`` values that
+    need no ``SpatialReference``)."""
+    from bidsschematools.schema import load_schema
+    try:
+        return frozenset(load_schema().objects.enums._StandardTemplateCoordSys.enum)
+    except (AttributeError, KeyError):  # an older schema: every space gets a reference
+        return frozenset()
+
+
+_SPACE = re.compile(r"(?:^|_)space-([A-Za-z0-9]+)_")
+
+
+def spatial_reference(plan: Plan, t: FileTask, outs: dict[str, str]) -> str | None:
+    """``SpatialReference`` of a file in a non-standard ``space-`` (electrodes, optodes
+    in ``ACPC``, ``ScanRAS``, ...): the image its coordinate system's ``IntendedFor``
+    names, else the coordinate system file itself, as a relabelled BIDS URI; None
+    when the space is a standard template or no coordinate system describes it.
+
+    ``outs`` maps planned source paths to output paths.
+    """
+    folder, _, name = t.rel.rpartition("/")
+    m = _SPACE.search(name)
+    if m is None or m[1] in standard_spaces():
+        return None
+    coord = f"{folder}/{name.split('.', 1)[0].rsplit('_', 1)[0]}_coordsystem.json"
+    if coord not in outs or t.rel == coord:
+        return None
+    try:
+        target = json.loads((plan.root / coord).read_text(encoding="utf-8-sig")).get("IntendedFor")
+    except (OSError, ValueError, AttributeError):
+        target = None
+    if isinstance(target, list) and len(target) == 1:
+        target = target[0]
+    if isinstance(target, str) and target.startswith(("bids::", "sub-")):
+        return relabel_name(target if target.startswith("bids:") else "bids::" + target,
+                            plan.labels, subject=t.subject)
+    return "bids::" + outs[coord]
+
+
+def _derivative_keys(plan: Plan, sidecars: set[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Keys BIDS requires in a derivative dataset's sidecars and the input lacks:
+    ``SkullStripped`` (defacing is not skull stripping: an image whose sidecars do not
+    say it is skull-stripped is declared not skull-stripped) and ``SpatialReference``
+    of files in a non-standard space. Returns keys to add to existing sidecars (the
+    nearest that applies) and sidecars to create, by source path."""
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    keys_of: dict[str, frozenset[str]] = {}
+    for j in sorted(sidecars):
+        by_folder[j.rpartition("/")[0]].append(j)
+    outs = {t.rel: t.out for t in plan.tasks}
+    adds: dict[str, dict] = defaultdict(dict)
+    created: dict[str, dict] = defaultdict(dict)
+    for t in plan.tasks:  # sidecars sort after their images only sometimes: pre-scan
+        if t.is_dir or t.rel.endswith(".json"):
+            continue
+        wanted = {}
+        if needs_skull_stripped(t.rel):
+            wanted["SkullStripped"] = False
+        if "space-" in t.rel:
+            ref = spatial_reference(plan, t, outs)
+            if ref is not None:
+                wanted["SpatialReference"] = ref
+        if not wanted:
+            continue
+        own = t.rel.split(".", 1)[0] + ".json"
+        inherited = [own] if own in sidecars else _inherited_sidecars(t.rel, by_folder)
+        for j in inherited:
+            if j not in keys_of:
+                keys_of[j] = _json_keys(plan.root / j)
+        for k, v in wanted.items():
+            if any(k in keys_of[j] for j in inherited):
+                continue
+            # a reference to this subject's image belongs in its own sidecar only
+            nearest = inherited[-1] if inherited and (k == "SkullStripped" or inherited[-1] == own) \
+                else None
+            (adds[nearest] if nearest else created[t.rel])[k] = v
+    return dict(adds), dict(created)
+
+
 def _plan_tables(plan: Plan) -> None:
     """Give table tasks the plan data they need (rows to drop, offsets, columns)."""
     excluded = {rel.rstrip("/") for rel, _ in plan.excluded}
@@ -767,39 +880,18 @@ def _plan_tables(plan: Plan) -> None:
                 and s in planned and (s == EMPTYROOM or s in plan.selected)]
     offsets = {s: e.offset_days for s, e in plan.key.subjects.items()}
     columns = _participants_columns(plan)
-    sidecar_adds: dict[str, dict] = {}
-    created: set[str] = set()
     sidecars = {t.rel for t in plan.tasks if t.handler == "sidecar"}
-    if plan.policy["output"]["dataset_type"] == "derivative":
-        # defacing is not skull stripping: an image whose sidecars do not say it is
-        # skull-stripped is declared not skull-stripped, in its nearest sidecar
-        by_folder: dict[str, list[str]] = defaultdict(list)
-        keys_of: dict[str, frozenset[str]] = {}
-        for j in sorted(sidecars):
-            by_folder[j.rpartition("/")[0]].append(j)
-        for t in plan.tasks:  # sidecars sort after their images only sometimes: pre-scan
-            if t.is_dir or not needs_skull_stripped(t.rel):
-                continue
-            json_rel = _NIFTI.sub(".json", t.rel)
-            inherited = [json_rel] if json_rel in sidecars else \
-                _inherited_sidecars(t.rel, by_folder)
-            for j in inherited:
-                if j not in keys_of:
-                    keys_of[j] = _json_keys(plan.root / j)
-            if any("SkullStripped" in keys_of[j] for j in inherited):
-                continue
-            if inherited:
-                sidecar_adds[inherited[-1]] = {"SkullStripped": False}
-            else:
-                created.add(t.rel)
+    sidecar_adds, created = _derivative_keys(plan, sidecars) \
+        if plan.policy["output"]["dataset_type"] == "derivative" else ({}, {})
     tasks = []
     for t in plan.tasks:
         if t.rel in created and t.handler != "sidecar":
-            tasks.append(FileTask(t.rel, _NIFTI.sub(".json", t.out),
-                                  "sidecar", "sidecar added (SkullStripped)",
+            add = created[t.rel]
+            folder, _, name = t.out.rpartition("/")
+            tasks.append(FileTask(t.rel, f"{folder}/" * bool(folder) + name.split(".", 1)[0] + ".json",
+                                  "sidecar", f"sidecar added ({', '.join(add)})",
                                   t.subject, t.session, t.new_subject, t.new_session,
-                                  t.offset_days, extra={"create": True,
-                                                        "add": {"SkullStripped": False}}))
+                                  t.offset_days, extra={"create": True, "add": add}))
         if t.handler == "sidecar" and t.rel in sidecar_adds:
             t = FileTask(**{**t.__dict__, "extra": {**t.extra, "add": sidecar_adds[t.rel]}})
         if t.handler == "scans":

@@ -218,6 +218,7 @@ def run_dataset(bids_dir: str | Path, output_dir: str | Path, *, policy_path: st
                           excluded=plan.excluded, warnings=plan.warnings, timings=timings)
     # the mapping is saved before any output exists, so an interrupted run resumes
     # with the same labels and offsets
+    key_path.parent.mkdir(parents=True, exist_ok=True)
     write_key(key_path, key, passphrase)
     summary = execute_plan(plan, output_dir, key_path, pdigest, jobs=jobs, scheduler=scheduler,
                            quiet=quiet, passphrase=passphrase, echo=echo, timings=timings)
