@@ -116,13 +116,16 @@ def handle_table(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     if "participant_id" not in table.columns:
         raise InputError("participants.tsv has no participant_id column", src)
     scrubber = Scrubber.from_policy(ctx.section("text"))
-    keep = set(ctx.extra.get("subjects", []))
+    # no subject list (a handler called outside a plan): every row is kept; an empty
+    # list (no subject has a file left to publish): none is
+    keep = ctx.extra.get("subjects")
+    keep = None if keep is None else set(keep)
     offsets = ctx.extra.get("offsets", {})
     pid = table.columns.index("participant_id")
     out_rows, changes, dropped = [], [], []
     for row in table.rows:
         label = row[pid].removeprefix("sub-")
-        if keep and label not in keep:
+        if keep is not None and label not in keep:
             changes.append(Change("participant_id", "remove", location="row", old=row[pid]))
             continue
         row_ctx = dataclasses.replace(ctx, subject=label, offset_days=offsets.get(label))
@@ -131,7 +134,7 @@ def handle_table(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
         out_rows.extend(one.rows)
         changes.extend(ch)
         columns = one.columns
-    if not table.rows:
+    if not out_rows:
         columns = [c for c in table.columns
                    if section["columns"].get(c, section["unknown_columns"]) != "drop"]
     if section.get("shuffle", True):
