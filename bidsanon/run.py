@@ -311,7 +311,9 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     leaving = drop_companions(skipped, plan.tasks, staging)
     summary.excluded += [(t.rel, why) for t, why in leaving]
     gone = {t.out for t in skipped} | {t.out for t, _ in leaving}
-    for out in drop_scans_rows(gone, plan.tasks, staging):
+    rewritten = drop_scans_rows(gone, plan.tasks, staging)
+    rewritten += drop_participant_rows(gone, plan.tasks, staging)
+    for out in rewritten:
         results[out] = {**results[out], "output_sha256": sha256_file(staging / out)}
     ordered = [results[t.out] for t in plan.tasks if t.out in results
                and "error" not in results[t.out] and t.out not in gone]
@@ -357,6 +359,33 @@ def drop_companions(failed: list[FileTask], tasks: list[FileTask], staging: Path
             target.unlink()
         removed.append((t, why))
     return removed
+
+
+def drop_participant_rows(gone: set[str], tasks: list[FileTask], staging: Path) -> list[str]:
+    """Remove from the staged participants.tsv and phenotype tables the rows of subjects
+    none of whose files is left (every one failed or followed a failed file): a row
+    without a folder would not match the dataset. Returns the tables rewritten."""
+    from bidsanon.formats.tsv import Table, format_tsv, read_tsv
+    had = {t.new_subject for t in tasks if t.subject not in (None, EMPTYROOM)}
+    left = {t.new_subject for t in tasks if t.subject not in (None, EMPTYROOM)
+            and t.out not in gone}
+    empty = {f"sub-{s}" for s in had - left}
+    changed = []
+    if not empty:
+        return changed
+    for t in tasks:
+        staged = staging / t.out
+        if t.handler != "participants" or not t.out.endswith(".tsv") or not staged.is_file():
+            continue
+        table = read_tsv(staged)
+        if "participant_id" not in table.columns:
+            continue
+        i = table.columns.index("participant_id")
+        kept = [r for r in table.rows if r[i] not in empty]
+        if len(kept) != len(table.rows):
+            write_text_atomic(staged, format_tsv(Table(table.columns, kept, table.newline)))
+            changed.append(t.out)
+    return changed
 
 
 def drop_scans_rows(gone: set[str], tasks: list[FileTask], staging: Path) -> list[str]:
