@@ -465,16 +465,35 @@ COMPANION_SUFFIXES = frozenset({"channels", "events", "physio", "physioevents", 
 _SIDECAR_EXTS = (".json", ".tsv", "")
 
 
-def _split_name(path: str) -> tuple[str, re.Match | None]:
+#: A sidecar may have no entity at all (a top-level ``events.json`` applies to every
+#: ``_events.tsv``).
+_BARE_SIDECAR = re.compile(r"^(?P<prefix>(?:[A-Za-z]+-[A-Za-z0-9+]+_)*)(?P<suffix>[A-Za-z0-9]+)"
+                           r"(?P<ext>\.json)$")
+
+
+def _split_name(path: str, sidecar: bool = False) -> tuple[str, re.Match | None]:
     folder, _, name = path.rstrip("/").rpartition("/")
-    return folder, _BIDS_NAME.match(name)
+    return folder, (_BARE_SIDECAR if sidecar else _BIDS_NAME).match(name)
+
+
+def _with_folders(gone: dict[str, str]) -> dict[str, str]:
+    """``gone`` plus the recording folders (``*.ome.zarr``, ...) files of which leave:
+    a recording stored as a folder of files is broken without any of them."""
+    out = dict(gone)
+    for path, why in gone.items():
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            m = _BIDS_NAME.match(parts[i - 1])
+            if m is not None and m["ext"] and m["suffix"] not in COMPANION_SUFFIXES:
+                out.setdefault("/".join(parts[:i]), why)
+    return out
 
 
 def _applies(json_path: str, path: str) -> bool:
     """Whether the sidecar ``json_path`` applies to ``path`` by the BIDS inheritance
     principle: same suffix, its entities a subset of the file's, in the file's folder
     or one above it."""
-    jfolder, jm = _split_name(json_path)
+    jfolder, jm = _split_name(json_path, sidecar=True)
     folder, m = _split_name(path)
     if jm is None or m is None or jm["suffix"] != m["suffix"]:
         return False
@@ -507,6 +526,7 @@ def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
     list of (FileTask, str, str)
         Each task that leaves, the path it follows and that path's reason.
     """
+    gone = _with_folders(gone)
     stems: dict[tuple[str, str], str] = {}
     prefixes: dict[tuple[str, str], str] = {}
     for path in gone:
@@ -553,9 +573,8 @@ def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
             gone_by_suffix[m["suffix"]].append(path)
     for t in tasks:
         path = getattr(t, attr)
-        _, m = _split_name(path)
-        if m is None or path in gone or m["ext"].lower() != ".json" \
-                or m["suffix"] not in gone_by_suffix:
+        _, m = _split_name(path, sidecar=True)
+        if m is None or path in gone or m["suffix"] not in gone_by_suffix:
             continue
         followed = next((g for g in gone_by_suffix[m["suffix"]] if _applies(path, g)), None)
         if followed is not None and not any(_applies(path, f) for f in by_suffix[m["suffix"]]):
