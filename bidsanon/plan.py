@@ -60,6 +60,8 @@ class Plan:
     excluded: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     known: tuple[str, ...] = ()
+    selected: tuple[str, ...] = ()
+    table_only: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, int]:
         counts = Counter(t.handler for t in self.tasks)
@@ -518,6 +520,168 @@ def _header_values(fmt: str, path: Path, policy: dict) -> list[tuple[str, object
     return [(k, v) for k, v in values if v.upper() != "X"]
 
 
+def table_participants(root: Path, items: list[tuple[str, bool]]) -> set[str]:
+    """Subject labels (without ``sub-``) in the ``participant_id`` column of
+    ``participants.tsv`` and of every ``phenotype/*.tsv`` of the dataset."""
+    from bidsanon.formats.tsv import read_tsv
+    out: set[str] = set()
+    for rel, is_dir in items:
+        if is_dir or not (rel == "participants.tsv"
+                          or rel.startswith("phenotype/") and rel.endswith(".tsv")):
+            continue
+        path = root / rel
+        try:
+            if not path.stat().st_size:
+                continue
+            table = read_tsv(path)
+        except (OSError, InputError):
+            continue  # the table's handler reports it
+        if "participant_id" in table.columns:
+            out |= {v.removeprefix("sub-") for v in table.column("participant_id")
+                    if v.startswith("sub-") and re.fullmatch(r"sub-[A-Za-z0-9]+", v)}
+    return out
+
+
+# --- companions --------------------------------------------------------------------
+
+_BIDS_NAME = re.compile(r"^(?P<prefix>(?:[A-Za-z]+-[A-Za-z0-9+]+_)+)(?P<suffix>[A-Za-z0-9]+)"
+                        r"(?P<ext>(?:\.[A-Za-z0-9]+)*)$")
+
+#: Suffixes of files that describe one recording and mean nothing without it.
+COMPANION_SUFFIXES = frozenset({"channels", "events", "physio", "physioevents", "stim",
+                                "electrodes", "coordsystem", "optodes"})
+_SIDECAR_EXTS = (".json", ".tsv", "")
+
+
+#: A sidecar may have no entity at all (a top-level ``events.json`` applies to every
+#: ``_events.tsv``).
+_BARE_SIDECAR = re.compile(r"^(?P<prefix>(?:[A-Za-z]+-[A-Za-z0-9+]+_)*)(?P<suffix>[A-Za-z0-9]+)"
+                           r"(?P<ext>\.json)$")
+
+
+def _split_name(path: str, sidecar: bool = False) -> tuple[str, re.Match | None]:
+    folder, _, name = path.rstrip("/").rpartition("/")
+    return folder, (_BARE_SIDECAR if sidecar else _BIDS_NAME).match(name)
+
+
+def _with_folders(gone: dict[str, str]) -> dict[str, str]:
+    """``gone`` plus the recording folders (``*.ome.zarr``, ...) files of which leave:
+    a recording stored as a folder of files is broken without any of them."""
+    out = dict(gone)
+    for path, why in gone.items():
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            m = _BIDS_NAME.match(parts[i - 1])
+            if m is not None and m["ext"] and m["suffix"] not in COMPANION_SUFFIXES:
+                out.setdefault("/".join(parts[:i]), why)
+    return out
+
+
+def _applies(json_path: str, path: str) -> bool:
+    """Whether the sidecar ``json_path`` applies to ``path`` by the BIDS inheritance
+    principle: same suffix, its entities a subset of the file's, in the file's folder
+    or one above it."""
+    jfolder, jm = _split_name(json_path, sidecar=True)
+    folder, m = _split_name(path)
+    if jm is None or m is None or jm["suffix"] != m["suffix"]:
+        return False
+    if jfolder and not (folder == jfolder or folder.startswith(jfolder + "/")):
+        return False
+    return set(jm["prefix"].split("_")) <= set(m["prefix"].split("_"))
+
+
+def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
+               ) -> list[tuple[FileTask, str, str]]:
+    """Tasks that must leave with files that are excluded or failed.
+
+    A JSON sidecar leaves when every file it applies to (BIDS inheritance: same suffix,
+    a subset of the entities, at or above the file's folder) leaves. A data file takes
+    with it the other files of its stem (``.bval``/``.bvec``, ``.vmrk``/``.eeg``) and
+    the recording's companions (``_channels.tsv``, ``_events.tsv``, ``_physio.tsv.gz``,
+    ... with the same entities) unless another data file of those entities stays.
+
+    Parameters
+    ----------
+    gone : dict
+        Paths that leave (``attr`` paths: source or output) -> why they leave.
+    tasks : list of FileTask
+        The planned tasks.
+    attr : str
+        ``"rel"`` to compare source paths, ``"out"`` to compare output paths.
+
+    Returns
+    -------
+    list of (FileTask, str, str)
+        Each task that leaves, the path it follows and that path's reason.
+    """
+    gone = _with_folders(gone)
+    stems: dict[tuple[str, str], str] = {}
+    prefixes: dict[tuple[str, str], str] = {}
+    for path in gone:
+        folder, m = _split_name(path)
+        if m is None:
+            continue
+        if m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES:
+            stems.setdefault((folder, m["prefix"] + m["suffix"]), path)
+            prefixes.setdefault((folder, m["prefix"]), path)
+    leaving: dict[int, tuple[FileTask, str, str]] = {}
+    staying: set[tuple[str, str]] = set()
+    for t in tasks:
+        path = getattr(t, attr)
+        folder, m = _split_name(path)
+        if m is None or path in gone:
+            continue
+        data = m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES
+        if data and (folder, m["prefix"] + m["suffix"]) not in stems:
+            staying.add((folder, m["prefix"]))
+    for t in tasks:
+        path = getattr(t, attr)
+        folder, m = _split_name(path)
+        if m is None or path in gone or m["ext"].lower() == ".json":
+            continue
+        hit = stems.get((folder, m["prefix"] + m["suffix"]))
+        if hit is None and m["suffix"] in COMPANION_SUFFIXES \
+                and (folder, m["prefix"]) in prefixes and (folder, m["prefix"]) not in staying:
+            hit = prefixes[(folder, m["prefix"])]
+        if hit is not None:
+            leaving[id(t)] = (t, hit, gone[hit])
+    # sidecars: those that applied to a file that leaves and apply to none that stays
+    left = {**{p: (p, why) for p, why in gone.items()},
+            **{getattr(t, attr): (hit, why) for t, hit, why in leaving.values()}}
+    by_suffix: dict[str, list[str]] = defaultdict(list)
+    for t in tasks:
+        path = getattr(t, attr)
+        _, m = _split_name(path)
+        if m is not None and m["ext"].lower() != ".json" and path not in left:
+            by_suffix[m["suffix"]].append(path)
+    gone_by_suffix: dict[str, list[str]] = defaultdict(list)
+    for path in left:
+        _, m = _split_name(path)
+        if m is not None and m["ext"].lower() != ".json":
+            gone_by_suffix[m["suffix"]].append(path)
+    for t in tasks:
+        path = getattr(t, attr)
+        _, m = _split_name(path, sidecar=True)
+        if m is None or path in gone or m["suffix"] not in gone_by_suffix:
+            continue
+        followed = next((g for g in gone_by_suffix[m["suffix"]] if _applies(path, g)), None)
+        if followed is not None and not any(_applies(path, f) for f in by_suffix[m["suffix"]]):
+            leaving[id(t)] = (t, *left[followed])
+    return list(leaving.values())
+
+
+def _exclude_companions(plan: Plan) -> None:
+    """Sidecars and companions of excluded data files are excluded too (a sidecar
+    without its data file is invalid BIDS)."""
+    gone = {rel.rstrip("/"): why for rel, why in plan.excluded}
+    leaving = companions(gone, plan.tasks, "rel")
+    if not leaving:
+        return
+    ids = {id(t) for t, _, _ in leaving}
+    plan.tasks = [t for t in plan.tasks if id(t) not in ids]
+    plan.excluded += [(t.rel, f"belongs to an excluded file ({why})") for t, _, why in leaving]
+
+
 # --- the plan ----------------------------------------------------------------------
 
 def build_plan(root: str | Path, policy: dict, key: KeyData,
@@ -559,7 +723,17 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
         sub, ses = entities(rel)
         if sub is not None:
             sessions_of[sub].add(ses)
-    subjects = sorted(sessions_of)
+    # participants with rows in the tables but no folder are subjects too: their ids
+    # are relabelled like every other (a row kept under its original id identifies)
+    # (unless the key says the subject had a folder before or was withdrawn: deleting
+    # a subject's folder withdraws it, whatever rows are left)
+    had_folder = {f["source"].split("/", 1)[0].removeprefix("sub-") for f in key.files
+                  if f.get("source", "").startswith("sub-")}
+    had_folder |= {s for s, e in key.subjects.items() if e.sessions}
+    table_only = sorted(s for s in table_participants(root, items) - set(sessions_of)
+                        if s != EMPTYROOM and not (s in key.subjects and (
+                            key.subjects[s].withdrawn or s in had_folder)))
+    subjects = sorted([*sessions_of, *table_only])
     wanted = [l.removeprefix("sub-") for l in participant_labels or []]
     unknown = [w for w in wanted if w not in subjects]
     if unknown:
@@ -618,9 +792,11 @@ def build_plan(root: str | Path, policy: dict, key: KeyData,
                     sessions={s: dict(e.sessions) for s, e in key.subjects.items()},
                     emptyroom={r: dict(m) for r, m in key.emptyroom.items()})
     plan = Plan(root=root, policy=policy, key=key, labels=labels, excluded=excluded,
-                warnings=warnings, known=collect_identifiers(root, items, policy))
+                warnings=warnings, known=collect_identifiers(root, items, policy),
+                selected=tuple(selected), table_only=tuple(table_only))
     for rel, is_dir in items:
         _plan_item(plan, rel, is_dir, selected, er_refs, subjects)
+    _exclude_companions(plan)
     _plan_tables(plan)
     _check_unique_outputs(plan)
     return plan
@@ -696,31 +872,151 @@ def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
                                offset_days=entry.offset_days, is_dir=is_dir))
 
 
+#: Datatypes of the ``mri`` and ``pet`` modalities: their NIfTI images need
+#: ``SkullStripped`` in a derivative dataset (BIDS schema, ``ImageDerivatives``).
+SKULL_STRIPPED_DATATYPES = ("anat", "dwi", "fmap", "func", "perf", "pet")
+_NOT_IMAGES = ("dseg", "probseg", "mask")
+_NIFTI = re.compile(r"\.nii(\.gz)?$")
+
+
+def needs_skull_stripped(rel: str) -> bool:
+    """Whether BIDS requires ``SkullStripped`` in the sidecar of this file of a
+    derivative dataset: a NIfTI image (not a segmentation or mask) of an MRI or PET
+    datatype folder."""
+    parts = rel.split("/")
+    name = parts[-1]
+    if len(parts) < 2 or parts[-2] not in SKULL_STRIPPED_DATATYPES or not _NIFTI.search(name):
+        return False
+    return _NIFTI.sub("", name).rsplit("_", 1)[-1] not in _NOT_IMAGES
+
+
+def _inherited_sidecars(rel: str, by_folder: dict[str, list[str]]) -> list[str]:
+    """The JSON files the BIDS inheritance principle applies to ``rel`` (same suffix,
+    entities a subset of its own, in its folder or one above it), nearest last.
+    ``by_folder`` maps a folder to the sidecars in it."""
+    parts = rel.split("/")
+    stem = parts[-1].split(".", 1)[0]
+    ents = set(stem.split("_")[:-1])
+    suffix = stem.rsplit("_", 1)[-1]
+    found = []
+    for depth in range(len(parts)):
+        for j in by_folder.get("/".join(parts[:depth]), []):
+            jstem = j.rpartition("/")[2][:-5]
+            if jstem.rsplit("_", 1)[-1] == suffix and set(jstem.split("_")[:-1]) <= ents:
+                found.append(j)
+    return found
+
+
+def _json_keys(path: Path) -> frozenset[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return frozenset()
+    return frozenset(data) if isinstance(data, dict) else frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def standard_spaces() -> frozenset[str]:
+    """The standard template identifiers of the BIDS schema (``space-`` values that
+    need no ``SpatialReference``)."""
+    from bidsschematools.schema import load_schema
+    try:
+        return frozenset(load_schema().objects.enums._StandardTemplateCoordSys.enum)
+    except (AttributeError, KeyError):  # an older schema: every space gets a reference
+        return frozenset()
+
+
+_SPACE = re.compile(r"(?:^|_)space-([A-Za-z0-9]+)_")
+
+
+def spatial_reference(plan: Plan, t: FileTask, outs: dict[str, str]) -> str | None:
+    """``SpatialReference`` of a file in a non-standard ``space-`` (electrodes, optodes
+    in ``ACPC``, ``ScanRAS``, ...): the image its coordinate system's ``IntendedFor``
+    names, else the coordinate system file itself, as a relabelled BIDS URI; None
+    when the space is a standard template or no coordinate system describes it.
+
+    ``outs`` maps planned source paths to output paths.
+    """
+    folder, _, name = t.rel.rpartition("/")
+    m = _SPACE.search(name)
+    if m is None or m[1] in standard_spaces():
+        return None
+    coord = f"{folder}/{name.split('.', 1)[0].rsplit('_', 1)[0]}_coordsystem.json"
+    if coord not in outs or t.rel == coord:
+        return None
+    try:
+        target = json.loads((plan.root / coord).read_text(encoding="utf-8-sig")).get("IntendedFor")
+    except (OSError, ValueError, AttributeError):
+        target = None
+    if isinstance(target, list) and len(target) == 1:
+        target = target[0]
+    if isinstance(target, str) and target.startswith(("bids::", "sub-")):
+        return relabel_name(target if target.startswith("bids:") else "bids::" + target,
+                            plan.labels, subject=t.subject)
+    return "bids::" + outs[coord]
+
+
+def _derivative_keys(plan: Plan, sidecars: set[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Keys BIDS requires in a derivative dataset's sidecars and the input lacks:
+    ``SkullStripped`` (defacing is not skull stripping: an image whose sidecars do not
+    say it is skull-stripped is declared not skull-stripped) and ``SpatialReference``
+    of files in a non-standard space. Returns keys to add to existing sidecars (the
+    nearest that applies) and sidecars to create, by source path."""
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    keys_of: dict[str, frozenset[str]] = {}
+    for j in sorted(sidecars):
+        by_folder[j.rpartition("/")[0]].append(j)
+    outs = {t.rel: t.out for t in plan.tasks}
+    adds: dict[str, dict] = defaultdict(dict)
+    created: dict[str, dict] = defaultdict(dict)
+    for t in plan.tasks:  # sidecars sort after their images only sometimes: pre-scan
+        if t.is_dir or t.rel.endswith(".json"):
+            continue
+        wanted = {}
+        if needs_skull_stripped(t.rel):
+            wanted["SkullStripped"] = False
+        if "space-" in t.rel:
+            ref = spatial_reference(plan, t, outs)
+            if ref is not None:
+                wanted["SpatialReference"] = ref
+        if not wanted:
+            continue
+        own = t.rel.split(".", 1)[0] + ".json"
+        inherited = [own] if own in sidecars else _inherited_sidecars(t.rel, by_folder)
+        for j in inherited:
+            if j not in keys_of:
+                keys_of[j] = _json_keys(plan.root / j)
+        for k, v in wanted.items():
+            if any(k in keys_of[j] for j in inherited):
+                continue
+            # a reference to this subject's image belongs in its own sidecar only
+            nearest = inherited[-1] if inherited and (k == "SkullStripped" or inherited[-1] == own) \
+                else None
+            (adds[nearest] if nearest else created[t.rel])[k] = v
+    return dict(adds), dict(created)
+
+
 def _plan_tables(plan: Plan) -> None:
     """Give table tasks the plan data they need (rows to drop, offsets, columns)."""
-    excluded = {rel for rel, _ in plan.excluded}
-    planned = {t.subject for t in plan.tasks}
+    excluded = {rel.rstrip("/") for rel, _ in plan.excluded}
+    planned = {t.subject for t in plan.tasks} | set(plan.table_only)
     selected = [s for s in [*plan.key.subjects, EMPTYROOM]
                 if not (s in plan.key.subjects and plan.key.subjects[s].withdrawn)
-                and s in planned]
+                and s in planned and (s == EMPTYROOM or s in plan.selected)]
     offsets = {s: e.offset_days for s, e in plan.key.subjects.items()}
     columns = _participants_columns(plan)
-    sidecar_adds: dict[str, dict] = {}
-    if plan.policy["output"]["dataset_type"] == "derivative":
-        for t in plan.tasks:  # sidecars sort after their images only sometimes: pre-scan
-            if re.search(r"(^|/)(anat|pet)/", t.rel) and t.rel.endswith((".nii", ".nii.gz")):
-                sidecar_adds[re.sub(r"\.nii(\.gz)?$", ".json", t.rel)] = {"SkullStripped": False}
     sidecars = {t.rel for t in plan.tasks if t.handler == "sidecar"}
+    sidecar_adds, created = _derivative_keys(plan, sidecars) \
+        if plan.policy["output"]["dataset_type"] == "derivative" else ({}, {})
     tasks = []
     for t in plan.tasks:
-        json_rel = re.sub(r"\.nii(\.gz)?$", ".json", t.rel)
-        if json_rel in sidecar_adds and json_rel not in sidecars and t.handler != "sidecar":
-            # BIDS derivatives require SkullStripped for anatomical and PET images
-            tasks.append(FileTask(t.rel, re.sub(r"\.nii(\.gz)?$", ".json", t.out),
-                                  "sidecar", "sidecar added (SkullStripped)",
+        if t.rel in created and t.handler != "sidecar":
+            add = created[t.rel]
+            folder, _, name = t.out.rpartition("/")
+            tasks.append(FileTask(t.rel, f"{folder}/" * bool(folder) + name.split(".", 1)[0] + ".json",
+                                  "sidecar", f"sidecar added ({', '.join(add)})",
                                   t.subject, t.session, t.new_subject, t.new_session,
-                                  t.offset_days, extra={"create": True,
-                                                        "add": {"SkullStripped": False}}))
+                                  t.offset_days, extra={"create": True, "add": add}))
         if t.handler == "sidecar" and t.rel in sidecar_adds:
             t = FileTask(**{**t.__dict__, "extra": {**t.extra, "add": sidecar_adds[t.rel]}})
         if t.handler == "scans":
@@ -730,6 +1026,13 @@ def _plan_tables(plan: Plan) -> None:
         elif t.handler == "participants":
             t = FileTask(**{**t.__dict__, "extra": {"subjects": selected, "offsets": offsets,
                                                     "columns": columns}})
+        elif t.handler == "tsv" and t.rel.startswith("phenotype/"):
+            # phenotype tables are per-participant rows like participants.tsv: the
+            # participants format relabels their ids and keeps only published subjects
+            t = FileTask(**{**t.__dict__, "handler": "participants",
+                            "why": "phenotype table (participant ids relabelled)",
+                            "extra": {"subjects": selected, "offsets": offsets,
+                                      "phenotype": True}})
         tasks.append(t)
     plan.tasks = tasks
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 from bidsanon._version import __version__
 from bidsanon.errors import FindingsError, InputError, UsageError
 from bidsanon.execute import Shared, input_signature, iter_results
+from bidsanon.fileio import sha256_file, write_text_atomic
 from bidsanon.key import KeyData, check_paths, now_iso, read_key, write_key
 from bidsanon.labels import EMPTYROOM
 from bidsanon.plan import FileTask, Plan, build_plan
@@ -230,6 +231,7 @@ def run_dataset(bids_dir: str | Path, output_dir: str | Path, *, policy_path: st
                           excluded=plan.excluded, warnings=plan.warnings, timings=timings)
     # the mapping is saved before any output exists, so an interrupted run resumes
     # with the same labels and offsets
+    key_path.parent.mkdir(parents=True, exist_ok=True)
     write_key(key_path, key, passphrase)
     summary = execute_plan(plan, output_dir, key_path, pdigest, jobs=jobs, scheduler=scheduler,
                            quiet=quiet, passphrase=passphrase, echo=echo, timings=timings)
@@ -322,12 +324,17 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     for rel_out, res in results.items():
         summary.warnings += [f"{res['rel']}: {w}" for w in res.get("warnings", [])]
         summary.privacy += k_anonymity_lines(res)
-    ordered = [results[t.out] for t in plan.tasks if t.out in results and "error" not in results[t.out]]
     skipped = [t for t in plan.tasks if t.out in results and "error" in results[t.out]]
     summary.excluded += [(t.rel, "failed (run.on_error: skip)") for t in skipped]
-    for rel in drop_companions(skipped, plan.tasks, staging):
-        summary.excluded.append((rel, "sidecar of a failed file"))
-        ordered = [r for r in ordered if r["rel"] != rel]
+    leaving = drop_companions(skipped, plan.tasks, staging)
+    summary.excluded += [(t.rel, why) for t, why in leaving]
+    gone = {t.out for t in skipped} | {t.out for t, _ in leaving}
+    rewritten = drop_scans_rows(gone, plan.tasks, staging)
+    rewritten += drop_participant_rows(gone, plan.tasks, staging)
+    for out in rewritten:
+        results[out] = {**results[out], "output_sha256": sha256_file(staging / out)}
+    ordered = [results[t.out] for t in plan.tasks if t.out in results
+               and "error" not in results[t.out] and t.out not in gone]
     update_key(plan.key, ordered, summary, plan.known)
     if plan.policy["run"]["verify"]:
         plan.key.runs[-1]["verified_dataset"] = opened
@@ -396,17 +403,76 @@ def k_anonymity_lines(result: dict) -> list[str]:
     return [line]
 
 
-def drop_companions(failed: list[FileTask], tasks: list[FileTask], staging: Path) -> list[str]:
-    """Remove the staged JSON sidecars of data files that failed: a sidecar without
-    its data file is invalid BIDS. Returns the source paths removed."""
-    stems = {re.sub(r"(\.nii\.gz|\.[^./]+)$", "", t.out) for t in failed}
+def drop_companions(failed: list[FileTask], tasks: list[FileTask], staging: Path
+                    ) -> list[tuple[FileTask, str]]:
+    """Remove from staging what must leave with data files that failed: their JSON
+    sidecars, the other parts and the companions of the recording (a sidecar without
+    its data file is invalid BIDS; see :func:`bidsanon.plan.companions`). Returns each
+    task removed and why."""
+    from bidsanon.plan import companions
+    if not failed:
+        return []
+    why = "belongs to a failed file (run.on_error: skip)"
     removed = []
-    for t in tasks:
-        if t.handler == "sidecar" and t.out.endswith(".json") \
-                and t.out[:-5] in stems and (staging / t.out).exists():
-            (staging / t.out).unlink()
-            removed.append(t.rel)
+    for t, _, _ in companions({t.out: "failed" for t in failed}, tasks, "out"):
+        target = staging / t.out
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        removed.append((t, why))
     return removed
+
+
+def drop_participant_rows(gone: set[str], tasks: list[FileTask], staging: Path) -> list[str]:
+    """Remove from the staged participants.tsv and phenotype tables the rows of subjects
+    none of whose files is left (every one failed or followed a failed file): a row
+    without a folder would not match the dataset. Returns the tables rewritten."""
+    from bidsanon.formats.tsv import Table, format_tsv, read_tsv
+    had = {t.new_subject for t in tasks if t.subject not in (None, EMPTYROOM)}
+    left = {t.new_subject for t in tasks if t.subject not in (None, EMPTYROOM)
+            and t.out not in gone}
+    empty = {f"sub-{s}" for s in had - left}
+    changed = []
+    if not empty:
+        return changed
+    for t in tasks:
+        staged = staging / t.out
+        if t.handler != "participants" or not t.out.endswith(".tsv") or not staged.is_file():
+            continue
+        table = read_tsv(staged)
+        if "participant_id" not in table.columns:
+            continue
+        i = table.columns.index("participant_id")
+        kept = [r for r in table.rows if r[i] not in empty]
+        if len(kept) != len(table.rows):
+            write_text_atomic(staged, format_tsv(Table(table.columns, kept, table.newline)))
+            changed.append(t.out)
+    return changed
+
+
+def drop_scans_rows(gone: set[str], tasks: list[FileTask], staging: Path) -> list[str]:
+    """Remove the rows of output files that left (``gone``) from the staged scans
+    tables; returns the scans tables rewritten."""
+    from bidsanon.formats.tsv import Table, format_tsv, read_tsv
+    changed = []
+    for t in tasks:
+        staged = staging / t.out
+        if t.handler != "scans" or not t.out.endswith("_scans.tsv") or not staged.is_file():
+            continue
+        base = t.out.rsplit("/", 1)[0] + "/"
+        rows = {o[len(base):] for o in gone if o.startswith(base)}
+        if not rows:
+            continue
+        table = read_tsv(staged)
+        if "filename" not in table.columns:
+            continue
+        i = table.columns.index("filename")
+        kept = [r for r in table.rows if r[i] not in rows]
+        if len(kept) != len(table.rows):
+            write_text_atomic(staged, format_tsv(Table(table.columns, kept, table.newline)))
+            changed.append(t.out)
+    return changed
 
 
 def final_check(staging: Path, plan: Plan, policy: dict, render_dir: Path | None = None,

@@ -19,7 +19,7 @@ from bidsanon.key import read_key
 from bidsanon.run import run_dataset
 from bidsanon.formats.sidecars import IDENTIFYING_KEYS
 from bidsanon.formats.tsv import read_tsv
-from conftest import DATA, copy_tree
+from conftest import DATA, copy_tree, find_validator
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example_dataset"
@@ -70,7 +70,7 @@ def leaks(output: Path, needles: list[str], text_only: bool = False) -> list[str
 
 
 def validate(path: Path, ignore: tuple[str, ...] = ()) -> list[dict]:
-    exe = shutil.which("bids-validator-deno")
+    exe = find_validator()
     if exe is None:
         pytest.skip("bids-validator-deno is not installed (pip install '.[test]')")
     proc = subprocess.run([exe, "--format", "json", str(path)], capture_output=True, text=True,

@@ -14,10 +14,11 @@ from bidsanon.errors import InputError
 from bidsanon.fileio import write_text_atomic
 from bidsanon.formats.sidecars import check_data as check_json_data
 from bidsanon.formats.sidecars import dump_json, load_json
+from bidsanon.dates import parse_iso
 from bidsanon.formats.tsv import verify as verify_table
-from bidsanon.formats.tsv import (COLUMN_ACTION, Table, check_cells, check_table_file,
-                                  format_number, format_tsv, normalise_column, read_tsv,
-                                  scrub_table)
+from bidsanon.formats.tsv import (COLUMN_ACTION, Table, apply_action, check_cells,
+                                  check_table_file, format_number, format_tsv,
+                                  normalise_column, read_tsv, scrub_table)
 from bidsanon.records import Change, FileResult, Finding, markdown_table
 from bidsanon.schema import Key
 from bidsanon.scrub import Scrubber
@@ -89,7 +90,46 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
     """``participants.tsv`` or ``participants.json``, by name."""
     if src.name.endswith(".json"):
         return handle_descriptions(src, dst, ctx)
+    if ctx.extra.get("phenotype"):
+        return handle_phenotype(src, dst, ctx)
     return handle_table(src, dst, ctx)
+
+
+def handle_phenotype(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
+    """A ``phenotype/*.tsv`` table: ids relabelled, only published subjects' rows kept
+    (sorted by new id), the other cells treated as in any table (free-text columns
+    scrubbed, cells relabelled, ISO dates shifted with the row's subject's offset).
+
+    ``ctx.extra`` holds ``subjects`` and ``offsets`` as for participants.tsv.
+    """
+    table = read_tsv(src)
+    if "participant_id" not in table.columns:
+        raise InputError("phenotype table has no participant_id column", src)
+    free = {normalise_column(c) for c in ctx.section("tsv").get("free_text_columns", [])}
+    scrubber = Scrubber.from_policy(ctx.section("text"))
+    keep = set(ctx.extra.get("subjects", []))
+    offsets = ctx.extra.get("offsets", {})
+    pid = table.columns.index("participant_id")
+    rows, changes = [], []
+    for row in table.rows:
+        label = row[pid].removeprefix("sub-")
+        if label not in keep:
+            changes.append(Change("participant_id", "remove", location="row", old=row[pid]))
+            continue
+        row_ctx = dataclasses.replace(ctx, subject=label, offset_days=offsets.get(label))
+        new = []
+        for c, cell in zip(table.columns, row):
+            if c == "participant_id":
+                action = "relabel"
+            elif row_ctx.offset_days is not None and parse_iso(cell):
+                action = "shift"
+            else:
+                action = "scrub" if normalise_column(c) in free else "relabel"
+            new.append(apply_action(action, cell, c, row_ctx, scrubber, changes))
+        rows.append(new)
+    rows.sort(key=lambda r: r[pid])
+    write_text_atomic(dst, format_tsv(Table(table.columns, rows, table.newline)))
+    return FileResult(changes=changes, metrics={"rows": len(rows)})
 
 
 def handle_table(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
@@ -116,13 +156,16 @@ def build_table(src: Path, ctx: TaskContext) -> tuple[Table, list[Change]]:
     if "participant_id" not in table.columns:
         raise InputError("participants.tsv has no participant_id column", src)
     scrubber = Scrubber.from_policy(ctx.section("text"))
-    keep = set(ctx.extra.get("subjects", []))
+    # no subject list (a handler called outside a plan): every row is kept; an empty
+    # list (no subject has a file left to publish): none is
+    keep = ctx.extra.get("subjects")
+    keep = None if keep is None else set(keep)
     offsets = ctx.extra.get("offsets", {})
     pid = table.columns.index("participant_id")
     out_rows, changes, dropped = [], [], []
     for row in table.rows:
         label = row[pid].removeprefix("sub-")
-        if keep and label not in keep:
+        if keep is not None and label not in keep:
             changes.append(Change("participant_id", "remove", location="row", old=row[pid]))
             continue
         row_ctx = dataclasses.replace(ctx, subject=label, offset_days=offsets.get(label))
@@ -131,7 +174,7 @@ def build_table(src: Path, ctx: TaskContext) -> tuple[Table, list[Change]]:
         out_rows.extend(one.rows)
         changes.extend(ch)
         columns = one.columns
-    if not table.rows:
+    if not out_rows:
         columns = [c for c in table.columns
                    if section["columns"].get(c, section["unknown_columns"]) != "drop"]
     if section.get("shuffle", True):
