@@ -14,11 +14,13 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
+from typing import TYPE_CHECKING
 
 from bidsanon._version import __version__
-from bidsanon.check.engine import CheckResult, severity_rank
 from bidsanon.records import SEVERITIES, Finding
+
+if TYPE_CHECKING:  # `check --help` reads FORMATS without loading the engine
+    from bidsanon.check.engine import CheckResult
 
 FORMATS = ("text", "json", "junit", "github")
 SCHEMA_PATH = Path(__file__).parents[1] / "data" / "check-schema.json"
@@ -39,6 +41,7 @@ def _x(text: str) -> str:
 
 
 def _at_or_above(f: Finding, fail_on: str) -> bool:
+    from bidsanon.check.engine import severity_rank
     return severity_rank(f.severity) >= severity_rank(fail_on)
 
 
@@ -123,6 +126,9 @@ def to_junit(result: CheckResult, fail_on: str = "error", dataset: str | None = 
     """JUnit XML: one test case per (file, rule); a file without findings is one passing
     case named ``all rules``. Findings at or above ``fail_on`` make their case fail;
     the others are listed in the suite's ``system-out``."""
+    from xml.sax.saxutils import escape, quoteattr  # pulls urllib and http: JUnit only
+
+    from bidsanon.check.engine import severity_rank
     name = "bidsanon check"
     when = (timestamp or dt.datetime.now()).strftime("%Y-%m-%dT%H:%M:%S")
     by_path = _by_path(result.findings)

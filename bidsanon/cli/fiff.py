@@ -12,14 +12,16 @@ import datetime as dt
 import os
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bidsanon._version import __version__
 from bidsanon.errors import EXIT_OK, EXIT_USAGE, BidsanonError, UsageError
-from bidsanon.formats.fiff import Settings, anonymize_file
-from bidsanon.records import FileResult
+
+if TYPE_CHECKING:  # the rewriter is imported when a file is processed, not for --help
+    from bidsanon.formats.fiff import Settings
+    from bidsanon.records import FileResult
 
 DEFAULT_DATE = dt.date(2000, 1, 1)
 SUFFIX = "_anonymized"
@@ -117,6 +119,7 @@ def _confirm(question: str) -> bool:
 
 def _job(src: Path, dst: Path, settings: Settings) -> tuple[FileResult | None, str]:
     """Worker: returns (result, "") or (None, one-line error)."""
+    from bidsanon.formats.fiff import anonymize_file
     try:
         return anonymize_file(src, dst, settings), ""
     except BidsanonError as exc:
@@ -124,6 +127,7 @@ def _job(src: Path, dst: Path, settings: Settings) -> tuple[FileResult | None, s
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from bidsanon.formats.fiff import Settings
     return Settings(
         meas_offset_days=None if args.mdo is None else -args.mdo,
         meas_date=args.md or DEFAULT_DATE,
@@ -177,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("two inputs would be written to the same output", dst)
         jobs.append((src, dst))
     if len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
         workers = min(len(jobs), os.cpu_count() or 1)
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_job, *zip(*jobs), [settings] * len(jobs)))
