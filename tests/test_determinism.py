@@ -1,0 +1,118 @@
+"""Same input, same key, same bytes: whatever ``--jobs`` and the thread count (issue 18).
+
+The key records the SHA-256 of every output and a resumed run promises the bytes of an
+uninterrupted one, so every handler must be deterministic, the defacing registration
+(SimpleITK, random metric sampling, threaded sums) included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bidsanon.run import qc_dir, run_dataset
+from conftest import DATA, copy_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "example_dataset"
+
+
+def tree_bytes(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` by relative path."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory):
+    """sub-JS042 of the example dataset (the MNE sample subject's real T1w with its
+    face, a real Neuromag raw FIFF) and its empty-room recording, run three times
+    with one key: ``jobs=1``, ``jobs=1`` again and ``jobs=2``."""
+    base = tmp_path_factory.mktemp("determinism")
+    src = copy_tree(EXAMPLE, base / "in")
+    for other in ("sub-MK117", "sub-AB203"):  # keep the run small: one head, one FIFF
+        shutil.rmtree(src / other)
+    rows = (src / "participants.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (src / "participants.tsv").write_text("".join(
+        r for r in rows if not r.startswith(("sub-MK117", "sub-AB203"))), encoding="utf-8")
+    (src / "README").write_text("One subject and an empty-room recording of the example "
+                                "dataset.\n", encoding="utf-8")
+    runs = {}
+    first_key = base / "key1.json"
+    for name, jobs in (("jobs1", 1), ("jobs1-again", 1), ("jobs2", 2)):
+        key = base / f"key-{name}.json"
+        if runs:  # the same key as the first run, as read before any output existed
+            shutil.copyfile(first_key, key)
+        summary = run_dataset(src, base / name, key_path=key, jobs=jobs, quiet=True)
+        if not runs:
+            shutil.copyfile(key, first_key)
+        runs[name] = (base / name, qc_dir(key), summary)
+    return runs
+
+
+def test_the_runs_deface_a_head_and_rewrite_a_fiff(three_runs):
+    out, _, _ = three_runs["jobs1"]
+    files = tree_bytes(out)
+    assert any(f.endswith("_T1w.nii.gz") for f in files)
+    assert any(f.endswith("_meg.fif") for f in files)
+    assert not any("JS042" in f for f in files)
+
+
+@pytest.mark.parametrize("other", ["jobs1-again", "jobs2"])
+def test_every_output_byte_is_identical(three_runs, other):
+    ref, ref_qc, _ = three_runs["jobs1"]
+    out, qc, _ = three_runs[other]
+    assert tree_bytes(out) == tree_bytes(ref)
+    assert tree_bytes(qc) == tree_bytes(ref_qc)  # the QC images of the defaced head too
+
+
+_DEFACE = """
+import hashlib, sys
+import nibabel as nib, numpy as np, SimpleITK as sitk
+sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(sys.argv[2]))
+from bidsanon.deface import deface_image
+img = nib.load(sys.argv[1])
+res = deface_image(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine))
+print(hashlib.sha256(np.asanyarray(res.image.dataobj).tobytes()).hexdigest(),
+      res.similarity, res.head_dice)
+"""
+
+
+def test_defacing_does_not_depend_on_the_machines_thread_count():
+    """A fresh process per thread count: ITK's default is the machine's core count."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    outs = [subprocess.run([sys.executable, "-c", _DEFACE, str(DATA / "anat/sample/T1.mgz"),
+                            str(n)], capture_output=True, text=True, check=True,
+                           cwd=ROOT, env=env).stdout.split()
+            for n in (1, 2, 4)]
+    assert len(outs[0]) == 3
+    assert outs[1] == outs[0] and outs[2] == outs[0]
+
+
+_WORKER = """
+import json, sys
+import numpy, SimpleITK as sitk  # loaded before the limit, as in a forked worker
+from threadpoolctl import threadpool_info
+from bidsanon.execute import limit_native_threads, threads_per_worker
+limit_native_threads(threads_per_worker(2, cores=2))
+print(json.dumps({"blas": sorted({p["num_threads"] for p in threadpool_info()}),
+                  "itk": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}))
+"""
+
+
+def test_two_workers_on_two_cores_get_one_native_thread_each():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(var, None)
+    out = subprocess.run([sys.executable, "-c", _WORKER], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env=env).stdout
+    assert json.loads(out) == {"blas": [1], "itk": 1}
