@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bidsanon._version import __version__
-from bidsanon.records import SEVERITIES, Finding
 
-if TYPE_CHECKING:  # `check --help` reads FORMATS without loading the engine
+if TYPE_CHECKING:  # `check --help` reads FORMATS without loading the engine and records
     from bidsanon.check.engine import CheckResult
+    from bidsanon.records import Finding
 
 FORMATS = ("text", "json", "junit", "github")
 SCHEMA_PATH = Path(__file__).parents[1] / "data" / "check-schema.json"
@@ -228,6 +228,7 @@ def to_github(result: CheckResult, fail_on: str = "error", prefix: str = "") -> 
 def render(result: CheckResult, fmt: str = "text", fail_on: str = "error", *,
            color: bool = False, dataset: str | None = None, prefix: str = "") -> str:
     """The report of ``result`` in one of :data:`FORMATS`."""
+    from bidsanon.records import SEVERITIES
     if fail_on not in SEVERITIES[1:]:
         raise ValueError(f"fail_on must be warning or error, got {fail_on!r}")
     if fmt == "text":

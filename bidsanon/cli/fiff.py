@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,9 +61,10 @@ def default_output(path: str | Path) -> Path:
     return path.with_name(name + SUFFIX + ".fif")
 
 
-@dataclass(frozen=True)
 class AnonymizedName:
     """Maps a split file's stored name to the name its output gets (picklable)."""
+
+    __slots__ = ()
 
     def __call__(self, name: str) -> str:
         return default_output(name).name
