@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,13 +34,11 @@ def tree_bytes(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def three_runs(tmp_path_factory):
+def dataset(tmp_path_factory) -> Path:
     """sub-JS042 of the example dataset (the MNE sample subject's real T1w with its
     face, a real Neuromag raw FIFF, sidecars, scans) and its empty-room recording, the
-    other subjects removed, run three times with one key: ``jobs=1``, ``jobs=1`` again
-    and ``jobs=2``."""
-    base = tmp_path_factory.mktemp("determinism")
-    src = copy_tree(EXAMPLE, base / "in")
+    other subjects removed."""
+    src = copy_tree(EXAMPLE, tmp_path_factory.mktemp("determinism") / "in")
     for other in ("sub-MK117", "sub-AB203"):  # keep the run small: one head, one FIFF
         shutil.rmtree(src / other)
     rows = (src / "participants.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
@@ -45,15 +46,26 @@ def three_runs(tmp_path_factory):
         r for r in rows if not r.startswith(("sub-MK117", "sub-AB203"))), encoding="utf-8")
     (src / "README").write_text("One subject and an empty-room recording of the example "
                                 "dataset.\n", encoding="utf-8")
+    return src
+
+
+def first_key(dataset: Path) -> Path:
+    """The key the first run wrote (labels, offsets, secret), kept for the other runs."""
+    return dataset.parent / "key1.json"
+
+
+@pytest.fixture(scope="module")
+def three_runs(dataset):
+    """The dataset run three times with one key: ``jobs=1``, again ``jobs=1``, ``jobs=2``."""
+    base = dataset.parent
     runs = {}
-    first_key = base / "key1.json"
     for name, jobs in (("jobs1", 1), ("jobs1-again", 1), ("jobs2", 2)):
         key = base / f"key-{name}.json"
-        if runs:  # the same key as the first run, as read before any output existed
-            shutil.copyfile(first_key, key)
-        summary = run_dataset(src, base / name, key_path=key, jobs=jobs, quiet=True)
+        if runs:
+            shutil.copyfile(first_key(dataset), key)
+        summary = run_dataset(dataset, base / name, key_path=key, jobs=jobs, quiet=True)
         if not runs:
-            shutil.copyfile(key, first_key)
+            shutil.copyfile(key, first_key(dataset))
         runs[name] = (base / name, qc_dir(key), summary)
     return runs
 
@@ -122,3 +134,32 @@ def test_two_workers_on_two_cores_get_one_native_thread_each():
     out = subprocess.run([sys.executable, "-c", _WORKER], capture_output=True, text=True,
                          check=True, cwd=ROOT, env=env).stdout
     assert json.loads(out) == {"blas": [1], "itk": 1}
+
+
+def test_a_killed_run_resumes_to_the_same_bytes(dataset, three_runs, tmp_path):
+    """SIGKILL once a few files are staged; the same command then finishes the run."""
+    ref, ref_qc, _ = three_runs["jobs1"]
+    key = tmp_path / "key.json"
+    shutil.copyfile(first_key(dataset), key)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bidsanon", "run", str(dataset), str(out), "--key", str(key),
+           "-j", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    manifest = tmp_path / ".out.bidsanon-work" / "manifest.jsonl"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.exists() and manifest.read_text().count("\n") > 2:  # header + 2 files
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not out.exists(), "an interrupted run must not publish anything"
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"resuming: [1-9]\d* of", again.stderr), again.stderr
+    assert tree_bytes(out) == tree_bytes(ref)
+    assert tree_bytes(qc_dir(key)) == tree_bytes(ref_qc)
