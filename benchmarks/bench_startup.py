@@ -11,9 +11,9 @@ Bytecode is cached (one warm-up run of each case first), as in an installed pack
 ``PYTHONDONTWRITEBYTECODE`` is removed from the children's environment for that.
 Prints the median, min and max of ``--repeat`` runs, the ratio to the baseline and the
 time bidsanon adds to it, and the median CPU time (user + system) of the process, which
-other load on a shared machine disturbs less than the wall clock. ``--root`` times
-another checkout (e.g. the commit before a change) with this script. Usage:
-``python benchmarks/bench_startup.py [--repeat 21] [--root DIR]``.
+other load on a shared machine disturbs less than the wall clock. ``--root DIR``
+(repeatable) times other checkouts, e.g. the commit before a change, interleaved with
+each other. Usage: ``python benchmarks/bench_startup.py [--repeat 21] [--root DIR ...]``.
 """
 
 from __future__ import annotations
@@ -62,36 +62,39 @@ def wall(cmd: list[str], env: dict[str, str], before=None) -> tuple[float, float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=21, help="runs of each case (median)")
-    ap.add_argument("--root", type=Path, default=ROOT,
-                    help="the bidsanon checkout to time (default: this one)")
+    ap.add_argument("--root", type=Path, action="append",
+                    help="a bidsanon checkout to time (default: this one); repeat to "
+                    "compare checkouts, interleaved run by run")
     args = ap.parse_args()
-    env = child_env(args.root.resolve())
+    roots = [r.resolve() for r in args.root or [ROOT]]
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "raw.fif"
         dst = Path(tmp) / "raw_anonymized.fif"
         shutil.copyfile(SOURCE, src)
-        cases = {
-            "python -c pass": ([py, "-c", "pass"], None),
-            "--help": ([py, "-m", "bidsanon", "--help"], None),
-            "fiff --version": ([py, "-m", "bidsanon", "fiff", "--version"], None),
-            "check --help": ([py, "-m", "bidsanon", "check", "--help"], None),
-            "fiff FILE": ([py, "-m", "bidsanon", "fiff", "-i", str(src), "-s"],
-                          lambda: dst.unlink(missing_ok=True)),
-        }
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
-        for cmd, before in cases.values():  # warm-up: writes the bytecode caches
+        commands = {
+            "--help": ["--help"], "fiff --version": ["fiff", "--version"],
+            "check --help": ["check", "--help"], "fiff FILE": ["fiff", "-i", str(src), "-s"]}
+        cases = {("", "python -c pass"): ([py, "-c", "pass"], child_env(), None)}
+        for root in roots:
+            for name, argv in commands.items():
+                cases[(str(root), name)] = (
+                    [py, "-m", "bidsanon", *argv], child_env(root),
+                    (lambda: dst.unlink(missing_ok=True)) if name == "fiff FILE" else None)
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {c: [] for c in cases}
+        for cmd, env, before in cases.values():  # warm-up: writes the bytecode caches
             wall(cmd, env, before)
         for _ in range(args.repeat):
-            for name, (cmd, before) in cases.items():
-                times[name].append(wall(cmd, env, before))
-    base = statistics.median(w for w, _ in times["python -c pass"])
-    print(f"{args.root.resolve()}: {args.repeat} runs each, whole process, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-          f"FIFF file {SOURCE.stat().st_size / 1e6:.1f} MB")
+            for case, (cmd, env, before) in cases.items():
+                times[case].append(wall(cmd, env, before))
+    base = statistics.median(w for w, _ in times[("", "python -c pass")])
+    print(f"{args.repeat} runs each, whole process, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; FIFF file {SOURCE.stat().st_size / 1e6:.1f} MB")
     print(f"{'case':<18} {'median':>8} {'min':>7} {'max':>7} {'x pass':>7} {'+ pass':>8} "
           f"{'CPU':>7} {'target':>7}")
-    for name, runs in times.items():
+    for (root, name), runs in times.items():
+        if root and len(roots) > 1 and name == "--help":
+            print(f"# {root}")
         ts = [w for w, _ in runs]
         med = statistics.median(ts)
         cpu = statistics.median(c for _, c in runs)

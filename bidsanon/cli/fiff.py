@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("use either --silent or --verbose, not both")
     settings = _settings(args)
     jobs, code = [], EXIT_OK
+    outputs: set[Path] = set()  # resolved once each: 100 inputs made 5,000 resolve()s
     for src in inputs:
         dst = Path(args.out) if args.out else default_output(src)
         if not src.is_file():
@@ -177,8 +178,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{src}: not overwritten; nothing written", file=sys.stderr)
             code = EXIT_USAGE
             continue
-        if dst.resolve() in {j[1].resolve() for j in jobs}:
+        if dst.resolve() in outputs:
             raise UsageError("two inputs would be written to the same output", dst)
+        outputs.add(dst.resolve())
         jobs.append((src, dst))
     if len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
