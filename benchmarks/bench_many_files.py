@@ -39,7 +39,11 @@ TARGET = 3.0
 
 
 def child_env(root: Path = ROOT) -> dict[str, str]:
-    """The environment of the timed processes: the checkout ``root`` first on the path."""
+    """The environment of the timed processes: the checkout ``root`` first on the path.
+
+    They run in the benchmark's temporary folder (``BENCH_CWD``): ``python -m`` puts
+    the working folder first on the path, so started from a checkout it would import
+    that checkout."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
     return env
@@ -62,7 +66,7 @@ def timed(cmds: list[list[str]], env: dict[str, str]) -> tuple[float, float]:
     cpu = cpu_of_children()
     t = time.perf_counter()
     for cmd in cmds:
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=env["BENCH_CWD"])
     return time.perf_counter() - t, cpu_of_children() - cpu
 
 
@@ -77,6 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     env = child_env(args.root.resolve())
     with tempfile.TemporaryDirectory() as tmp:
+        env["BENCH_CWD"] = tmp
         inputs = Path(tmp) / "in"
         copies = Path(tmp) / "copies"
         inputs.mkdir()

@@ -13,13 +13,16 @@ Prints the median, min and max of ``--repeat`` runs, the ratio to the baseline a
 time bidsanon adds to it, and the median CPU time (user + system) of the process, which
 other load on a shared machine disturbs less than the wall clock. ``--root DIR``
 (repeatable) times other checkouts, e.g. the commit before a change, interleaved with
-each other. Usage: ``python benchmarks/bench_startup.py [--repeat 21] [--root DIR ...]``.
+each other. ``--instructions`` also counts each case's instructions once under
+valgrind (callgrind), a figure no other load changes. Usage:
+``python benchmarks/bench_startup.py [--repeat 21] [--root DIR ...] [--instructions]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -36,10 +39,14 @@ SOURCE = ROOT / "tests" / "data" / "meg" / "fiff" / "141027_cropped_90Hz_raw.fif
 TARGETS = {"--help": 0.25, "fiff --version": 0.25, "check --help": 0.25, "fiff FILE": 0.30}
 
 
-def child_env(root: Path = ROOT) -> dict[str, str]:
-    """The environment of the timed processes: the checkout ``root`` first on the path."""
+def child_env(cwd: str, root: Path = ROOT) -> dict[str, str]:
+    """The environment of the timed processes: the checkout ``root`` first on the path.
+
+    They run in ``cwd`` (``BENCH_CWD``): ``python -m`` puts the working folder
+    first on the path, so started from a checkout it would import that checkout."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
+    env["BENCH_CWD"] = cwd
     return env
 
 
@@ -55,8 +62,19 @@ def wall(cmd: list[str], env: dict[str, str], before=None) -> tuple[float, float
         before()
     cpu = cpu_of_children()
     t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=env["BENCH_CWD"])
     return time.perf_counter() - t, cpu_of_children() - cpu
+
+
+def instructions(cmd: list[str], env: dict[str, str], before=None) -> int:
+    """Instructions one run of ``cmd`` executes (valgrind's callgrind; deterministic)."""
+    if before is not None:
+        before()
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                          *cmd], env=env, check=True, stdout=subprocess.DEVNULL,
+                         cwd=env["BENCH_CWD"],
+                         stderr=subprocess.PIPE, text=True).stderr
+    return int(re.search(r"Collected : (\d+)", out).group(1))
 
 
 def main() -> None:
@@ -65,6 +83,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, action="append",
                     help="a bidsanon checkout to time (default: this one); repeat to "
                     "compare checkouts, interleaved run by run")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count instructions under valgrind (slow: ~50x)")
     args = ap.parse_args()
     roots = [r.resolve() for r in args.root or [ROOT]]
     py = sys.executable
@@ -75,11 +95,11 @@ def main() -> None:
         commands = {
             "--help": ["--help"], "fiff --version": ["fiff", "--version"],
             "check --help": ["check", "--help"], "fiff FILE": ["fiff", "-i", str(src), "-s"]}
-        cases = {("", "python -c pass"): ([py, "-c", "pass"], child_env(), None)}
+        cases = {("", "python -c pass"): ([py, "-c", "pass"], child_env(tmp), None)}
         for root in roots:
             for name, argv in commands.items():
                 cases[(str(root), name)] = (
-                    [py, "-m", "bidsanon", *argv], child_env(root),
+                    [py, "-m", "bidsanon", *argv], child_env(tmp, root),
                     (lambda: dst.unlink(missing_ok=True)) if name == "fiff FILE" else None)
         times: dict[tuple[str, str], list[tuple[float, float]]] = {c: [] for c in cases}
         for cmd, env, before in cases.values():  # warm-up: writes the bytecode caches
@@ -87,11 +107,13 @@ def main() -> None:
         for _ in range(args.repeat):
             for case, (cmd, env, before) in cases.items():
                 times[case].append(wall(cmd, env, before))
+        counts = {case: instructions(cmd, env, before) if args.instructions else 0
+                  for case, (cmd, env, before) in cases.items()}
     base = statistics.median(w for w, _ in times[("", "python -c pass")])
     print(f"{args.repeat} runs each, whole process, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; FIFF file {SOURCE.stat().st_size / 1e6:.1f} MB")
     print(f"{'case':<18} {'median':>8} {'min':>7} {'max':>7} {'x pass':>7} {'+ pass':>8} "
-          f"{'CPU':>7} {'target':>7}")
+          f"{'CPU':>7} {'Minstr':>7} {'target':>7}")
     for (root, name), runs in times.items():
         if root and len(roots) > 1 and name == "--help":
             print(f"# {root}")
@@ -101,7 +123,8 @@ def main() -> None:
         target = TARGETS.get(name)
         verdict = "" if target is None else ("met" if med <= target else "MISSED")
         print(f"{name:<18} {med:8.3f} {min(ts):7.3f} {max(ts):7.3f} {med / base:7.2f} "
-              f"{med - base:8.3f} {cpu:7.3f} {'' if target is None else target:>7} {verdict}")
+              f"{med - base:8.3f} {cpu:7.3f} {counts[(root, name)] / 1e6:7.0f} "
+              f"{'' if target is None else target:>7} {verdict}")
 
 
 if __name__ == "__main__":
