@@ -10,8 +10,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bidsanon.errors import PolicyError
 from bidsanon.schema import Key, all_paths, defaults, merge, validate
 
@@ -153,6 +151,7 @@ def default_policy() -> dict:
 
 def load_yaml(path: str | Path) -> dict:
     """Read a policy YAML file; PolicyError for unreadable or non-mapping content."""
+    import yaml  # only when a policy file is read: the default policy needs no YAML
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -231,11 +230,13 @@ def digest(policy: dict) -> str:
 
 def dump(policy: dict) -> str:
     """The policy as YAML."""
+    import yaml
     return yaml.safe_dump(policy, sort_keys=False, allow_unicode=True, width=100)
 
 
 def annotated_yaml(section: dict | None = None, indent: int = 0) -> str:
     """The default policy as YAML with every key explained in a comment above it."""
+    import yaml
     section = schema() if section is None else section
     pad = "  " * indent
     lines: list[str] = []

@@ -20,7 +20,6 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
 
 from bidsanon._version import __version__
 from bidsanon.check.engine import CheckResult, severity_rank
@@ -152,6 +151,8 @@ def to_junit(result: CheckResult, fail_on: str = "error", dataset: str | None = 
     """JUnit XML: one test case per (file, rule); a file without findings is one passing
     case named ``all rules``. Findings at or above ``fail_on`` make their case fail;
     the others are listed in the suite's ``system-out``."""
+    from xml.sax.saxutils import escape, quoteattr  # pulls urllib and http: JUnit only
+
     name = "bidsanon check"
     when = (timestamp or dt.datetime.now()).strftime("%Y-%m-%dT%H:%M:%S")
     by_path = _by_path(result.findings)

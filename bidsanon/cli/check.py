@@ -15,7 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-from bidsanon.fileio import is_inside
 from bidsanon.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 
 
@@ -92,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the check; return the exit code (BidsanonError for usage/input errors)."""
     from bidsanon.check.engine import scan_dataset
     from bidsanon.check.output import render
+    from bidsanon.fileio import is_inside
     from bidsanon.key import real
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")

@@ -12,14 +12,15 @@ import datetime as dt
 import os
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bidsanon._version import __version__
 from bidsanon.errors import EXIT_OK, EXIT_USAGE, BidsanonError, UsageError
-from bidsanon.formats.fiff import Settings, anonymize_file
-from bidsanon.records import FileResult
+
+if TYPE_CHECKING:  # the rewriter is imported when a file is processed, not for --help
+    from bidsanon.formats.fiff import Settings
+    from bidsanon.records import FileResult
 
 DEFAULT_DATE = dt.date(2000, 1, 1)
 SUFFIX = "_anonymized"
@@ -60,9 +61,10 @@ def default_output(path: str | Path) -> Path:
     return path.with_name(name + SUFFIX + ".fif")
 
 
-@dataclass(frozen=True)
 class AnonymizedName:
     """Maps a split file's stored name to the name its output gets (picklable)."""
+
+    __slots__ = ()
 
     def __call__(self, name: str) -> str:
         return default_output(name).name
@@ -123,6 +125,7 @@ def _confirm(question: str) -> bool:
 
 def _job(src: Path, dst: Path, settings: Settings) -> tuple[FileResult | None, str]:
     """Worker: returns (result, "") or (None, one-line error)."""
+    from bidsanon.formats.fiff import anonymize_file
     try:
         return anonymize_file(src, dst, settings), ""
     except BidsanonError as exc:
@@ -130,6 +133,7 @@ def _job(src: Path, dst: Path, settings: Settings) -> tuple[FileResult | None, s
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from bidsanon.formats.fiff import Settings
     return Settings(
         meas_offset_days=None if args.mdo is None else -args.mdo,
         meas_date=args.md or DEFAULT_DATE,
@@ -168,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("use either --silent or --verbose, not both")
     settings = _settings(args)
     jobs, code = [], EXIT_OK
+    outputs: set[Path] = set()  # resolved once each: 100 inputs made 5,000 resolve()s
     for src in inputs:
         dst = Path(args.out) if args.out else default_output(src)
         if not src.is_file():
@@ -180,10 +185,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{src}: not overwritten; nothing written", file=sys.stderr)
             code = EXIT_USAGE
             continue
-        if dst.resolve() in {j[1].resolve() for j in jobs}:
+        if dst.resolve() in outputs:
             raise UsageError("two inputs would be written to the same output", dst)
+        outputs.add(dst.resolve())
         jobs.append((src, dst))
     if len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
         workers = min(len(jobs), os.cpu_count() or 1)
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_job, *zip(*jobs), [settings] * len(jobs)))

@@ -7,8 +7,6 @@ import argparse
 from pathlib import Path
 
 from bidsanon.errors import EXIT_FINDINGS, EXIT_OK
-from bidsanon.fileio import sha256_file
-from bidsanon.key import FORMAT, VERSION, is_encrypted, read_key
 
 
 HELP = "inspect or verify a key"
@@ -25,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def info_text(path: Path) -> str:
     """Counts and provenance only: nothing that links the output back."""
+    from bidsanon.key import FORMAT, VERSION, is_encrypted, read_key
     key = read_key(path)
     active = sum(1 for e in key.subjects.values() if not e.withdrawn)
     withdrawn = len(key.subjects) - active
@@ -41,6 +40,8 @@ def info_text(path: Path) -> str:
 
 def verify_output(path: Path, output: Path) -> list[str]:
     """Problems found: missing, changed or unrecorded files."""
+    from bidsanon.fileio import sha256_file
+    from bidsanon.key import read_key
     key = read_key(path)
     problems = []
     recorded = set()

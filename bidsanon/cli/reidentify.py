@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bidsanon.errors import UsageError
-from bidsanon.fileio import read_text, write_text_atomic
-from bidsanon.key import read_key
-from bidsanon.reidentify import Inverse, describe_subject, relabel_back, reidentify_text
+
+if TYPE_CHECKING:
+    from bidsanon.reidentify import Inverse
 
 
 HELP = "map pseudonymized labels and dates back"
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bidsanon.fileio import read_text, write_text_atomic
+    from bidsanon.key import read_key
+    from bidsanon.reidentify import Inverse, describe_subject, relabel_back, reidentify_text
     key = read_key(args.key)
     if args.subject:
         try:
@@ -54,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _subject_of_path(path: Path, inv: Inverse) -> str | None:
+    from bidsanon.reidentify import relabel_back
     seen = relabel_back(path.as_posix(), inv, bare=False)[1]
     return seen[-1] if seen else None

@@ -6,16 +6,16 @@ import gzip
 import io
 import zlib
 from pathlib import Path
-from typing import IO
-
-import nibabel as nib
-import numpy as np
+from typing import IO, TYPE_CHECKING
 
 from bidsanon.errors import InputError
 from bidsanon.fileio import (CHUNK, atomic_file, gzip_bytes, is_gzip, open_gzip_write,
                              write_bytes_atomic)
 from bidsanon.check.rules import finding, sized
 from bidsanon.records import Change, FileResult, Finding, markdown_table
+
+if TYPE_CHECKING:  # nibabel and numpy are loaded when a NIfTI is read, not on import
+    import nibabel as nib
 
 #: Free-text header fields that may hold identifying text (dcm2niix writes the
 #: acquisition time to ``descrip`` and the start of ImageComments to ``aux_file``).
@@ -36,6 +36,8 @@ _EXT_FLAG = {1: 348, 2: 540}  # byte offset of the 4-byte extension flag
 
 
 def _header_class(raw: bytes):
+    import nibabel as nib
+    import numpy as np
     for cls in (nib.Nifti1Header, nib.Nifti2Header):
         for order in ("<", ">"):
             sizeof = np.frombuffer(raw[:4], dtype=order + "i4")[0]
@@ -83,7 +85,7 @@ def scrub_header_bytes(raw: bytes, path: str | Path) -> tuple[bytes, list[Change
             buf[offset:offset + dtype.itemsize] = b"\0" * dtype.itemsize
             changes.append(Change(field=f"nifti.{name}", action="blank",
                                   old=old.rstrip(b"\0").decode("latin-1"), new=""))
-    flag = _EXT_FLAG[1 if cls is nib.Nifti1Header else 2]
+    flag = _EXT_FLAG[1 if cls.sizeof_hdr == 348 else 2]  # NIfTI-1 header: 348 bytes
     if len(buf) > flag and any(buf[flag:vox_offset]):
         ext = bytes(buf[flag + 4:vox_offset])
         buf[flag:vox_offset] = b"\0" * (vox_offset - flag)
@@ -94,6 +96,7 @@ def scrub_header_bytes(raw: bytes, path: str | Path) -> tuple[bytes, list[Change
 
 def expected_size(hdr: nib.Nifti1Header) -> int:
     """Bytes of voxel data the header announces."""
+    import numpy as np
     shape = hdr.get_data_shape()
     return int(np.prod(shape, dtype=np.int64)) * hdr.get_data_dtype().itemsize
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 import datetime as dt
 import io
 from pathlib import Path
-
-from PIL import Image, ImageOps, UnidentifiedImageError
+from typing import TYPE_CHECKING
 
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import write_bytes_atomic
 from bidsanon.records import Change, FileResult, Finding, markdown_table, PartField
 from bidsanon.schema import Key
+
+if TYPE_CHECKING:  # Pillow is loaded when a photo is processed, not on import
+    from PIL import Image
 
 FORMAT = "photo"
 
@@ -78,6 +80,7 @@ def include(rel: str, policy: dict) -> bool:
 
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image; InputError if it is not what its name says."""
+    from PIL import Image, UnidentifiedImageError
     expected = _FORMATS.get(path.suffix.lower())
     try:
         img = Image.open(path)
@@ -113,6 +116,7 @@ def metadata(img: Image.Image) -> list[str]:
 
 def strip(img: Image.Image) -> Image.Image:
     """A new image from the pixels only (EXIF orientation applied first)."""
+    from PIL import Image, ImageOps
     img = ImageOps.exif_transpose(img)
     clean = Image.frombytes(img.mode, img.size, img.tobytes())
     if img.mode == "P":
