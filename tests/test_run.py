@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -55,16 +56,19 @@ def file_bytes(path: Path) -> bytes:
 def leaks(output: Path, needles: list[str], text_only: bool = False) -> list[str]:
     """Every (file, needle) where an original value appears in a name or in the bytes."""
     found = []
-    lowered = [n.lower().encode() for n in needles]
+    # a subject label is a whole entity value: sub-08 is not inside a new label sub-08K2
+    patterns = [re.compile(re.escape(n.lower().encode())
+                           + (rb"(?![a-z0-9])" if n.startswith("sub-") else b""))
+                for n in needles]
     for p in sorted(output.rglob("*")):
         rel = p.relative_to(output).as_posix()
-        for n in needles:
-            if n.lower() in rel.lower():
+        for n, rx in zip(needles, patterns):
+            if rx.search(rel.lower().encode()):
                 found.append(f"{rel}: name contains {n!r}")
         if p.is_file() and (is_text(p) or not text_only):
             data = file_bytes(p).lower()
-            for n, raw in zip(needles, lowered):
-                if raw in data:
+            for n, rx in zip(needles, patterns):
+                if rx.search(data):
                     found.append(f"{rel}: contains {n!r}")
     return found
 
