@@ -33,16 +33,6 @@ CORPUS = {
     "ieeg_motorMiller2007": "anat, ieeg (electrodes in a non-standard space)",
 }
 
-#: Datasets that cannot pass yet: a format bidsanon does not handle (its files would be
-#: left out of the output), or a fix of issue 11 made elsewhere.
-MISSING_FORMAT: dict[str, str] = {
-    "micr_SEM": "microscopy PNG (*_SEM.png) has no handler yet",
-    "fnirs_tapping": "SNIRF (*_nirs.snirf) has no handler yet",
-    "eyetracking_binocular": "eye-tracking *_physioevents.tsv.gz has no handler yet",
-    "genetics_ukbb": "the final check reads b-values '1000 1000 ...' in dwi.bval as a "
-                     "phone number",
-}
-
 DATATYPES = ("anat", "func", "dwi", "fmap", "perf", "meg", "eeg", "ieeg", "nirs", "pet",
              "micr", "motion", "beh")
 
@@ -54,14 +44,7 @@ def test_selection_covers_every_datatype():
     assert set(CORPUS) <= {p.name for p in BIDS.iterdir()}
 
 
-def _params():
-    for name in CORPUS:
-        marks = [pytest.mark.xfail(strict=True, reason=MISSING_FORMAT[name])] \
-            if name in MISSING_FORMAT else []
-        yield pytest.param(name, marks=marks, id=name)
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", list(CORPUS))
 def test_example_dataset_end_to_end(name, tmp_path):
     src = copy_tree(BIDS / name, tmp_path / "in")
     out = tmp_path / "out"
