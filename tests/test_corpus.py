@@ -59,17 +59,19 @@ def test_example_dataset_end_to_end(name, tmp_path):
 
 
 def test_excluded_recording_takes_its_companions(tmp_path):
-    # fnirs_tapping's SNIRF files have no handler: their sidecars, channels, events and
-    # scans.tsv rows must leave with them, each with the reason
+    # fnirs_tapping's SNIRF files excluded by the study's policy: their sidecars,
+    # channels, events and scans.tsv rows must leave with them, each with the reason
     src = copy_tree(BIDS / "fnirs_tapping", tmp_path / "in")
     out = tmp_path / "out"
-    summary = run_dataset(src, out, quiet=True, jobs=1)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("files:\n  exclude: ['*_nirs.snirf']\n")
+    summary = run_dataset(src, out, quiet=True, jobs=1, policy_path=policy)
     assert summary.published
     why = dict(summary.excluded)
     subjects = sorted(p.name for p in src.glob("sub-*"))
     for sub in subjects:
         data = f"{sub}/nirs/{sub}_task-tapping_nirs.snirf"
-        assert why[data].startswith("not inspected")
+        assert why[data] == "matched by files.exclude"
         for companion in ("nirs.json", "channels.tsv", "events.tsv"):
             rel = f"{sub}/nirs/{sub}_task-tapping_{companion}"
             assert why[rel] == f"belongs to an excluded file ({why[data]})"
