@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import struct
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -27,7 +26,6 @@ SINICA = KIT_DIR / "test_as-raw.con"
 #: points (102 of them head shape and electrodes).
 MOTOR = KIT_DIR / "010409_Motor_task_coregist-export_tiny_1s.con"
 OFFSET = -36500
-MIRROR = Path("/work/.mirror/mne-tools+mne-testing-data/repo")
 
 #: Identifying strings known to be in the real inputs.
 SECRETS = {SINICA: [b"skl", b"christian", b"Academia Sinica", b"OneSecond", b"Meg160\\Temp"],
@@ -206,17 +204,16 @@ def test_registry_takes_kit_files_and_leaves_head_shapes_to_headshape():
 
 
 def _from_mirror(name: str, tmp_path: Path) -> Path:
-    if not MIRROR.exists():
-        pytest.skip("MNE testing data mirror not available")
+    """A real MNE testing-data KIT file kept gzipped in tests/data (decompressed to the
+    mirror's exact bytes)."""
+    import gzip
     dst = tmp_path / name
-    with open(dst, "wb") as f:
-        subprocess.run(["git", "--git-dir", str(MIRROR), "show", f"HEAD:KIT/{name}"],
-                       stdout=f, check=True)
+    dst.write_bytes(gzip.decompress((DATA / "meg" / "kit" / f"{name}.gz").read_bytes()))
     return dst
 
 
 def test_marker_file_keeps_its_markers(tmp_path):
-    """A real .mrk (2.6 MB, read from the MNE testing data mirror when present)."""
+    """A real .mrk (2.6 MB; stored gzipped in tests/data)."""
     src = _from_mirror("MQKIT_125.mrk", tmp_path)
     dst = tmp_path / "out.mrk"
     kit.handle(src, dst, make_ctx())
