@@ -53,6 +53,9 @@ def test_example_dataset_end_to_end(name, tmp_path):
     # every recording publishes: none is left out for want of a handler
     assert [rel for rel, why in summary.excluded if "no handler" in why] == []
     assert label_leaks(out, subject_labels(src)) == []
+    # every published file was read back by its format's reader before publishing
+    key = json.loads(summary.key.read_text())
+    assert key["files"] and all(f["verified"].get("reader") for f in key["files"])
     before = validator_errors(src)
     after = validator_errors(out)
     assert {c: n for c, n in after.items() if c not in before} == {}
