@@ -351,7 +351,8 @@ def test_scaled_nifti_bit_exact_through_handle(tmp_path, t1):
     assert m["removed_voxels"] == changed.sum() or m["removed_voxels"] >= changed.sum()
     assert m["restored_voxels"] >= 0 and 0 < m["similarity"] <= 1
     # QC pictures are private: next to the key, not in the output folder
-    assert set(result.qc) == {"sagittal", "axial", "render_front"}
+    assert set(result.qc) == {"sagittal", "axial", "contours", "render_front",
+                              "render_yaw+60", "render_yaw-60", "render_pitch-20"}
     for path in result.qc.values():
         assert (tmp_path / "qc") in __import__("pathlib").Path(path).parents
     assert not list(dst.parent.glob("*.png"))
@@ -505,7 +506,7 @@ def test_cli_deface_nifti_and_mgz(tmp_path, t1, t1_brain):
     assert np.asanyarray(img.dataobj).dtype == np.uint8
     changed = np.asanyarray(img.dataobj) != np.asanyarray(t1.dataobj)
     assert changed.sum() > 1000 and not (changed & t1_brain).any()
-    assert len(list(qc_dir.glob("*.png"))) == 3
+    assert len(list(qc_dir.glob("*.png"))) == 7  # 3 panels, contours, 3 renders
     mgz = tmp_path / "defaced.mgz"
     assert main(["deface", str(T1), "-o", str(mgz), "--keep-ears", "-q"]) == 0
     again = nib.load(mgz)
