@@ -253,7 +253,7 @@ def test_faces_found_before_and_not_after_defacing(heads, tmp_path):
         if f.rule == "anat.face":
             assert f.severity == "error" and f.location.startswith("render saved to ")
     saved = [Path(p) for paths in result.renders.values() for p in paths]
-    assert len(saved) == 6  # front, left, right for each face
+    assert len(saved) == 14  # the 7 viewpoints of deface.face.VIEWPOINTS for each face
     for p in saved:
         assert p.parent == renders and p.read_bytes()[:4] == b"\x89PNG"
         assert stat.S_IMODE(p.stat().st_mode) == 0o600

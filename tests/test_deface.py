@@ -351,7 +351,8 @@ def test_scaled_nifti_bit_exact_through_handle(tmp_path, t1):
     assert m["removed_voxels"] == changed.sum() or m["removed_voxels"] >= changed.sum()
     assert m["restored_voxels"] >= 0 and 0 < m["similarity"] <= 1
     # QC pictures are private: next to the key, not in the output folder
-    assert set(result.qc) == {"sagittal", "axial", "render_front", "contours"}
+    assert set(result.qc) == {"sagittal", "axial", "contours", "render_front",
+                              "render_yaw+60", "render_yaw-60", "render_pitch-20"}
     for path in result.qc.values():
         assert (tmp_path / "qc") in __import__("pathlib").Path(path).parents
     assert not list(dst.parent.glob("*.png"))
@@ -505,7 +506,7 @@ def test_cli_deface_nifti_and_mgz(tmp_path, t1, t1_brain):
     assert np.asanyarray(img.dataobj).dtype == np.uint8
     changed = np.asanyarray(img.dataobj) != np.asanyarray(t1.dataobj)
     assert changed.sum() > 1000 and not (changed & t1_brain).any()
-    assert len(list(qc_dir.glob("*.png"))) == 4  # sagittal, axial, render, contours
+    assert len(list(qc_dir.glob("*.png"))) == 7  # 3 panels, contours, 3 renders
     mgz = tmp_path / "defaced.mgz"
     assert main(["deface", str(T1), "-o", str(mgz), "--keep-ears", "-q"]) == 0
     again = nib.load(mgz)
@@ -544,3 +545,67 @@ def test_cli_policy_file_applies(tmp_path):
     data = np.asanyarray(nib.load(out).dataobj)
     before = np.asanyarray(nib.load(T1).dataobj)
     assert (data[data != before] == 7).all()
+
+
+# --------------------------------------------------------------------------- other contrasts
+
+PD = DATA / "anat" / "chris" / "chris_PD.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def pd_head():
+    return nib.load(PD)
+
+
+def test_pd_weighted_head_fails_intensity_registration_check(pd_head):
+    """The real PD head cannot be placed by T1 intensities: the check refuses it (the
+    failure this suffix-aware registration fixes), it is not silently accepted."""
+    with pytest.raises(InputError, match="quality check"):
+        deface.deface_image(pd_head, method="template", name="chris_PD.nii.gz",
+                            policy={"template": {"search_orientations": False}})
+
+
+def test_pd_weighted_head_defaced_by_shape_registration(pd_head):
+    """Registered on the shape of its head, the real PD head is defaced: the removed
+    tissue lies in front of and below the head's centre, under 5 % of the skin inside the
+    mapped template face mask is left unchanged, no voxel of the mapped template brain
+    changes. (dlib does not find this face on the original's render: the slab stops at
+    the nose tip, so a detector test would prove nothing here.)"""
+    from bidsanon.deface import registration as reg
+    from bidsanon.deface.geometry import apply_affine, head_mask
+
+    res = deface.deface_image(pd_head, name="chris_PD.nii.gz", suffix="PDw")
+    assert res.registration.ok and res.head_dice >= 0.85
+    assert res.changed_voxels * res.voxel_ml() > 50.0
+    changed = changed_voxels(pd_head, res.image)
+    world = np.argwhere(changed) @ pd_head.affine[:3, :3].T + pd_head.affine[:3, 3]
+    head = np.argwhere(np.asanyarray(pd_head.dataobj) > 0)
+    centre = (head @ pd_head.affine[:3, :3].T + pd_head.affine[:3, 3]).mean(0)
+    assert world[:, 1].mean() > centre[1] + 40.0  # anterior (RAS y)
+    assert world[:, 2].mean() < centre[2]  # inferior
+    labels = reg.lookup_labels(pd_head.shape, pd_head.affine,
+                               res.registration.world_to_template, reg.load_template(4.0))
+    brain = (labels & reg.BRAIN) > 0
+    assert brain.sum() > 500000
+    assert not (changed & brain).any()
+    head = head_mask(np.asanyarray(pd_head.dataobj).astype(np.float32))
+    skin = head & ~ndi.binary_erosion(head, iterations=2)
+    # eyes, nose and mouth: the template face mask below the orbital roof (MNI z < -5
+    # mm); above it, the brow, the brain margin keeps some forehead skin on purpose
+    ijk = np.argwhere(skin & ((labels & reg.FACE) > 0))
+    mni = apply_affine(res.registration.world_to_template @ pd_head.affine, ijk)
+    ijk = ijk[mni[:, 2] < -5.0]
+    assert len(ijk) > 1000
+    kept = float((~changed[tuple(ijk.T)]).mean())
+    assert kept < 0.05, f"{kept:.1%} of the eye/nose/mouth skin unchanged"
+
+
+def test_shape_registration_refuses_a_blob():
+    """The contrast-free registration keeps refusing what is not a head."""
+    rng = np.random.default_rng(0)
+    idx = np.indices((80, 80, 80)).astype(float) - 40
+    blob = ((idx[0] / 30) ** 2 + (idx[1] / 35) ** 2 + (idx[2] / 25) ** 2) < 1
+    data = (blob * 100 + rng.normal(0, 3, blob.shape)).astype(np.float32)
+    img = nib.Nifti1Image(data, np.diag([2.5, 2.5, 2.5, 1]))
+    with pytest.raises(InputError, match="quality check"):
+        deface.deface_image(img, name="blob.nii", suffix="T2w")

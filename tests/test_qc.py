@@ -44,7 +44,8 @@ def test_slice_panels_show_removed_and_protected(defaced):
 def test_write_qc_files_and_skip(tmp_path, defaced):
     img, res = defaced
     written = qc.write_qc(img, res, lambda n: tmp_path / n)
-    assert set(written) == {"sagittal", "axial", "render_front", "contours"}
+    assert set(written) == {"sagittal", "axial", "render_front", "contours", "render_yaw+60",
+                            "render_yaw-60", "render_pitch-20"}
     for path in written.values():
         with Image.open(path) as pic:
             assert pic.format == "PNG" and pic.size[0] > 100

@@ -72,7 +72,7 @@ def test_report_is_self_contained_with_every_qc_image(run):
     _, key_path, key = run
     html = report_path(key_path).read_text()
     qc = [p for f in key.files for p in f["qc"].values()]
-    assert len(qc) == 8  # two defaced T1w: sagittal, axial, 3D render, contours
+    assert len(qc) == 14  # two defaced T1w: sagittal, axial, contours, 4 renders
     assert html.count('src="data:image/png;base64,') == len(qc)
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", html)
     assert "<script" not in html and "@import" not in html and "url(" not in html

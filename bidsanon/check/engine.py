@@ -30,7 +30,6 @@ DATE_RULES = re.compile(r"\.(date|acq-time|mtime)$")
 
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _SEARCH_CHUNK = 4 << 20
-_VIEWS = ("front", "left", "right")
 
 
 def severity_rank(severity: str) -> int:
@@ -223,34 +222,39 @@ def check_gzip(path: Path, rel: str, s: Settings) -> list[Finding]:
 
 
 def check_face(path: Path, rel: str, scan: Scan) -> tuple[list[Finding], list[str]]:
-    """Render the head from the front and look for a face (dlib's frontal detector, via
-    :mod:`bidsanon.deface.face`).
+    """Render the head from the 7 viewpoints of :data:`bidsanon.deface.face.VIEWPOINTS`
+    (front, yaw +-30 and +-60 degrees, pitch +-20 degrees) and look for a face with
+    dlib's HOG detector and, when its model wheel is installed, dlib's CNN detector.
 
-    When a face is found and ``scan.render_dir`` is set, the front render (face boxes drawn)
-    and the side renders (for the ears) are saved there, owner-only: they show the face.
+    When a face is found and ``scan.render_dir`` is set, the renders (face boxes drawn)
+    are saved there, owner-only: they show the face.
     Returns the findings and the renders saved.
     """
     from bidsanon.deface.image import load_image
-    from bidsanon.deface.face import detect_faces, render_head
+    from bidsanon.deface.face import multi_view_faces
     try:
         img = load_image(path)
-        front = render_head(img, "front")
+        pics, hits = multi_view_faces(img)
     except (InputError, ValueError, MemoryError) as exc:
         return [finding(rel, "check.not-inspected", "cannot render the head to look for "
                          f"a face: {getattr(exc, 'message', exc)}")], []
-    boxes = detect_faces(front)
-    if not boxes:
+    found = {k: v for k, v in hits.items() if v}
+    if not found:
         return [], []
+    by_view: dict = {}
+    for (view, _det), boxes in found.items():
+        by_view.setdefault(view, []).extend(boxes)
     saved = []
     if scan.render_dir is not None:
-        pics = {"front": front, **{v: render_head(img, v) for v in _VIEWS if v != "front"}}
-        saved = save_renders(pics, {"front": boxes}, scan.render_dir,
+        saved = save_renders(pics, by_view, scan.render_dir,
                              PurePosixPath(rel).name.split(".")[0])
-    where = f"render saved to {saved[0]}" if saved else "front render (use --renders DIR " \
-        "to save it)"
+    where = f"render saved to {saved[0]}" if saved else "3D renders (use --renders DIR " \
+        "to save them)"
+    (view, det), boxes = max(found.items(), key=lambda kv: max(b.score for b in kv[1]))
     best = max(b.score for b in boxes)
     return [finding(rel, "anat.face", "a face is visible on a 3D render of the head "
-                     f"(detector score {best:.2f}); deface the image", where)], saved
+                     f"({view} view, {det} detector score {best:.2f}; {len(found)} "
+                     "view/detector pairs); deface the image", where)], saved
 
 
 def save_renders(pics: dict, hits: dict, folder: Path, stem: str) -> list[str]:

@@ -217,3 +217,126 @@ def check_file(path: Path, rel: str) -> list[Finding]:
     return [Finding(rel, "anat.face", "error",
                     f"a face is visible on a 3D render of the head (detector score "
                     f"{best:.2f}); deface the image", location="front render")]
+
+
+# --------------------------------------------------------------------------- multi-view
+
+#: The viewpoints of the multi-view face test: name -> (yaw, pitch) in degrees. Yaw
+#: turns the head about the vertical axis (positive: its left cheek comes into view),
+#: pitch about the left-right axis (positive: seen from above).
+VIEWPOINTS: dict[str, tuple[float, float]] = {
+    "front": (0.0, 0.0), "yaw+30": (30.0, 0.0), "yaw-30": (-30.0, 0.0),
+    "yaw+60": (60.0, 0.0), "yaw-60": (-60.0, 0.0), "pitch+20": (0.0, 20.0),
+    "pitch-20": (0.0, -20.0),
+}
+#: The detectors of the multi-view test; ``cnn`` only when its model wheel is installed.
+DETECTORS = ("hog", "cnn")
+
+
+class _Posed:
+    """A stand-in image: the same voxels with a rotated voxel -> world affine."""
+
+    def __init__(self, img, affine: np.ndarray):
+        self.dataobj = img.dataobj
+        self.affine = affine
+
+
+def render_view(img, yaw: float = 0.0, pitch: float = 0.0, res: float = 1.0,
+                back: bool = False) -> np.ndarray:
+    """Front render of the head turned by ``yaw`` and ``pitch`` (degrees) about its centre.
+
+    Parameters
+    ----------
+    img : nibabel image
+        3D or 4D (first volume).
+    yaw, pitch : float
+        Rotation about the vertical (z) and left-right (x) world axes.
+    res : float
+        Pixel size (mm).
+    back : bool
+        Render the back of the head instead (the head turned by 180 degrees more): the
+        negative control of a face test.
+
+    Returns
+    -------
+    numpy.ndarray
+        The uint8 render (rows top = up).
+    """
+    from bidsanon.deface.geometry import apply_affine, corners, rotation_matrix
+
+    data, affine = _volume(img)
+    centre = apply_affine(affine, corners(data.shape)).mean(0)
+    rot = rotation_matrix((pitch, 0.0, yaw + (180.0 if back else 0.0)))
+    turn = np.eye(4)
+    turn[:3, :3] = rot
+    turn[:3, 3] = centre - rot @ centre
+    if yaw == 0.0 and pitch == 0.0 and not back:
+        return render_head(img, "front", res)
+    return render_head(_Posed(img, turn @ affine), "front", res)
+
+
+@functools.lru_cache(maxsize=1)
+def _cnn_detector():
+    try:
+        import dlib
+        import face_recognition_models
+    except ImportError:
+        return None
+    return dlib.cnn_face_detection_model_v1(
+        face_recognition_models.cnn_face_detector_model_location())
+
+
+def cnn_available() -> bool:
+    """Whether dlib's CNN face detector (the ``face_recognition_models`` wheel) is here."""
+    return _cnn_detector() is not None
+
+
+def detect_faces_cnn(pic: np.ndarray, upsample: int = 0,
+                     threshold: float = 0.0) -> list[FaceBox]:
+    """Faces found by dlib's CNN (MMOD) detector on a render; [] when it is absent.
+
+    Scores are the detector's confidences (above ``threshold``)."""
+    det = _cnn_detector()
+    if det is None:
+        return []
+    pic = np.ascontiguousarray(pic, dtype=np.uint8)
+    out = []
+    for d in det(pic, int(upsample)):
+        if d.confidence > threshold:
+            r = d.rect
+            out.append(FaceBox(r.left(), r.top(), r.right(), r.bottom(), float(d.confidence)))
+    return out
+
+
+def detect(pic: np.ndarray, detector: str, threshold: float = 0.0) -> list[FaceBox]:
+    """Faces by one of :data:`DETECTORS` on a render, scores above ``threshold``."""
+    if detector == "hog":
+        return detect_faces(pic, threshold=threshold)
+    if detector == "cnn":
+        return detect_faces_cnn(pic, threshold=threshold)
+    raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+
+
+def multi_view_faces(img, views: dict[str, tuple[float, float]] | None = None,
+                     detectors: tuple[str, ...] = DETECTORS, res: float = 1.0
+                     ) -> tuple[dict[str, np.ndarray], dict[tuple[str, str], list[FaceBox]]]:
+    """Render the head from every viewpoint and run every detector on each render.
+
+    Returns the renders (view -> picture) and the detections ((view, detector) ->
+    boxes). Detectors that are not installed find nothing.
+    """
+    views = VIEWPOINTS if views is None else views
+    pics = {v: render_view(img, *views[v], res=res) for v in views}
+    hits = {(v, d): detect(pics[v], d) for v in pics for d in detectors}
+    return pics, hits
+
+
+def iou(a: FaceBox, b: FaceBox) -> float:
+    """Intersection over union of two boxes."""
+    w = min(a.right, b.right) - max(a.left, b.left)
+    h = min(a.bottom, b.bottom) - max(a.top, b.top)
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = float(w * h)
+    area = lambda x: float((x.right - x.left) * (x.bottom - x.top))  # noqa: E731
+    return inter / max(area(a) + area(b) - inter, 1.0)

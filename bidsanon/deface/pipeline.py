@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bidsanon.errors import InputError, PolicyError
-from bidsanon.deface.registration import Registration, BRAIN, EARS, FACE, landmark_init, load_template, lookup_labels, register
+from bidsanon.deface.registration import Registration, BRAIN, EARS, FACE, landmark_init, load_template, lookup_labels, register, register_head_shape, uses_intensity_registration, SHAPE_SIMILARITY_SHARE
 from bidsanon.deface.policy import METHODS, policy_section
 from bidsanon.deface.image import check_image, pick_landmarks, raw_array
 from bidsanon.deface.geometry import apply_affine, box_mask, head_frame, head_mask
@@ -123,7 +123,8 @@ def registration_volume(raw: np.ndarray) -> np.ndarray:
 
 
 def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
-                 policy: dict | None = None, name: str = "image") -> DefaceResult:
+                 policy: dict | None = None, name: str = "image",
+                 suffix: str | None = None) -> DefaceResult:
     """Deface a nibabel image (NIfTI-1/2 or MGH, 3D or 4D); return a :class:`DefaceResult`.
 
     Parameters
@@ -139,6 +140,10 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         The ``anat.deface`` policy section (missing keys take their defaults).
     name : str
         Name used in error messages.
+    suffix : str | None
+        The image's BIDS suffix: T1-weighted ones (and ``None``) are registered on their
+        intensities, every other contrast (T2w, PDw, FLAIR, angio, ...) on the shape of
+        the head (:func:`~bidsanon.deface.registration.register_head_shape`).
 
     Returns
     -------
@@ -186,7 +191,8 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     tsec = sec["template"]
     init = landmark_init(world_marks) if world_marks is not None else None
     try:
-        reg = register(vol, affine, res=float(tsec["resolution_mm"]),
+        how = register if uses_intensity_registration(suffix) else register_head_shape
+        reg = how(vol, affine, res=float(tsec["resolution_mm"]),
                        min_similarity=float(tsec["min_similarity"]),
                        min_head_overlap=float(tsec["min_head_overlap"]),
                        search_orientations=bool(tsec["search_orientations"]),
@@ -196,8 +202,10 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
             from None
     tmpl = load_template(float(tsec["resolution_mm"]))
     if not reg.ok:
+        min_sim = float(tsec["min_similarity"]) * (
+            1.0 if how is register else SHAPE_SIMILARITY_SHARE)
         msg = (f"template registration failed its quality check (similarity "
-               f"{reg.similarity:.2f}, minimum {tsec['min_similarity']}; head overlap "
+               f"{reg.similarity:.2f}, minimum {min_sim:g}; head overlap "
                f"{reg.head_dice:.2f}, minimum {tsec['min_head_overlap']})")
         if method == "template":
             raise InputError(msg + "; check the image, or use method `landmarks` (with "

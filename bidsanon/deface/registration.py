@@ -297,3 +297,148 @@ def landmark_init(world_landmarks: dict[str, np.ndarray]) -> np.ndarray:
     return out
 
 
+
+
+# --------------------------------------------------------------------------- any contrast
+
+#: BIDS suffixes registered by their intensities (MI against the T1 template); every
+#: other contrast is registered on the shape of its head (see :func:`register_head_shape`).
+T1_LIKE_SUFFIXES = ("T1w", "inplaneT1", "UNIT1", "MP2RAGE")
+
+
+def uses_intensity_registration(suffix: str | None) -> bool:
+    """Whether images with this BIDS suffix are registered on their intensities."""
+    return suffix is None or suffix in T1_LIKE_SUFFIXES
+
+
+def _shape_map(head: np.ndarray, res: float, width_mm: float = 8.0) -> np.ndarray:
+    """A smooth, contrast-free picture of a head mask: tanh of the signed distance (mm)
+    to the skin, +1 deep inside, -1 far outside."""
+    inside = ndi.distance_transform_edt(head) * res
+    outside = ndi.distance_transform_edt(~head) * res
+    return np.tanh((inside - outside) / width_mm).astype(np.float32)
+
+
+#: Quality threshold of a shape registration, as a share of ``min_similarity``. The
+#: entropy correlation coefficient (mutual information, so any contrast) of a head placed
+#: by its skin surface alone is lower than after intensity registration: measured 0.085
+#: (real PD-weighted head), 0.076 (sample T1), against 0.014 for a noisy ellipsoid.
+SHAPE_SIMILARITY_SHARE = 0.5
+
+
+def register_head_shape(vol: np.ndarray, affine: np.ndarray, *, res: float = 4.0,
+                        min_similarity: float = 0.10, min_head_overlap: float = 0.85,
+                        search_orientations: bool = True,
+                        init_world_to_template: np.ndarray | None = None) -> Registration:
+    """Contrast-independent affine registration of a head to the template.
+
+    Registers the smooth signed-distance maps of the two head masks (the skin surface,
+    see :func:`_shape_map`) with mean squares, restricted to the image's field of view,
+    so a T2w, PD-weighted, FLAIR or angio head is placed as reliably as a T1w. The
+    quality check is :func:`register`'s (head Dice, and the entropy correlation
+    coefficient, which being mutual information does not depend on the contrast), with
+    the similarity threshold scaled by ``SHAPE_SIMILARITY_SHARE``.
+
+    Parameters
+    ----------
+    vol, affine : numpy.ndarray
+        3D volume and its voxel -> world affine.
+    res : float
+        Registration grid (mm).
+    min_similarity, min_head_overlap : float
+        The quality check's thresholds (``ok`` is False below either).
+    search_orientations : bool
+        Also try the 23 other axis-aligned starting orientations when the header's
+        fails the check.
+    init_world_to_template : numpy.ndarray | None
+        An extra first start (e.g. from landmarks).
+
+    Returns
+    -------
+    Registration
+        The best registration found and its quality numbers.
+    """
+    import SimpleITK as sitk
+
+    tmpl = load_template(res)
+    small, small_aff = downsample(vol, affine, res)
+    moving, moving_aff = world_grid(small, small_aff, res, cval=np.nan)
+    fov = np.isfinite(moving)
+    moving = np.where(fov, moving, 0.0).astype(np.float32)
+    mhead = head_mask(moving)
+    if mhead.sum() < 50:
+        raise InputError("no head found in the image (too little signal above background)")
+    fixed = _to_sitk(_shape_map(tmpl.head, res), tmpl.affine)
+    mov = _to_sitk(_shape_map(mhead, res), moving_aff)
+    # only the image's field of view is compared: a slab or a cropped neck is not a miss
+    mmask = sitk.Cast(_to_sitk(ndi.binary_erosion(fov, iterations=1).astype(np.uint8),
+                               moving_aff), sitk.sitkUInt8)
+    c_mov = apply_affine(moving_aff, np.argwhere(mhead).mean(0)[None])[0]
+    c_tmp = apply_affine(tmpl.affine, np.argwhere(tmpl.head).mean(0)[None])[0]
+
+    starts: list[np.ndarray] = []
+    if init_world_to_template is not None:
+        starts.append(np.linalg.inv(init_world_to_template))
+    for rot in _axis_rotations():
+        t2m = np.eye(4)
+        t2m[:3, :3] = rot
+        t2m[:3, 3] = c_mov - rot @ c_tmp
+        starts.append(t2m)
+    n_first = 2 if init_world_to_template is not None else 1
+
+    def run(t2m0: np.ndarray, quick: bool) -> np.ndarray:
+        def method(levels, iterations):
+            reg = sitk.ImageRegistrationMethod()
+            reg.SetNumberOfThreads(1)
+            reg.SetMetricAsMeanSquares()
+            reg.SetMetricSamplingStrategy(reg.NONE)
+            reg.SetMetricMovingMask(mmask)
+            reg.SetInterpolator(sitk.sitkLinear)
+            reg.SetOptimizerAsRegularStepGradientDescent(
+                learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
+                relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
+            reg.SetOptimizerScalesFromPhysicalShift()
+            reg.SetShrinkFactorsPerLevel(levels[0])
+            reg.SetSmoothingSigmasPerLevel(levels[1])
+            reg.SetSmoothingSigmasAreSpecifiedInPhysicalUnits(True)
+            return reg
+
+        sim = sitk.Similarity3DTransform()
+        sim.SetCenter([float(v) for v in c_tmp])
+        rot = t2m0[:3, :3]
+        sim.SetMatrix([float(v) for v in rot.ravel()])
+        sim.SetTranslation([float(v) for v in (t2m0[:3, 3] + rot @ c_tmp - c_tmp)])
+        reg = method(([2], [res]), 40) if quick else method(([2, 1], [res, 0.0]), 200)
+        reg.SetInitialTransform(sim, inPlace=True)
+        reg.Execute(fixed, mov)
+        # a similarity only: a free affine fitted to a skin surface alone shears into
+        # wrong minima (the surface says little about the inner anatomy's axes)
+        return _affine_to_matrix(sim)
+
+    def attempt(idx: int, quick: bool = False) -> Registration:
+        t2m = run(starts[idx], quick)
+        sim, dice = similarity_numbers(tmpl, moving, moving_aff, mhead, t2m)
+        ok = bool(sim >= min_similarity * SHAPE_SIMILARITY_SHARE
+                  and dice >= min_head_overlap) and not quick
+        return Registration(np.linalg.inv(t2m), sim, dice, idx, ok=ok)
+
+    def score(r: Registration) -> tuple:
+        return (r.ok, r.similarity + r.head_dice)
+
+    best = None
+    for idx in range(n_first):
+        reg = attempt(idx)
+        if best is None or score(reg) > score(best):
+            best = reg
+        if best.ok:
+            return best
+    if search_orientations:
+        quick = [attempt(idx, quick=True) for idx in range(n_first, len(starts))]
+        quick.sort(key=lambda r: -(r.similarity + r.head_dice))
+        for q in quick[:2]:
+            reg = attempt(q.orientation)
+            if score(reg) > score(best):
+                best = reg
+            if best.ok:
+                break
+    return best

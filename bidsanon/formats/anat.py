@@ -41,7 +41,7 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
     marks = read_landmarks(sidecar_path(src))
     try:
         res = deface_image(img, method=sec["method"], landmarks=marks, policy=sec,
-                           name=str(src))
+                           name=str(src), suffix=suffix_of(src.name))
     except InputError as exc:
         if exc.path is None:
             exc = InputError(exc.message, src)
