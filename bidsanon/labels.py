@@ -91,3 +91,9 @@ def replace_known(text: str, known: tuple[str, ...], replacement: str = "[remove
 def _known_pattern(known: tuple[str, ...]) -> re.Pattern:
     alternatives = "|".join(re.escape(k) for k in sorted(known, key=len, reverse=True))
     return re.compile(r"(?<![A-Za-z0-9])(?:" + alternatives + r")(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def subject_of_path(rel: str) -> str | None:
+    """The subject label of a dataset-relative path (``sub-01/eeg/...`` -> ``01``)."""
+    m = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", rel)
+    return m.group(1) if m else None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bidsanon import schema
 from bidsanon.context import TaskContext
+from bidsanon.labels import subject_of_path
 from bidsanon.errors import InputError
 from bidsanon.fileio import CHUNK, atomic_file
 from bidsanon.records import Change, FileResult, Finding, markdown_table, sized
@@ -591,11 +592,6 @@ def read_annotation_texts(path: Path) -> list[str]:
 # --------------------------------------------------------------------------- check
 
 
-def _rel_label(rel: str) -> str | None:
-    m = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", rel)
-    return m.group(1) if m else None
-
-
 def _field(name: str) -> Field:
     return next(f for f in FIELDS if f.name == name)
 
@@ -613,7 +609,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         f = _field(name)
         out.append(Finding(rel, f.rule, severity, message, f"{f.where} ({f.name})", value))
 
-    label = _rel_label(rel)
+    label = subject_of_path(rel)
     patient = _subfields(header.raw[_PATIENT].decode("latin-1")) + [""] * 4
     recording = _subfields(header.raw[_RECORDING].decode("latin-1")) + [""] * 6
     if patient[0] not in ("X", "", label, f"sub-{label}", f"sub-{label}".replace("-", "_")):

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 from bidsanon import schema
 from bidsanon.context import TaskContext
+from bidsanon.labels import subject_of_path
 from bidsanon.errors import InputError
 from bidsanon.fileio import atomic_file, write_bytes_atomic
 from bidsanon.records import Change, FileResult, Finding, markdown_table
@@ -813,11 +814,6 @@ def _open(path: Path):
 # --------------------------------------------------------------------------- check
 
 
-def _rel_label(rel: str) -> str | None:
-    m = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", rel)
-    return m.group(1) if m else None
-
-
 def _field(name: str) -> Field:
     return next(f for f in FIELDS if f.name == name)
 
@@ -863,7 +859,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     except InputError as exc:
         return out + [Finding(rel, "eeglab.unreadable", "error", exc.message)]
     try:
-        label = _rel_label(rel)
+        label = subject_of_path(rel)
         subject = eeg.text("subject")
         if subject and subject not in (label, f"sub-{label}"):
             add("subject", "error", "`EEG.subject` holds a code that is not the subject's "

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bidsanon.context import TaskContext
+from bidsanon.labels import subject_of_path
 from bidsanon.errors import InputError
 from bidsanon.fileio import CHUNK, atomic_file
 from bidsanon.records import Change, FileResult, Finding, markdown_table
@@ -489,11 +490,6 @@ def _field(name: str) -> Field:
     return next(f for f in FIELDS if f.name == name)
 
 
-def _rel_label(rel: str) -> str | None:
-    m = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", rel)
-    return m.group(1) if m else None
-
-
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
     """Findings for a KIT file, read with :data:`FIELDS` (kinds, never values).
 
@@ -526,7 +522,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         where = f.where + (f", byte {offset}" if offset is not None else "")
         out.append(Finding(rel, f.rule, severity, message, f"{where} ({f.name})"))
 
-    label = _rel_label(rel)
+    label = subject_of_path(rel)
     severity = {"patient.id": "error", "patient.name": "error", "patient.birthday": "error",
                 "patient.sex": "info", "patient.handedness": "info",
                 "patient.other": "warning", "system.name": "warning",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bidsanon import schema
 from bidsanon.context import TaskContext
+from bidsanon.labels import subject_of_path
 from bidsanon.errors import InputError
 from bidsanon.records import Change, FileResult, Finding, markdown_table
 from bidsanon.schema import Key
@@ -398,11 +399,6 @@ def peek_dates(path: Path) -> list[dt.datetime]:
 # --------------------------------------------------------------------------- check
 
 
-def _rel_label(rel: str) -> str | None:
-    m = re.search(r"(?:^|/)sub-([A-Za-z0-9]+)", rel)
-    return m.group(1) if m else None
-
-
 def _field(name: str) -> Field:
     return next(f for f in FIELDS if f.name == name)
 
@@ -441,7 +437,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         f = open_read(Path(path), "NWB")
     except InputError as exc:
         return [Finding(rel, "nwb.unreadable", "error", exc.message)]
-    label = _rel_label(rel)
+    label = subject_of_path(rel)
     with f:
         try:
             _validate(f, Path(path))
