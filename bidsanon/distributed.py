@@ -10,6 +10,7 @@ from typing import Iterator
 
 from bidsanon.errors import UsageError
 from bidsanon.execute import execute_task
+from bidsanon.workers import limit_native_threads, threads_per_worker
 
 
 def _client(address):
@@ -31,6 +32,26 @@ def execute_batch(tasks: list, shared) -> list[dict]:
     return [execute_task(t, shared) for t in tasks]
 
 
+def cap_worker_threads(tasks_on_host: int) -> int:
+    """Limit this Dask worker's native threads so that the ``tasks_on_host`` tasks its
+    host runs at once fit on the host's cores; return the limit."""
+    threads = threads_per_worker(tasks_on_host)
+    limit_native_threads(threads)
+    return threads
+
+
+def cap_cluster_threads(client) -> None:
+    """Each worker's thread cap, from how many tasks its host runs at once."""
+    from collections import Counter
+
+    workers = client.scheduler_info().get("workers", {})
+    per_host = Counter()
+    for w in workers.values():
+        per_host[w.get("host")] += int(w.get("nthreads", 1))
+    for address, w in workers.items():
+        client.run(cap_worker_threads, per_host[w.get("host")], workers=[address])
+
+
 def batches(tasks: list, workers: int, per_worker: int = 8, largest: int = 64) -> list[list]:
     """Split tasks into batches: about ``per_worker`` batches per worker (so the load
     still balances), never more than ``largest`` tasks in one."""
@@ -50,6 +71,7 @@ def iter_results_dask(tasks: list, shared, address) -> Iterator[dict]:
     try:
         # the shared context (policy, labels) is sent to each worker once, not per task
         [shared_future] = client.scatter([shared], broadcast=True, hash=False)
+        cap_cluster_threads(client)
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         groups = batches(tasks, workers)
         futures = client.map(execute_batch, groups, shared=shared_future, pure=False,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from bidsanon.fileio import sha256_file
 from bidsanon.formats import load
 from bidsanon.labels import Labels
 from bidsanon.plan import FileTask
+from bidsanon.workers import limit_native_threads, process_pool, threads_per_worker
 
 
 @dataclass(frozen=True)
@@ -108,43 +108,6 @@ def verify_task(task: FileTask, shared: Shared) -> dict:
 
 _WORKER_SHARED: Shared | None = None
 
-#: Environment variables that size the native thread pools (OpenMP, the BLAS libraries,
-#: ITK) of libraries a worker has not loaded yet.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
-                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, else the CPU count)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def threads_per_worker(jobs: int, cores: int | None = None) -> int:
-    """Native threads each of ``jobs`` workers may use so that all fit on ``cores``."""
-    return max(1, (cores or available_cores()) // max(1, jobs))
-
-
-def limit_native_threads(threads: int) -> None:
-    """Cap this process's native thread pools (OpenMP, BLAS, ITK) at ``threads``.
-
-    Libraries not loaded yet read the environment variables; pools already started
-    (numpy's BLAS inherited through ``fork``, SimpleITK) are resized in place. The
-    defacing registration runs single-threaded whatever this says (its sums must not
-    depend on the thread count); this keeps workers from competing for the cores.
-    """
-    for var in THREAD_VARIABLES:
-        os.environ[var] = str(threads)
-    if "SimpleITK" in sys.modules:
-        sys.modules["SimpleITK"].ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    if "numpy" in sys.modules or "scipy" in sys.modules:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(threads)
-
-
 def _init_worker(shared: Shared, threads: int = 1) -> None:
     global _WORKER_SHARED
     _WORKER_SHARED = shared
@@ -167,11 +130,8 @@ def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1,
         for t in tasks:
             yield fn(t, shared)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(shared, threads_per_worker(jobs))) as pool:
+    from concurrent.futures import as_completed
+    with process_pool(jobs, _init_worker, (shared, threads_per_worker(jobs))) as pool:
         futures = [pool.submit(_run_in_worker, t, fn) for t in tasks]
         try:
             for fut in as_completed(futures):

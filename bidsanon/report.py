@@ -25,6 +25,9 @@ from bidsanon.key import KeyData, write_private
 QC_CAPTIONS = {"sagittal": "sagittal slice, before | after",
                "axial": "axial slice, before | after",
                "render_front": "3D render after defacing",
+               "render_yaw+60": "3D render after defacing, turned 60° (left cheek and ear)",
+               "render_yaw-60": "3D render after defacing, turned -60° (right cheek and ear)",
+               "render_pitch-20": "3D render after defacing, seen from 20° below",
                "contours": "after defacing (nilearn): removed region red, protected brain cyan"}
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -52,6 +55,11 @@ padding:8px 14px;min-width:120px}.card b{display:block;font-size:20px}
 
 
 # --------------------------------------------------------------------------- values
+
+
+def qc_order(qc: dict) -> list[str]:
+    """The QC pictures of one file in the report's order: captioned ones first."""
+    return [n for n in QC_CAPTIONS if n in qc] + [n for n in qc if n not in QC_CAPTIONS]
 
 
 def mask(value: object, show: bool = False) -> str:
@@ -158,7 +166,7 @@ def _qc_figures(f: dict) -> str:
     qc = f.get("qc") or {}
     if not qc:
         return ""
-    names = [n for n in QC_CAPTIONS if n in qc] + [n for n in qc if n not in QC_CAPTIONS]
+    names = qc_order(qc)
     out = [f"<h4><code>{_e(f.get('output'))}</code></h4>"]
     for name in names:
         uri = image_data_uri(qc[name])

@@ -128,7 +128,7 @@ _WORKER = """
 import json, sys
 import numpy, SimpleITK as sitk  # loaded before the limit, as in a forked worker
 from threadpoolctl import threadpool_info
-from bidsanon.execute import limit_native_threads, threads_per_worker
+from bidsanon.workers import limit_native_threads, threads_per_worker
 limit_native_threads(threads_per_worker(2, cores=2))
 print(json.dumps({"blas": sorted({p["num_threads"] for p in threadpool_info()}),
                   "itk": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}))

@@ -190,5 +190,6 @@ def test_run_fails_in_one_line_when_k_cannot_be_reached(tmp_path):
     message = str(err.value)
     assert "\n" not in message and "participants.tsv" in message
     assert "column 'age' blocks it" in message
-    assert not any(a in message for a in values["age"])  # no value quoted
+    # no value quoted (the temporary folder's own name may hold digits such as "20")
+    assert not any(a in message.replace(str(tmp_path), "") for a in values["age"])
     assert not (tmp_path / "out").exists()

