@@ -20,7 +20,8 @@ from bidsanon.check.rules import check_text_file, read_text_or_none, settings_fo
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import write_bytes_atomic
-from bidsanon.records import Change, FileResult, Finding, markdown_table
+from bidsanon.formats.fields import Field, named, table
+from bidsanon.records import Change, FileResult, Finding
 from bidsanon.schema import Key
 
 FORMAT = "brainvision"
@@ -75,36 +76,24 @@ ACTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Field:
-    """One identifying BrainVision field."""
-
-    file: str
-    name: str
-    where: str
-    action: str
-    rule: str
-    what: str
-
-
 #: The one table of identifying BrainVision fields.
 FIELDS: tuple[Field, ...] = (
-    Field(".vhdr", "DataFile", "`[Common Infos]` `DataFile=`", "reference",
+    Field.in_file(".vhdr", "DataFile", "`[Common Infos]` `DataFile=`", "reference",
           "brainvision.reference", "name of the `.eeg` file (may be an original name)"),
-    Field(".vhdr", "MarkerFile", "`[Common Infos]` `MarkerFile=`", "reference",
+    Field.in_file(".vhdr", "MarkerFile", "`[Common Infos]` `MarkerFile=`", "reference",
           "brainvision.reference", "name of the `.vmrk` file"),
-    Field(".vhdr", "Comment", "`[Comment]` section to the end of the file", "comment",
+    Field.in_file(".vhdr", "Comment", "`[Comment]` section to the end of the file", "comment",
           "brainvision.comment", "free text, amplifier setup, impedances"),
-    Field(".vhdr", "Impedance time", "`Impedance [unit] at hh:mm:ss :` in `[Comment]`",
+    Field.in_file(".vhdr", "Impedance time", "`Impedance [unit] at hh:mm:ss :` in `[Comment]`",
           "impedance-time", "brainvision.time", "clock time of the impedance check"),
-    Field(".vmrk", "DataFile", "`[Common Infos]` `DataFile=`", "reference",
+    Field.in_file(".vmrk", "DataFile", "`[Common Infos]` `DataFile=`", "reference",
           "brainvision.reference", "name of the `.eeg` file"),
-    Field(".vmrk", "New Segment date", "6th field of `Mk<n>=New Segment,...` "
+    Field.in_file(".vmrk", "New Segment date", "6th field of `Mk<n>=New Segment,...` "
           "(YYYYMMDDhhmmssuuuuuu)", "segment-date", "brainvision.date",
           "recording start (MNE: `meas_date`)"),
-    Field(".vmrk", "Marker description", "2nd field of `Mk<n>=<type>,<description>,...`",
+    Field.in_file(".vmrk", "Marker description", "2nd field of `Mk<n>=<type>,<description>,...`",
           "marker", "brainvision.marker-text", "marker description"),
-    Field(".eeg", "data", "whole file", "copy", "brainvision.data", "signal data"),
+    Field.in_file(".eeg", "data", "whole file", "copy", "brainvision.data", "signal data"),
 )
 
 HEADER_MAGIC = ("Brain Vision Data Exchange Header File", "BrainVision Data Exchange Header File")
@@ -395,10 +384,6 @@ def peek_dates(path: Path) -> list[dt.datetime]:
 # --------------------------------------------------------------------------- check
 
 
-def _field(file: str, name: str) -> Field:
-    return next(f for f in FIELDS if f.file == file and f.name == name)
-
-
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
     """Findings for a ``.vhdr``/``.vmrk`` (``.eeg``: none), read with :data:`FIELDS`."""
     from bidsanon import scrub as textmod
@@ -426,17 +411,17 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                 "DataFile", "MarkerFile"):
             value = value.strip()
             if Path(value).stem != path.stem or not (path.parent / value).exists():
-                add(_field(file, key.strip()), "error", f"{key.strip()} holds a file name "
+                add(named(FIELDS, key.strip(), file), "error", f"{key.strip()} holds a file name "
                     "that does not name this recording's file (original name?)", where, value)
         elif header and section == "Comment" and body.strip() and body.strip() != "[Comment]":
             m = _IMPEDANCE.match(body)
             if m and m.group(2) != "00:00:00":
-                add(_field(".vhdr", "Impedance time"), "info",
+                add(named(FIELDS, "Impedance time", ".vhdr"), "info",
                     "impedance check time recorded", where, m.group(2))
             hits = textmod.find(body)
             if hits:
                 kinds = ", ".join(sorted({k for k, _ in hits}))
-                add(_field(".vhdr", "Comment"), "warning",
+                add(named(FIELDS, "Comment", ".vhdr"), "warning",
                     f"comment holds identifying text ({kinds})", where, body)
         elif not header and section and section.lower() == "marker infos":
             m = _MARKER.match(body)
@@ -450,17 +435,17 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                 except ValueError:
                     year = None
                 if year is None or year > 1925:
-                    add(_field(".vmrk", "New Segment date"), "error",
+                    add(named(FIELDS, "New Segment date", ".vmrk"), "error",
                         "New Segment date after 1925", where, fields[5].strip())
             if len(fields) >= 2 and fields[1]:
                 hits = textmod.find(fields[1].replace(r"\1", ","))
                 if hits:
                     kinds = ", ".join(sorted({k for k, _ in hits}))
-                    add(_field(".vmrk", "Marker description"), "warning",
+                    add(named(FIELDS, "Marker description", ".vmrk"), "warning",
                         f"marker description holds identifying text ({kinds})", where,
                         fields[1])
                 elif fields[0] == "Comment":
-                    add(_field(".vmrk", "Marker description"), "info",
+                    add(named(FIELDS, "Marker description", ".vmrk"), "info",
                         "Comment marker holds free text typed during the recording: "
                         "review it", where)
     text = read_text_or_none(path)
@@ -474,9 +459,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
 
 def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
-    return markdown_table(
-        ["file", "field", "where", "what it holds", "what is done", "check rule"],
-        [[f.file, f.name, f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])
+    return table(FIELDS, ACTIONS, quote_names=False)
 
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:

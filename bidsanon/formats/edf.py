@@ -26,7 +26,8 @@ from bidsanon.context import TaskContext
 from bidsanon.labels import subject_of_path
 from bidsanon.errors import InputError
 from bidsanon.fileio import CHUNK, atomic_file
-from bidsanon.records import Change, FileResult, Finding, markdown_table, sized
+from bidsanon.formats.fields import Field, named, table
+from bidsanon.records import Change, FileResult, Finding, sized
 from bidsanon.schema import Key
 
 FORMAT = "edf"
@@ -73,17 +74,6 @@ ACTIONS = {
     "annotations": "per `annotations`: kept, scrubbed or emptied, at the same byte length",
     "copy": "copied byte for byte",
 }
-
-
-@dataclass(frozen=True)
-class Field:
-    """One identifying EDF header field: ``where`` in the file, ``action`` on it."""
-
-    name: str
-    where: str
-    action: str
-    rule: str
-    what: str
 
 
 #: The one table of identifying EDF/BDF fields.
@@ -592,10 +582,6 @@ def read_annotation_texts(path: Path) -> list[str]:
 # --------------------------------------------------------------------------- check
 
 
-def _field(name: str) -> Field:
-    return next(f for f in FIELDS if f.name == name)
-
-
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
     """Findings for an EDF/BDF file, read with :data:`FIELDS`."""
     path = Path(path)
@@ -606,7 +592,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     out: list[Finding] = []
 
     def add(name: str, severity: str, message: str, value: str | None = None) -> None:
-        f = _field(name)
+        f = named(FIELDS, name)
         out.append(Finding(rel, f.rule, severity, message, f"{f.where} ({f.name})", value))
 
     label = subject_of_path(rel)
@@ -634,7 +620,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         for name, value in (("recording.admin", recording[2]),
                             ("recording.technician", recording[3])):
             if value not in ("X", ""):
-                add(name, "error", sized(f"a {_field(name).what}", value), value)
+                add(name, "error", sized(f"a {named(FIELDS, name).what}", value), value)
         if recording[4] not in ("X", ""):
             add("recording.equipment", "info", sized("an equipment name", recording[4]),
                 recording[4])
@@ -669,9 +655,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
 
 def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
-    return markdown_table(
-        ["field", "where", "what it holds", "what is done", "check rule"],
-        [[f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])
+    return table(FIELDS, ACTIONS)
 
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:

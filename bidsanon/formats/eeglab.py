@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +30,8 @@ from bidsanon.context import TaskContext
 from bidsanon.labels import subject_of_path
 from bidsanon.errors import InputError
 from bidsanon.fileio import atomic_file, write_bytes_atomic
-from bidsanon.records import Change, FileResult, Finding, markdown_table
+from bidsanon.formats.fields import Field, named, table
+from bidsanon.records import Change, FileResult, Finding
 from bidsanon.schema import Key
 
 FORMAT = "eeglab"
@@ -92,17 +92,6 @@ ACTIONS = {
     "copy": "unchanged (compared after writing)",
     "copy-file": "copied byte for byte",
 }
-
-
-@dataclass(frozen=True)
-class Field:
-    """One identifying field of an EEGLAB data set: ``where`` in the file, ``action`` on it."""
-
-    name: str
-    where: str
-    action: str
-    rule: str
-    what: str
 
 
 #: The one table of identifying EEGLAB fields.
@@ -814,10 +803,6 @@ def _open(path: Path):
 # --------------------------------------------------------------------------- check
 
 
-def _field(name: str) -> Field:
-    return next(f for f in FIELDS if f.name == name)
-
-
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
     """Findings for an EEGLAB ``.set`` (none for ``.fdt``), by :data:`FIELDS`.
 
@@ -844,7 +829,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     out: list[Finding] = []
 
     def add(name: str, severity: str, message: str, where: str = "") -> None:
-        f = _field(name)
+        f = named(FIELDS, name)
         out.append(Finding(rel, f.rule, severity, message, where or f"{f.where} ({f.name})"))
 
     def kinds(text: str) -> str:
@@ -920,9 +905,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
 
 def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
-    return markdown_table(
-        ["field", "where", "what it holds", "what is done", "check rule"],
-        [[f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])
+    return table(FIELDS, ACTIONS)
 
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:

@@ -44,7 +44,8 @@ from pathlib import Path, PurePosixPath
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import CHUNK, atomic_file
-from bidsanon.records import Change, FileResult, Finding, markdown_table
+from bidsanon.formats.fields import Field, named, table
+from bidsanon.records import Change, FileResult, Finding
 from bidsanon.schema import Key
 
 FORMAT = "mef3"
@@ -110,63 +111,51 @@ ACTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Field:
-    """One identifying MEF 3.0 field: the ``file`` kind, ``where``, ``action`` on it."""
-
-    file: str
-    name: str
-    where: str
-    action: str
-    rule: str
-    what: str
-
-
 #: The one table of identifying MEF 3.0 fields.
 FIELDS: tuple[Field, ...] = (
-    Field("all", "start_time", "universal header +16, int64 µs", "time", "mef3.date",
+    Field.in_file("all", "start_time", "universal header +16, int64 µs", "time", "mef3.date",
           "start of the file's data"),
-    Field("all", "end_time", "universal header +24, int64 µs", "time", "mef3.date",
+    Field.in_file("all", "end_time", "universal header +24, int64 µs", "time", "mef3.date",
           "end of the file's data"),
-    Field("all", "session_name", "universal header +308, 256 bytes", "session",
+    Field.in_file("all", "session_name", "universal header +308, 256 bytes", "session",
           "mef3.session-name", "session name (often the original recording's name)"),
-    Field("all", "anonymized_name", "universal header +564, 256 bytes", "subject",
+    Field.in_file("all", "anonymized_name", "universal header +564, 256 bytes", "subject",
           "mef3.subject-id", "the name meant to be shown in place of the subject's"),
-    Field("all", "UUIDs", "universal header +820, +836, +852, 16 bytes each", "uuid",
+    Field.in_file("all", "UUIDs", "universal header +820, +836, +852, 16 bytes each", "uuid",
           "mef3.uuid", "level, file and provenance UUIDs (link to the original files)"),
-    Field("all", "CRCs", "universal header +0 and +4; every `.tdat` block +0", "crc",
+    Field.in_file("all", "CRCs", "universal header +0 and +4; every `.tdat` block +0", "crc",
           "mef3.crc", "header, body and block CRCs"),
-    Field(".tmet", "channel_description", "section 2 +0, 2048 bytes", "descriptions",
+    Field.in_file(".tmet", "channel_description", "section 2 +0, 2048 bytes", "descriptions",
           "mef3.description", "free text"),
-    Field(".tmet", "session_description", "section 2 +2048, 2048 bytes", "descriptions",
+    Field.in_file(".tmet", "session_description", "section 2 +2048, 2048 bytes", "descriptions",
           "mef3.description", "free text"),
-    Field(".tmet", "reference_description", "section 2 +4104, 2048 bytes", "descriptions",
+    Field.in_file(".tmet", "reference_description", "section 2 +4104, 2048 bytes", "descriptions",
           "mef3.description", "free text"),
-    Field(".tmet", "recording_time_offset", "section 3 +0, int64 µs", "offset", "mef3.date",
+    Field.in_file(".tmet", "recording_time_offset", "section 3 +0, int64 µs", "offset", "mef3.date",
           "offset subtracted from the stored times"),
-    Field(".tmet", "DST_start_time", "section 3 +8, int64 µs", "no-entry", "mef3.date",
+    Field.in_file(".tmet", "DST_start_time", "section 3 +8, int64 µs", "no-entry", "mef3.date",
           "daylight-saving start (reveals the place)"),
-    Field(".tmet", "DST_end_time", "section 3 +16, int64 µs", "no-entry", "mef3.date",
+    Field.in_file(".tmet", "DST_end_time", "section 3 +16, int64 µs", "no-entry", "mef3.date",
           "daylight-saving end"),
-    Field(".tmet", "GMT_offset", "section 3 +24, int32 s", "no-entry", "mef3.location",
+    Field.in_file(".tmet", "GMT_offset", "section 3 +24, int32 s", "no-entry", "mef3.location",
           "time zone (reveals the place)"),
-    Field(".tmet", "subject_name_1", "section 3 +28, 128 bytes", "blank", "mef3.name",
+    Field.in_file(".tmet", "subject_name_1", "section 3 +28, 128 bytes", "blank", "mef3.name",
           "subject's first name"),
-    Field(".tmet", "subject_name_2", "section 3 +156, 128 bytes", "blank", "mef3.name",
+    Field.in_file(".tmet", "subject_name_2", "section 3 +156, 128 bytes", "blank", "mef3.name",
           "subject's last name"),
-    Field(".tmet", "subject_ID", "section 3 +284, 128 bytes", "subject", "mef3.subject-id",
+    Field.in_file(".tmet", "subject_ID", "section 3 +284, 128 bytes", "subject", "mef3.subject-id",
           "subject ID (medical record number)"),
-    Field(".tmet", "recording_location", "section 3 +412, 512 bytes", "blank",
+    Field.in_file(".tmet", "recording_location", "section 3 +412, 512 bytes", "blank",
           "mef3.location", "recording location (hospital)"),
-    Field(".tidx", "index start times", "every 56-byte entry +8, int64 µs", "time",
+    Field.in_file(".tidx", "index start times", "every 56-byte entry +8, int64 µs", "time",
           "mef3.date", "start time of each block"),
-    Field(".tdat", "block start times", "every block +40, int64 µs", "time", "mef3.date",
+    Field.in_file(".tdat", "block start times", "every block +40, int64 µs", "time", "mef3.date",
           "start time of each block"),
-    Field(".tdat", "samples", "the rest of every block", "copy", "mef3.data",
+    Field.in_file(".tdat", "samples", "the rest of every block", "copy", "mef3.data",
           "compressed samples (never changed)"),
-    Field(".rdat/.ridx", "records", "record files at every level", "excluded",
+    Field.in_file(".rdat/.ridx", "records", "record files at every level", "excluded",
           "mef3.records", "notes, seizure marks and other records (free text, times)"),
-    Field(".vmet/.vidx", "video channels", "`*.vidd` folders", "excluded", "mef3.video",
+    Field.in_file(".vmet/.vidx", "video channels", "`*.vidd` folders", "excluded", "mef3.video",
           "video of the subject"),
 )
 
@@ -593,10 +582,6 @@ def peek_dates(path: Path) -> list[dt.datetime]:
 # --------------------------------------------------------------------------- check
 
 
-def _field(name: str) -> Field:
-    return next(f for f in FIELDS if f.name == name)
-
-
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
     """Findings for a MEF 3.0 file, read with :data:`FIELDS` (kinds, never values).
 
@@ -619,7 +604,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     out: list[Finding] = []
 
     def add(name: str, severity: str, message: str) -> None:
-        f = _field(name)
+        f = named(FIELDS, name)
         out.append(Finding(rel, f.rule, severity, message, f"{f.where} ({f.name})"))
 
     if kind in ("rdat", "ridx"):
@@ -655,7 +640,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         # a session moved to the placeholder may run for days (epilepsy monitoring)
         moved = placeholder <= when.date() < placeholder + dt.timedelta(days=366)
         if when.year > 1925 and not moved:
-            add(name, "error", f"{_field(name).what}: a date after 1925")
+            add(name, "error", f"{named(FIELDS, name).what}: a date after 1925")
     session = _text(head[308:564])
     folder = PurePosixPath(rel)
     names = {p[:-len(".mefd")] for p in folder.parts if p.lower().endswith(".mefd")}
@@ -678,7 +663,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         for name, pos, size in (("subject_name_1", 28, 128), ("subject_name_2", 156, 128),
                                 ("recording_location", 412, 512)):
             if _text(meta[_MD3 + pos:_MD3 + pos + size]):
-                add(name, "error", f"{_field(name).what} present")
+                add(name, "error", f"{named(FIELDS, name).what} present")
         subject = _text(meta[_MD3 + 284:_MD3 + 412])
         if subject and subject not in (label, f"sub-{label}"):
             add("subject_ID", "error", "subject ID is not the subject's label")
@@ -698,10 +683,7 @@ def doc_table() -> str:
     str
         A Markdown table.
     """
-    return markdown_table(
-        ["file", "field", "where", "what it holds", "what is done", "check rule"],
-        [[f.file, f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"]
-         for f in FIELDS])
+    return table(FIELDS, ACTIONS)
 
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:

@@ -18,14 +18,14 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from bidsanon import schema
 from bidsanon.context import TaskContext
 from bidsanon.labels import subject_of_path
 from bidsanon.errors import InputError
-from bidsanon.records import Change, FileResult, Finding, markdown_table
+from bidsanon.formats.fields import Field, named, table
+from bidsanon.records import Change, FileResult, Finding
 from bidsanon.schema import Key
 
 FORMAT = "nwb"
@@ -82,17 +82,6 @@ ACTIONS = {
     "session": "the new session label (scrubbed when the plan has none)",
     "copy": "unchanged (same bytes)",
 }
-
-
-@dataclass(frozen=True)
-class Field:
-    """One identifying NWB field: ``where`` in the file, ``action`` on it."""
-
-    name: str
-    where: str
-    action: str
-    rule: str
-    what: str
 
 
 #: The one table of identifying NWB fields.
@@ -399,10 +388,6 @@ def peek_dates(path: Path) -> list[dt.datetime]:
 # --------------------------------------------------------------------------- check
 
 
-def _field(name: str) -> Field:
-    return next(f for f in FIELDS if f.name == name)
-
-
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
     """Findings for an NWB file, by :data:`FIELDS`.
 
@@ -428,7 +413,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     out: list[Finding] = []
 
     def add(name: str, severity: str, message: str, where: str) -> None:
-        out.append(Finding(rel, _field(name).rule, severity, message, where))
+        out.append(Finding(rel, named(FIELDS, name).rule, severity, message, where))
 
     def kinds(text: str) -> str:
         return ", ".join(sorted({k for k, _ in textmod.find(text)}))
@@ -518,9 +503,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
 
 def doc_table() -> str:
     """The Markdown table of :data:`FIELDS` that ``docs/formats.md`` includes."""
-    return markdown_table(
-        ["field", "where", "what it holds", "what is done", "check rule"],
-        [[f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])
+    return table(FIELDS, ACTIONS)
 
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
