@@ -70,6 +70,18 @@ class TaskContext:
             value = value.replace(hour=0, minute=0, second=0, microsecond=0)
         return value
 
+    def shift_not_after_latest(self, value: dt.datetime) -> tuple[dt.datetime, bool]:
+        """:meth:`shift_datetime`, but a date that lands after ``dates.latest`` (a file's
+        modification or processing time, years after the recording) becomes that day at
+        23:59:59: the final check refuses later dates. Returns the date and whether it
+        was set to ``dates.latest``."""
+        new = self.shift_datetime(value)
+        latest = self.section("dates").get("latest") if self.offset_days is not None else None
+        if latest and new.date() > dt.date.fromisoformat(str(latest)):
+            last = dt.datetime.combine(dt.date.fromisoformat(str(latest)), dt.time(23, 59, 59))
+            return (last.replace(hour=0, minute=0, second=0) if self.drop_times else last), True
+        return new, False
+
     def rename(self, text: str) -> str:
         """Relabel subject/session entities in a file name, relative path or text."""
         return relabel_name(text, self.labels, self.subject, self.session, self.new_session)

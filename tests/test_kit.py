@@ -259,3 +259,25 @@ def test_run_and_check_a_kit_and_bti_dataset(tmp_path):
     for secret in SECRETS[MOTOR] + [FAKE_NAME, b"eeich", b"btiwd01", b"Juelich-II"]:
         assert secret not in everything, secret
     assert main(["check", str(out)]) == 0
+
+
+def test_times_shifted_after_dates_latest_are_set_to_it(tmp_path):
+    """The modification and history times come years after the recording: an offset
+    that puts the recording just before ``dates.latest`` must not push them after it
+    (the final check refuses later dates; the run used to fail at random offsets)."""
+    def times(path: Path) -> list[dt.datetime]:
+        reader = kit.KitFile(path)
+        values = [struct.unpack("<i", reader.read(o, 4))[0] for _, o in reader.time_offsets()]
+        return [dt.datetime(1970, 1, 1) + dt.timedelta(seconds=v) for v in values if v]
+
+    created = kit.peek_dates(MOTOR)
+    stamps = times(MOTOR)
+    assert max(stamps) > min(created) + dt.timedelta(days=1)  # the case exists in the file
+    latest = dt.date(1925, 12, 31)
+    offset = (latest - min(created).date()).days  # the recording lands on dates.latest
+    dst = tmp_path / "out.con"
+    result = kit.handle(MOTOR, dst, make_ctx(offset_days=offset))
+    assert all(s.date() <= latest for s in times(dst))
+    assert any("after dates.latest" in w for w in result.warnings)
+    assert not [f for f in kit.check_file(dst, "sub-X7K2/meg/sub-X7K2_task-x_meg.con",
+                                          default_policy()) if f.severity == "error"]

@@ -35,7 +35,8 @@ from pathlib import Path, PurePosixPath
 from bidsanon.context import TaskContext
 from bidsanon.errors import InputError
 from bidsanon.fileio import CHUNK, atomic_file
-from bidsanon.records import Change, FileResult, Finding, markdown_table
+from bidsanon.formats.fields import Field, named, table
+from bidsanon.records import Change, FileResult, Finding
 from bidsanon.schema import Key
 
 FORMAT = "bti"
@@ -82,55 +83,43 @@ ACTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Field:
-    """One identifying 4D field: the ``file`` it is in, ``where``, ``action`` on it."""
-
-    file: str
-    name: str
-    where: str
-    action: str
-    rule: str
-    what: str
-
-
 #: The one table of identifying 4D fields.
 FIELDS: tuple[Field, ...] = (
-    Field("data", "header.timestamp", "header +68, int32", "date", "bti.date",
+    Field.in_file("data", "header.timestamp", "header +68, int32", "date", "bti.date",
           "time stamp of the data file"),
-    Field("data", "epoch.timestamp", "every epoch +24, int32", "date", "bti.date",
+    Field.in_file("data", "epoch.timestamp", "every epoch +24, int32", "date", "bti.date",
           "epoch time stamps"),
-    Field("data", "process.user", "every process +28, 32 bytes", "blank", "bti.user",
+    Field.in_file("data", "process.user", "every process +28, 32 bytes", "blank", "bti.user",
           "user who ran the process (acquisition, filter)"),
-    Field("data", "process.timestamp", "every process +60, int32", "date", "bti.date",
+    Field.in_file("data", "process.timestamp", "every process +60, int32", "date", "bti.date",
           "process time (MNE: `meas_date` is the first one)"),
-    Field("data", "process.filename", "every process +64, 256 bytes", "basename",
+    Field.in_file("data", "process.filename", "every process +64, 256 bytes", "basename",
           "bti.path", "file the process wrote (may be a full path)"),
-    Field("data", "edclass.timestamp", "every event class +36, int32", "date", "bti.date",
+    Field.in_file("data", "edclass.timestamp", "every event class +36, int32", "date", "bti.date",
           "event-class time stamps"),
-    Field("config", "site_name", "header +2, 32 bytes", "institution", "bti.institution",
+    Field.in_file("config", "site_name", "header +2, 32 bytes", "institution", "bti.institution",
           "site name"),
-    Field("config", "dap_hostname", "header +34, 16 bytes", "blank", "bti.host",
+    Field.in_file("config", "dap_hostname", "header +34, 16 bytes", "blank", "bti.host",
           "acquisition computer's host name"),
-    Field("config", "userblock.username", "every user block +28, 32 bytes", "blank",
+    Field.in_file("config", "userblock.username", "every user block +28, 32 bytes", "blank",
           "bti.user", "user who wrote the block"),
-    Field("config", "userblock.timestamp", "every user block +60, uint32", "date",
+    Field.in_file("config", "userblock.timestamp", "every user block +60, uint32", "date",
           "bti.date", "time the block was written"),
-    Field("config", "calibration.timestamp", "`B_Calibration` data +4, int32", "date",
+    Field.in_file("config", "calibration.timestamp", "`B_Calibration` data +4, int32", "date",
           "bti.date", "calibration time"),
-    Field("config", "calibration.logdir", "`B_Calibration` data +8, 256 bytes", "blank",
+    Field.in_file("config", "calibration.logdir", "`B_Calibration` data +8, 256 bytes", "blank",
           "bti.path", "calibration log directory"),
-    Field("config", "sysconfig.name", "`B_SysConfigTime` data +0, 256 or 512 bytes",
+    Field.in_file("config", "sysconfig.name", "`B_SysConfigTime` data +0, 256 or 512 bytes",
           "blank", "bti.path", "system configuration name"),
-    Field("config", "sysconfig.timestamp", "`B_SysConfigTime` data after the name, int32",
+    Field.in_file("config", "sysconfig.timestamp", "`B_SysConfigTime` data after the name, int32",
           "date", "bti.date", "system configuration time"),
-    Field("hs_file", "hs.timestamp", "+4, int32", "date", "bti.date",
+    Field.in_file("hs_file", "hs.timestamp", "+4, int32", "date", "bti.date",
           "time the head shape was digitised"),
-    Field("hs_file", "hs.points", "+136, 24 bytes per point (count at +12)", "points",
+    Field.in_file("hs_file", "hs.points", "+136, 24 bytes per point (count at +12)", "points",
           "bti.head-points", "digitised head shape"),
-    Field("all", "checksums", "every changed structure", "checksum", "bti.checksum",
+    Field.in_file("all", "checksums", "every changed structure", "checksum", "bti.checksum",
           "structure checksums"),
-    Field("all", "data", "the rest", "copy", "bti.data", "channels, data (never changed)"),
+    Field.in_file("all", "data", "the rest", "copy", "bti.data", "channels, data (never changed)"),
 )
 
 _PDF_NAME = re.compile(r"^[a-z],rf")
@@ -412,7 +401,7 @@ def _new_time(old: int, signed: bool, ctx: TaskContext, policy: dict) -> int:
         new = placeholder if ctx.drop_times else placeholder.replace(
             hour=when.hour, minute=when.minute, second=when.second)
     else:
-        new = ctx.shift_datetime(when)
+        new = ctx.shift_not_after_latest(when)[0]
     stamp = int((new - _EPOCH).total_seconds())
     lo, hi = _INT32 if signed else _UINT32
     if not lo <= stamp <= hi:
@@ -525,10 +514,6 @@ def peek_dates(path: Path) -> list[dt.datetime]:
 # --------------------------------------------------------------------------- check
 
 
-def _field(name: str) -> Field:
-    return next(f for f in FIELDS if f.name == name)
-
-
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
     """Findings for a 4D file, read with :data:`FIELDS` (kinds, never values).
 
@@ -555,7 +540,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     out: list[Finding] = []
 
     def add(name: str, severity: str, message: str, offset: int) -> None:
-        f = _field(name)
+        f = named(FIELDS, name)
         out.append(Finding(rel, f.rule, severity, message, f"byte {offset} ({f.name})"))
 
     for name, offset, size in lay.texts:
@@ -567,12 +552,12 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
                 add(name, "warning", "file name with directories", offset)
             continue
         add(name, "warning" if name in ("site_name", "sysconfig.name") else "error",
-            f"{_field(name).what} present", offset)
+            f"{named(FIELDS, name).what} present", offset)
     placeholder = dt.date.fromisoformat(own["placeholder_date"])
     for name, offset, signed in lay.times:
         when = _from_stamp(struct.unpack_from(">i" if signed else ">I", data, offset)[0])
         if when is not None and when.year > 1925 and when.date() != placeholder:
-            add(name, "error", f"{_field(name).what}: a date after 1925", offset)
+            add(name, "error", f"{named(FIELDS, name).what}: a date after 1925", offset)
     if lay.points is not None:
         n = struct.unpack_from(">i", data, lay.points[0])[0]
         if n:
@@ -594,10 +579,7 @@ def doc_table() -> str:
     str
         A Markdown table.
     """
-    return markdown_table(
-        ["file", "field", "where", "what it holds", "what is done", "check rule"],
-        [[f.file, f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"]
-         for f in FIELDS])
+    return table(FIELDS, ACTIONS)
 
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:

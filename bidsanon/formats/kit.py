@@ -36,7 +36,8 @@ from bidsanon.context import TaskContext
 from bidsanon.labels import subject_of_path
 from bidsanon.errors import InputError
 from bidsanon.fileio import CHUNK, atomic_file
-from bidsanon.records import Change, FileResult, Finding, markdown_table
+from bidsanon.formats.fields import Field, named, table
+from bidsanon.records import Change, FileResult, Finding
 from bidsanon.schema import Key
 
 FORMAT = "kit"
@@ -79,23 +80,14 @@ ACTIONS = {
     "sex": "per `sex`: kept or zero bytes",
     "handedness": "per `handedness`: kept or zero bytes",
     "date": "shifted by the subject's offset, time of day kept (zeroed with "
-            "`dates.drop_times`); `placeholder_date` when not shifting; 0 (unset) kept",
+            "`dates.drop_times`); one that lands after `dates.latest` (a modification "
+            "time years after the recording) set to `dates.latest`; `placeholder_date` "
+            "when not shifting; 0 (unset) kept",
     "text": "UTF-16 texts of 4 or more characters: zero bytes",
     "points": "per `files.headshape.action`: kept, only fiducials and HPI coils kept "
               "(the others removed and the count lowered), or all removed",
     "copy": "copied byte for byte",
 }
-
-
-@dataclass(frozen=True)
-class Field:
-    """One identifying KIT field: ``where`` in the file, ``action`` on it."""
-
-    name: str
-    where: str
-    action: str
-    rule: str
-    what: str
 
 
 #: The one table of identifying KIT fields.
@@ -345,22 +337,24 @@ def settings(policy: dict | None) -> dict:
 # --------------------------------------------------------------------------- handle
 
 
-def _new_time(old: int, ctx: TaskContext, policy: dict) -> tuple[int, bool]:
-    """The new int32 time stamp, and whether the placeholder had to be used."""
+def _new_time(old: int, ctx: TaskContext, policy: dict) -> tuple[int, str | None]:
+    """The new int32 time stamp, and ``"placeholder"`` or ``"latest"`` when the date
+    had to be set to the placeholder or to ``dates.latest``."""
     placeholder = dt.datetime.combine(dt.date.fromisoformat(policy["placeholder_date"]),
                                       dt.time())
     when = _from_stamp(old)
     if when is None:
-        return 0, False
+        return 0, None
     if ctx.offset_days is None:
         new = placeholder.replace(hour=when.hour, minute=when.minute, second=when.second)
         if ctx.drop_times:
             new = placeholder
-        return _to_stamp(new), True
-    stamp = _to_stamp(ctx.shift_datetime(when))
+        return _to_stamp(new), "placeholder"
+    new, clamped = ctx.shift_not_after_latest(when)
+    stamp = _to_stamp(new)
     if not _INT32_MIN <= stamp <= _INT32_MAX:
-        return _to_stamp(placeholder), True
-    return stamp, False
+        return _to_stamp(placeholder), "placeholder"
+    return stamp, "latest" if clamped else None
 
 
 def _patches(kit: KitFile, ctx: TaskContext) -> tuple[dict[int, bytes], list[Change],
@@ -396,11 +390,12 @@ def _patches(kit: KitFile, ctx: TaskContext) -> tuple[dict[int, bytes], list[Cha
         put(region, b"", "blank")
     for region in kit.history_texts():
         put(region, b"", "blank")
-    fell_back = 0
+    fell_back = clamped = 0
     for name, offset in kit.time_offsets():
         (old,) = struct.unpack("<i", kit.read(offset, 4))
-        new, fallback = _new_time(old, ctx, policy)
-        fell_back += fallback and ctx.offset_days is not None
+        new, note = _new_time(old, ctx, policy)
+        fell_back += note == "placeholder" and ctx.offset_days is not None
+        clamped += note == "latest"
         if new != old:
             patches[offset] = struct.pack("<i", new)
             changes.append(Change(name, "shift", f"byte {offset}",
@@ -408,6 +403,9 @@ def _patches(kit: KitFile, ctx: TaskContext) -> tuple[dict[int, bytes], list[Cha
     if fell_back:
         warnings.append(f"{fell_back} shifted KIT times do not fit int32 seconds: "
                         "placeholder_date written")
+    if clamped:
+        warnings.append(f"{clamped} KIT times fell after dates.latest once shifted: "
+                        "set to dates.latest")
     points = kit.points()
     if points:
         hs = headshape.settings(ctx.policy)
@@ -486,10 +484,6 @@ def peek_dates(path: Path) -> list[dt.datetime]:
 # --------------------------------------------------------------------------- check
 
 
-def _field(name: str) -> Field:
-    return next(f for f in FIELDS if f.name == name)
-
-
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:
     """Findings for a KIT file, read with :data:`FIELDS` (kinds, never values).
 
@@ -518,7 +512,7 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
     out: list[Finding] = []
 
     def add(name: str, severity: str, message: str, offset: int | None = None) -> None:
-        f = _field(name)
+        f = named(FIELDS, name)
         where = f.where + (f", byte {offset}" if offset is not None else "")
         out.append(Finding(rel, f.rule, severity, message, f"{where} ({f.name})"))
 
@@ -537,19 +531,19 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         if region.field == "patient.id" and _text(raw) in (label, f"sub-{label}"):
             continue
         add(region.field, severity[region.field],
-            f"{_field(region.field).what} present ({len(_text(raw))} characters)",
+            f"{named(FIELDS, region.field).what} present ({len(_text(raw))} characters)",
             region.offset)
     for region in kit.text_regions() + kit.history_texts():
         raw = kit.read(region.offset, region.size)
         if raw.strip(b"\x00"):
-            add(region.field, severity[region.field], f"{_field(region.field).what} "
+            add(region.field, severity[region.field], f"{named(FIELDS, region.field).what} "
                 f"present", region.offset)
     placeholder = dt.date.fromisoformat(own["placeholder_date"])
     for name, offset in kit.time_offsets():
         (value,) = struct.unpack("<i", kit.read(offset, 4))
         when = _from_stamp(value)
         if when is not None and when.year > 1925 and when.date() != placeholder:
-            add(name, "error", f"{_field(name).what}: a date after 1925", offset)
+            add(name, "error", f"{named(FIELDS, name).what}: a date after 1925", offset)
     points = kit.points()
     if points:
         hs = headshape.settings(policy)
@@ -574,9 +568,7 @@ def doc_table() -> str:
     str
         A Markdown table.
     """
-    return markdown_table(
-        ["field", "where", "what it holds", "what is done", "check rule"],
-        [[f"`{f.name}`", f.where, f.what, ACTIONS[f.action], f"`{f.rule}`"] for f in FIELDS])
+    return table(FIELDS, ACTIONS)
 
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
