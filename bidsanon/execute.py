@@ -4,7 +4,6 @@ bad input: a failed file is a result with an ``error``."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass

@@ -27,7 +27,7 @@ def tree(root: Path) -> dict[str, str]:
 def reference(tmp_path_factory):
     """A synthetic dataset, its key, and an uninterrupted single-process run."""
     base = tmp_path_factory.mktemp("scale")
-    src = make_dataset(base / "in", 24, with_fiff=True)
+    src = make_dataset(base / "in", 12, with_fiff=True)  # 12 x 10 files + top level
     key = base / "key.json"
     summary = run_dataset(src, base / "ref", key_path=key, jobs=1, quiet=True)
     assert summary.published and not summary.failed, summary.failed
