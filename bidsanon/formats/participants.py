@@ -28,6 +28,7 @@ from bidsanon.scrub import Scrubber
 IDENTIFYING_COLUMNS: dict[str, str] = {
     "name": "a name", "firstname": "a name", "lastname": "a name", "surname": "a name",
     "givenname": "a name", "familyname": "a name", "fullname": "a name",
+    "participantname": "a name", "subjectname": "a name", "patientname": "a name",
     "initials": "initials", "birthday": "a birth date", "birthdate": "a birth date",
     "dateofbirth": "a birth date", "dob": "a birth date", "address": "an address",
     "street": "an address", "city": "a place", "zip": "a postal code",
