@@ -245,8 +245,11 @@ def check_face(path: Path, rel: str, scan: Scan) -> tuple[list[Finding], list[st
     """
     from bidsanon.deface.image import load_image
     from bidsanon.deface.face import multi_view_faces
+    from bidsanon.formats.anat import blank_reason
     try:
         img = load_image(path)
+        if blank_reason(img) is not None:
+            return [], []  # no voxel varies: no render can show a face
         pics, hits = multi_view_faces(img)
     except (InputError, ValueError, MemoryError) as exc:
         return [finding(rel, "check.not-inspected", "cannot render the head to look for "
