@@ -265,7 +265,8 @@ def participants_json(data: dict, columns: list[str], section: dict,
             note = (f" Generalised for k-anonymity (k={outcome.k_target}): "
                     f"{outcome.descriptions[c]}.")
             entry["Description"] = str(entry.get("Description", c)) + note
-            entry["Levels"] = kanonymity.levels_of(outcome.values[c])
+            entry["Levels"] = kanonymity.levels_of(outcome.values[c],
+                                                   outcome.widths.get(c, 1))
             if c.lower().startswith("age"):
                 entry.setdefault("Units", "year")
             out[c] = entry
