@@ -817,13 +817,14 @@ _EMPTY_CONTENT = {b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"}
 
 
 def is_placeholder(path: Path) -> bool:
-    """An empty file, or one holding only a byte-order mark or white space: it cannot
-    hold identifying content (BIDS example datasets are full of them)."""
+    """An empty file, or one holding only a byte-order mark, white space or NUL bytes (at
+    most 8 bytes): it cannot hold identifying content (BIDS example datasets are full of
+    them: fnirs_automaticity's SNIRF files are a single NUL byte)."""
     size = path.stat().st_size
     if size > 8:
         return False
     data = path.read_bytes()
-    return data in _EMPTY_CONTENT or not data.strip()
+    return data in _EMPTY_CONTENT or not data.strip(b" \t\r\n\f\v\x00")
 
 
 def output_path(rel: str, plan: Plan) -> str:
