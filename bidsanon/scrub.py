@@ -84,7 +84,10 @@ POLICY = {
                              "participants.tsv columns, FIFF, CTF and EDF header fields). "
                              "The report lists what was replaced (masked)."),
     "replace_bare_labels": Key(True, "Also replace original subject labels written without "
-                               "the `sub-` prefix (only labels of 3 or more characters)."),
+                               "the `sub-` prefix (only labels of 3 or more characters; "
+                               "all-digit labels of fewer than 6 only as a word, cell or "
+                               "path part, never inside a number such as 1.003), in text "
+                               "and in the names of files (`stimuli/cm4_audio.wav`)."),
 }
 
 
