@@ -8,7 +8,8 @@ measure of ARX and sdcMicro).
 
 This module is pure: it takes columns of strings and returns new columns. The search
 walks the lattice of generalisations (one level per column: ages in bins of growing
-width with the top bin ``89+`` kept, rare categories merged into ``other``) and picks,
+width, each written as its lower bound since BIDS types ``age`` as a number, with the
+top bin ``89+`` kept, rare categories merged into ``other``) and picks,
 among the nodes that reach ``k``, the one that suppresses the fewest cells, then the one
 with the narrowest bins. Rows that stay in a class smaller than ``k`` at that node get
 their quasi-identifier cells suppressed (``n/a``); a row is never removed. Rows whose
@@ -97,7 +98,9 @@ def is_numeric(values: list[str]) -> bool:
 
 
 def age_bin(cell: str, width: int, top: int = TOP_AGE) -> str:
-    """An age generalised to a ``width``-year bin (``"30-34"``), ``"89+"`` at the top."""
+    """An age generalised to a ``width``-year bin, written as the bin's lower bound
+    (``"30"`` for 30-34: BIDS types ``age`` as a number, so a range such as ``"30-34"``
+    would be invalid), ``"89+"`` at the top (which BIDS still accepts)."""
     if cell in _MISSING:
         return NA
     if cell == f"{top}+":
@@ -107,10 +110,7 @@ def age_bin(cell: str, width: int, top: int = TOP_AGE) -> str:
         return NA
     if x >= top:
         return f"{top}+"
-    low = int(x // width) * width
-    if width == 1:
-        return str(low)
-    return f"{low}-{min(low + width - 1, top - 1)}"
+    return str(int(x // width) * width)
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,8 @@ def ladder(column: str, values: list[str], age_bins: tuple[int, ...] = DEFAULT_A
     """The generalisation ladder of a column: bins for ages, ``other`` for categories."""
     if normalise(column).startswith("age") and is_numeric(values):
         widths = tuple(age_bins)
-        names = tuple("whole years" if w == 1 else f"bins of {w} years" for w in widths)
+        names = tuple("whole years" if w == 1 else f"bins of {w} years (each age given as "
+                      "its bin's lower bound)" for w in widths)
         return Ladder(column, True, tuple(n + f", {TOP_AGE}+ at the top" for n in names),
                       widths)
     return Ladder(column, False, ("as is", "rare categories merged into 'other'"))
@@ -172,6 +173,8 @@ class Outcome:
     k_after: int
     levels: dict[str, int] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
+    #: width (years) of the age bins of each numeric column chosen
+    widths: dict[str, int] = field(default_factory=dict)
     suppressed_cells: int = 0
     suppressed_rows: int = 0
     met: bool = True
@@ -281,6 +284,7 @@ def anonymize(values: dict[str, list[str]], k: int, max_suppressed: float = 0.1,
         return out
     out.levels = {lad.column: lvl for lad, lvl in zip(ladders, node)}
     out.descriptions = {lad.column: lad.levels[lvl] for lad, lvl in zip(ladders, node)}
+    out.widths = {lad.column: lad.widths[lvl] for lad, lvl in zip(ladders, node) if lad.numeric}
     out.values = cols
     out.suppressed_cells, out.suppressed_rows = cells, rows
     after = _rows(cols, names)
@@ -301,10 +305,20 @@ def _blocking(ladders: list[Ladder], values: dict[str, list[str]], k: int) -> st
     return ladders[min(gains)[1]].column
 
 
-def levels_of(values: list[str]) -> dict[str, str]:
-    """BIDS ``Levels`` for a generalised categorical or binned column."""
+def levels_of(values: list[str], width: int = 1, top: int = TOP_AGE) -> dict[str, str]:
+    """BIDS ``Levels`` for a generalised categorical or binned column (``width``: the
+    age bins' width; a bin is written as its lower bound, :func:`age_bin`)."""
     present = sorted({v for v in values if v not in _MISSING},
-                     key=lambda v: (_number(v.split("-")[0].rstrip("+")) or 0, v))
-    return {v: ("merged rare categories" if v == "other" else
-                f"age {v} years" if re.fullmatch(r"\d+(-\d+|\+)?", v) else v)
-            for v in present}
+                     key=lambda v: (_number(v.rstrip("+")) or 0, v))
+
+    def level(v: str) -> str:
+        if v == "other":
+            return "merged rare categories"
+        if v == f"{top}+":
+            return f"age {top} years or more"
+        if not re.fullmatch(r"\d+", v):
+            return v
+        if width == 1:
+            return f"age {v} years"
+        return f"age {v}-{min(int(v) + width - 1, top - 1)} years"
+    return {v: level(v) for v in present}

@@ -23,7 +23,7 @@ from bidsanon.fileio import is_inside
 from bidsanon.errors import InputError, UsageError
 from bidsanon.formats import classify, is_folder_unit, matches, peek_dates
 from bidsanon.key import KeyData, SubjectEntry
-from bidsanon.labels import EMPTYROOM, Labels, relabel_name
+from bidsanon.labels import EMPTYROOM, Labels, relabel_name, relabel_path
 
 JUNK = re.compile(r"^(\.DS_Store|Thumbs\.db|desktop\.ini|\._.*|.*~|\..*\.swp|\.#.*)$")
 SKIP_DIRS = {".git", ".datalad", ".heudiconv", "__MACOSX", ".bidsanon", ".idea", ".vscode"}
@@ -577,6 +577,11 @@ def _with_folders(gone: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _entity_set(prefix: str) -> frozenset[str]:
+    """The entities of a name's prefix (``sub-01_task-x_`` -> {``sub-01``, ``task-x``})."""
+    return frozenset(p for p in prefix.split("_") if p)
+
+
 def _applies(json_path: str, path: str) -> bool:
     """Whether the sidecar ``json_path`` applies to ``path`` by the BIDS inheritance
     principle: same suffix, its entities a subset of the file's, in the file's folder
@@ -625,7 +630,7 @@ def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
             stems.setdefault((folder, m["prefix"] + m["suffix"]), path)
             prefixes.setdefault((folder, m["prefix"]), path)
     leaving: dict[int, tuple[FileTask, str, str]] = {}
-    staying: set[tuple[str, str]] = set()
+    staying: dict[str, set[frozenset[str]]] = defaultdict(set)  # folder -> entity sets
     for t in tasks:
         path = getattr(t, attr)
         folder, m = _split_name(path)
@@ -633,7 +638,13 @@ def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
             continue
         data = m["ext"].lower() not in _SIDECAR_EXTS and m["suffix"] not in COMPANION_SUFFIXES
         if data and (folder, m["prefix"] + m["suffix"]) not in stems:
-            staying.add((folder, m["prefix"]))
+            staying[folder].add(_entity_set(m["prefix"]))
+
+    def stays(folder: str, prefix: str) -> bool:
+        # a companion serves every data file whose entities include its own
+        # (sub-01_electrodes.tsv serves sub-01_task-x_ieeg.vhdr and sub-01_photo.jpg)
+        own = _entity_set(prefix)
+        return any(own <= other for other in staying.get(folder, ()))
     for t in tasks:
         path = getattr(t, attr)
         folder, m = _split_name(path)
@@ -641,7 +652,7 @@ def companions(gone: dict[str, str], tasks: list[FileTask], attr: str = "rel"
             continue
         hit = stems.get((folder, m["prefix"] + m["suffix"]))
         if hit is None and m["suffix"] in COMPANION_SUFFIXES \
-                and (folder, m["prefix"]) in prefixes and (folder, m["prefix"]) not in staying:
+                and (folder, m["prefix"]) in prefixes and not stays(folder, m["prefix"]):
             hit = prefixes[(folder, m["prefix"])]
         if hit is not None:
             leaving[id(t)] = (t, hit, gone[hit])
@@ -806,13 +817,23 @@ _EMPTY_CONTENT = {b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"}
 
 
 def is_placeholder(path: Path) -> bool:
-    """An empty file, or one holding only a byte-order mark or white space: it cannot
-    hold identifying content (BIDS example datasets are full of them)."""
+    """An empty file, or one holding only a byte-order mark, white space or NUL bytes (at
+    most 8 bytes): it cannot hold identifying content (BIDS example datasets are full of
+    them: fnirs_automaticity's SNIRF files are a single NUL byte)."""
     size = path.stat().st_size
     if size > 8:
         return False
     data = path.read_bytes()
-    return data in _EMPTY_CONTENT or not data.strip()
+    return data in _EMPTY_CONTENT or not data.strip(b" \t\r\n\f\v\x00")
+
+
+def output_path(rel: str, plan: Plan) -> str:
+    """A file's output path: entities relabelled and, unless
+    ``text.replace_bare_labels`` is off, bare original labels replaced as in the text
+    that refers to it (``stimuli/cm4_audio.wav`` named in an ``events.tsv``)."""
+    if plan.policy["text"].get("replace_bare_labels", True):
+        return relabel_path(rel, plan.labels)
+    return relabel_name(rel, plan.labels)
 
 
 def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
@@ -827,7 +848,7 @@ def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
     if not is_dir and handler != "dataset_description" and is_placeholder(path):
         handler, why = "empty", "empty placeholder copied as it is"
     if sub is None:
-        plan.tasks.append(FileTask(rel, relabel_name(rel, labels), handler, why))
+        plan.tasks.append(FileTask(rel, output_path(rel, plan), handler, why))
         return
     if sub == EMPTYROOM:
         mode = policy["subjects"]["emptyroom"]
@@ -865,7 +886,7 @@ def _plan_item(plan: Plan, rel: str, is_dir: bool, selected: list[str],
                                    if sub in subjects else "subject withdrawn"))
         return
     entry = key.subjects[sub]
-    out = relabel_name(rel, labels)
+    out = output_path(rel, plan)
     plan.tasks.append(FileTask(rel, out, handler, why, subject=sub, session=ses,
                                new_subject=entry.label,
                                new_session=entry.sessions.get(ses) if ses else None,

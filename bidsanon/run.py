@@ -331,7 +331,11 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     gone = {t.out for t in skipped} | {t.out for t, _ in leaving}
     rewritten = drop_scans_rows(gone, plan.tasks, staging)
     rewritten += drop_participant_rows(gone, plan.tasks, staging)
-    for out in rewritten:
+    emptied = drop_empty_participants(plan.tasks, staging)
+    summary.excluded += [(t.rel, "no participant is left (every file of every subject "
+                                 "failed)") for t in emptied]
+    gone |= {t.out for t in emptied}
+    for out in (o for o in rewritten if o not in gone):
         results[out] = {**results[out], "output_sha256": sha256_file(staging / out)}
     ordered = [results[t.out] for t in plan.tasks if t.out in results
                and "error" not in results[t.out] and t.out not in gone]
@@ -449,6 +453,24 @@ def drop_participant_rows(gone: set[str], tasks: list[FileTask], staging: Path) 
             write_text_atomic(staged, format_tsv(Table(table.columns, kept, table.newline)))
             changed.append(t.out)
     return changed
+
+
+def drop_empty_participants(tasks: list[FileTask], staging: Path) -> list[FileTask]:
+    """Remove the staged ``participants.tsv`` (and ``participants.json``) when no subject
+    and no row is left (every file of every subject failed): the BIDS validator refuses
+    a participants table without rows (``PARTICIPANT_ID_MISMATCH``), and it describes
+    nobody. Returns the tasks removed."""
+    from bidsanon.formats.tsv import read_tsv
+    table = staging / "participants.tsv"
+    if not table.is_file() or read_tsv(table).rows or \
+            any(p.is_file() for p in staging.glob("sub-*/**/*")):
+        return []
+    removed = []
+    for t in tasks:
+        if t.out in ("participants.tsv", "participants.json") and (staging / t.out).is_file():
+            (staging / t.out).unlink()
+            removed.append(t)
+    return removed
 
 
 def drop_scans_rows(gone: set[str], tasks: list[FileTask], staging: Path) -> list[str]:

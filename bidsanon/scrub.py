@@ -84,7 +84,10 @@ POLICY = {
                              "participants.tsv columns, FIFF, CTF and EDF header fields). "
                              "The report lists what was replaced (masked)."),
     "replace_bare_labels": Key(True, "Also replace original subject labels written without "
-                               "the `sub-` prefix (only labels of 3 or more characters)."),
+                               "the `sub-` prefix (only labels of 3 or more characters; "
+                               "all-digit labels of fewer than 6 only as a word, cell or "
+                               "path part, never inside a number such as 1.003), in text "
+                               "and in the names of files (`stimuli/cm4_audio.wav`)."),
 }
 
 
@@ -133,13 +136,37 @@ def _plausible(text: str, start: int, end: int, international: bool) -> bool:
         return False
     if international:
         return True
-    if _DATE_SHAPE.match(raw) or _yyyymmdd(digits):
+    if _DATE_SHAPE.match(raw.strip("()")) or _yyyymmdd(digits):
+        return False
+    if _is_range(raw) or _is_count(raw):
         return False
     # one bare run of digits is more often a sample index, size or serial number
     if len(re.findall(r"\d+", raw)) < 2:
         return False
     # decimals (onsets 12.5, 0.25) and dotted versions: phones are dotted in groups of 2-4
     return all(2 <= len(g) <= 4 for g in _DOT_GROUP.findall(raw)) if "." in raw else True
+
+
+def _is_range(raw: str) -> bool:
+    """Two numbers joined by a dash, the second a little above the first: page and year
+    ranges of references (``3095-3114``, ``2012-2016``, ``1690-701`` for 1690-1701).
+    A phone's last group is not shorter than, and not a little above, the one before."""
+    m = re.fullmatch(r"(\d+)[-\u2013](\d+)", raw)
+    if m is None or len(m[2]) > len(m[1]):
+        return False
+    first, second = int(m[1]), int(m[1][:len(m[1]) - len(m[2])] + m[2])
+    return 0 < second - first < 1000
+
+
+def _is_count(raw: str) -> bool:
+    """Four or more numbers of one or two digits, each a little above the one before:
+    a list of indices (``01 02 03 04 05``, ``29 30 34 36``), not a phone number written
+    in pairs (``01 23 45 67 89``)."""
+    groups = raw.split()
+    if len(groups) < 4 or not all(g.isdigit() and len(g) <= 2 for g in groups):
+        return False
+    values = [int(g) for g in groups]
+    return all(0 < b - a <= 4 for a, b in zip(values, values[1:]))
 
 
 #: Written the way only phone numbers are: an area code in brackets, or three or more

@@ -2,14 +2,15 @@
 
 Usage::
 
-    python scripts/check_precision.py BIDS_EXAMPLES WORK_DIR
+    python scripts/check_precision.py BIDS_EXAMPLES WORK_DIR [JOBS]
 
 BIDS_EXAMPLES is a checkout of github.com/bids-standard/bids-examples (data files are
 empty placeholders there). For every dataset the script runs the check over the raw
 dataset, then ``bidsanon run`` (its own gate off, failed files skipped) and the check with
 the run's key over the output. It prints, per rule, the number of error-level findings
 and of datasets, and writes everything (values included: keep WORK_DIR private) to
-WORK_DIR/precision.json for the review recorded in docs/check.md.
+WORK_DIR/precision.json for the review recorded in docs/check.md. JOBS datasets are
+measured at a time (default 2).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main(argv: list[str]) -> int:
     work.mkdir(parents=True, exist_ok=True)
     (work / "policy.yaml").write_text("run:\n  check: false\n  on_error: skip\n")
     names = sorted(p.name for p in root.iterdir() if (p / "dataset_description.json").is_file())
-    with ProcessPoolExecutor(6) as pool:
+    jobs = int(argv[2]) if len(argv) > 2 else 2
+    with ProcessPoolExecutor(jobs) as pool:
         results = dict(zip(names, pool.map(measure, [root] * len(names), [work] * len(names),
                                            names)))
     (work / "precision.json").write_text(json.dumps(results, indent=1))

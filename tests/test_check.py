@@ -178,6 +178,22 @@ def test_needles_search_names_and_decompressed_bytes(tmp_path):
     assert few.in_file(text) == {"Jane Smith": 15}
 
 
+def test_short_numeric_labels_match_only_as_labels(tmp_path):
+    # eeg_ds003645s_hed_demo's sub-004 beh table: response times such as 1.003 and
+    # stimuli such as u003.bmp hold the original label 003 of sub-003 only inside
+    # other tokens; as a cell or a path part it is a label
+    (table,) = (DATA / "bids/eeg_ds003645s_hed_demo/sub-004/ses-1/beh").glob("*_beh.tsv")
+    needles = Needles.compile(["sub-003", "003"], [])
+    assert b"\t1.003\t" not in table.read_bytes() and b"1.003\t" in table.read_bytes()
+    assert needles.in_file(table) == {}
+    cell = tmp_path / "ids.tsv"
+    cell.write_bytes(table.read_bytes() + b"1.2\t003\tn/a\n")
+    assert needles.in_file(cell) == {"003": len(table.read_bytes()) + 4}
+    assert needles.in_name("stimuli/003.wav") == ["003"]
+    assert needles.in_name("sub-X/func/sub-X_task-a_run-003_bold.nii") == []
+    assert needles.in_name("sub-003/anat/sub-003_T1w.nii") == ["sub-003"]
+
+
 def test_run_refuses_to_publish_what_check_finds(tmp_path):
     src = copy_tree(DATA / "bids/ds000248", tmp_path / "in")
     (src / "notes.dat").write_text("call the participant at jane.doe@example.org\n")

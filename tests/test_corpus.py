@@ -17,7 +17,8 @@ from conftest import DATA, copy_tree, label_leaks, subject_labels, validator_err
 BIDS = DATA / "bids"
 
 #: The selection and the datatypes each one brings. ds000246, ds000248,
-#: eeg_matchingpennies and pet001 (MEG, EEG, PET) run in tests/test_run.py.
+#: eeg_matchingpennies and pet001 (MEG, EEG, PET) run in tests/test_run.py;
+#: ieeg_filtered_speech and eeg_ds003645s_hed_demo in their own tests below.
 CORPUS = {
     "qmri_megre": "anat",
     "volume_timing": "func",
@@ -31,6 +32,8 @@ CORPUS = {
     "fnirs_tapping": "nirs",
     "motion_systemvalidation": "motion",
     "ieeg_motorMiller2007": "anat, ieeg (electrodes in a non-standard space)",
+    "mri_chunk": "anat (header-only placeholder images, numeric label 001)",
+    "micr_XPCTzarr": "micr (a donor ID in dataset_description.json)",
 }
 
 DATATYPES = ("anat", "func", "dwi", "fmap", "perf", "meg", "eeg", "ieeg", "nirs", "pet",
@@ -137,3 +140,95 @@ def test_participant_without_folder_is_relabelled(tmp_path):
     assert ids("participants.tsv") == sorted(f"sub-{new[s]}" for s in ("01", "02", "03"))
     for table in ("phenotype/ace.tsv", "phenotype/demographics.tsv"):
         assert ids(table) == sorted(f"sub-{new[s]}" for s in ("01", "03"))
+
+
+def test_header_only_images_are_copied_with_a_warning(tmp_path):
+    # mri_chunk's T1w chunks are NIfTI headers without voxel data (the bids-examples
+    # placeholder convention): nothing to deface, so the header is scrubbed and copied
+    import gzip
+    src = copy_tree(BIDS / "mri_chunk", tmp_path / "in")
+    out = tmp_path / "out"
+    summary = run_dataset(src, out, quiet=True, jobs=1)
+    assert summary.published and not summary.failed
+    images = sorted(src.rglob("*_T1w.nii.gz"))
+    assert len(images) == 2
+    warned = [w for w in summary.warnings if "header-only NIfTI" in w]
+    assert sorted(w.split(":")[0] for w in warned) == \
+        sorted(p.relative_to(src).as_posix() for p in images)
+    published = sorted(out.rglob("*_T1w.nii.gz"))
+    assert len(published) == 2
+    for before, after in zip(images, published):
+        assert len(gzip.decompress(after.read_bytes())) == \
+            len(gzip.decompress(before.read_bytes()))
+
+
+def test_stimuli_renamed_with_every_reference(tmp_path):
+    # ieeg_filtered_speech names its stimuli after the subjects (stimuli/cm4_audio.wav)
+    # and its events.tsv refer to them in stim_file: both get the new label
+    src = copy_tree(BIDS / "ieeg_filtered_speech", tmp_path / "in")
+    out = tmp_path / "out"
+    summary = run_dataset(src, out, quiet=True, jobs=1)
+    assert summary.published
+    labels = subject_labels(src)
+    new = {o: e["label"] for o, e in json.loads(summary.key.read_text())["subjects"].items()}
+    stimuli = sorted(p.name for p in (out / "stimuli").iterdir())
+    assert stimuli == sorted(f"{new[x]}_audio.wav" for x in labels)
+    referenced = set()
+    for table in out.rglob("*_events.tsv"):
+        lines = table.read_text().splitlines()
+        i = lines[0].split("\t").index("stim_file")
+        referenced |= {ln.split("\t")[i] for ln in lines[1:]} - {"n/a"}
+    assert referenced and referenced <= set(stimuli)
+    assert label_leaks(out, labels) == []
+    # the photos are excluded; the electrodes they share a coordinate file with stay
+    assert len(list(out.rglob("*_electrodes.tsv"))) == len(labels)
+    before = validator_errors(src)
+    assert {c: n for c, n in validator_errors(out).items() if c not in before} == {}
+
+
+def test_numbers_equal_to_numeric_labels_stay(tmp_path):
+    # eeg_ds003645s_hed_demo has subjects 002-004 and response times such as 1.003 in
+    # its beh/ tables: a number is not a label, the run keeps it and its gate passes
+    src = copy_tree(BIDS / "eeg_ds003645s_hed_demo", tmp_path / "in")
+    out = tmp_path / "out"
+    summary = run_dataset(src, out, quiet=True, jobs=1)
+    assert summary.published and summary.findings is not None
+    assert not [f for f in summary.findings if f.severity == "error"]
+    outputs = {f["source"]: f["output"] for f in json.loads(summary.key.read_text())["files"]}
+    (before,) = src.glob("sub-004/ses-1/beh/*_beh.tsv")
+    after = out / outputs[before.relative_to(src).as_posix()]
+    assert "1.003\t" in before.read_text()
+    assert after.read_text() == before.read_text()
+
+
+def test_donor_id_scrubbed_from_dataset_description(tmp_path):
+    # micr_XPCTzarr's participants.tsv names the body donor (participant_name) and
+    # dataset_description.json's HowToAcknowledge repeats it
+    src = copy_tree(BIDS / "micr_XPCTzarr", tmp_path / "in")
+    lines = (src / "participants.tsv").read_text().splitlines()
+    donor = lines[1].split("\t")[lines[0].split("\t").index("participant_name")]
+    assert donor in (src / "dataset_description.json").read_text()
+    out = tmp_path / "out"
+    summary = run_dataset(src, out, quiet=True, jobs=1)
+    assert summary.published
+    assert "HowToAcknowledge" in json.loads((out / "dataset_description.json").read_text())
+    for p in out.rglob("*"):
+        assert p.is_dir() or donor.encode() not in p.read_bytes(), p
+
+
+def test_dataset_whose_every_file_fails_publishes_without_participants(tmp_path):
+    # pet001 without its PET recording: the only data file left is an HTML page saved
+    # as T1w.nii; with run.on_error: skip it fails, no subject is left, and a
+    # participants.tsv without rows (which the validator refuses) is not published
+    src = copy_tree(BIDS / "pet001", tmp_path / "in")
+    import shutil
+    shutil.rmtree(src / "sub-01" / "ses-01" / "pet")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("run:\n  on_error: skip\n")
+    out = tmp_path / "out"
+    summary = run_dataset(src, out, policy_path=policy, quiet=True, jobs=1)
+    assert summary.published
+    assert len(summary.failed) == 1 and "sub-01_ses-01_T1w.nii" in summary.failed[0]
+    assert not list(out.glob("sub-*")) and not (out / "participants.tsv").exists()
+    assert dict(summary.excluded)["participants.tsv"].startswith("no participant is left")
+    assert validator_errors(out).keys() <= validator_errors(src).keys()

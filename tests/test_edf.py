@@ -233,3 +233,13 @@ def test_doc_table_is_in_formats_doc():
     doc = (Path(__file__).parents[1] / "docs" / "formats.md").read_text()
     assert edf.doc_table() in doc
     assert all(f.action in edf.ACTIONS for f in edf.FIELDS)
+
+
+def test_check_takes_a_placeholder_name_for_no_name():
+    # bids-examples emg_ConcurrentIndependentUnits: the patient field holds "Anonymous"
+    # as its name (and a real-looking birth date)
+    from bidsanon.formats.edf import check_file
+    path = DATA / "eeg" / "edf" / "sub-01_task-jumping_recording-bipolar_emg.edf"
+    found = {f.rule: f for f in check_file(path, "sub-01/emg/" + path.name)}
+    assert found["edf.name"].severity == "info" and "placeholder" in found["edf.name"].message
+    assert found["edf.birthdate"].severity == "error"

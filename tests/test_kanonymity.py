@@ -16,6 +16,7 @@ from bidsanon import kanonymity as ka
 from bidsanon.check import scan_dataset
 from bidsanon.errors import InputError
 from bidsanon.run import report_path, run_dataset
+from conftest import validator_errors
 
 
 
@@ -93,7 +94,10 @@ def test_narrowest_bins_among_equally_suppressing_generalisations():
     out = ka.anonymize({"age": ages}, k=5, max_suppressed=0.0)
     assert out.met and out.suppressed_cells == 0
     assert out.levels["age"] == 1  # bins of 5 suffice: 10 and 20 are not chosen
-    assert sorted(set(out.values["age"])) == ["20-24", "30-34"]
+    # a bin is written as its lower bound: BIDS types age as a number
+    assert sorted(set(out.values["age"])) == ["20", "30"] and out.widths == {"age": 5}
+    assert ka.levels_of(out.values["age"], 5) == {"20": "age 20-24 years",
+                                                  "30": "age 30-34 years"}
 
 
 def test_same_input_same_output():
@@ -164,6 +168,9 @@ def test_run_enforces_k_and_describes_the_bins(tmp_path):
     desc = json.loads((out / "participants.json").read_text())
     assert "Levels" in desc["age"] and "k-anonymity" in desc["age"]["Description"]
     assert set(desc["age"]["Levels"]) == {r[header.index("age")] for r in body} - {"n/a"}
+    # the binned ages stay numbers, as BIDS types the age column (bids-examples ds000117
+    # and others got TSV_VALUE_INCORRECT_TYPE for "20-39")
+    assert "TSV_VALUE_INCORRECT_TYPE" not in validator_errors(out)
     # the key records what was generalised; the report shows k and the class sizes
     record = next(f for f in json.loads(key.read_text())["files"]
                   if f["output"] == "participants.tsv")

@@ -215,3 +215,22 @@ def test_corrupt_nwb_is_a_one_line_input_error(written, tmp_path):
         f.create_dataset("something", data=[1, 2, 3])
     with pytest.raises(InputError, match="not an NWB file"):
         nwb.handle(other, dst, make_ctx())
+
+
+def test_later_dates_do_not_pass_dates_latest(tmp_path):
+    # the bids-examples file was created (file_create_date 2022-12-07) five years after
+    # its session started (2017-04-15): an offset that puts the session in 1921 would
+    # put the creation date in 1926, after dates.latest (1925-12-31), and the run's gate
+    # refused it. It gets the session's shifted start instead
+    from bidsanon.check.rules import settings_for
+    offset = (dt.date(1921, 1, 1) - dt.date(2017, 4, 15)).days
+    dst = tmp_path / "sub-7XK2_task-seizure_ieeg.nwb"
+    nwb.handle(REAL, dst, make_ctx(offset_days=offset))
+    with h5py.File(dst, "r") as f:
+        created = [v.decode() for v in np.ravel(f["file_create_date"][()])]
+        start = f["session_start_time"][()].decode()
+    assert created and all(c == start for c in created)
+    assert start.startswith("1921-01-01")
+    late = [x for x in nwb.check_file(dst, OUT_REL, default_policy())
+            if x.rule == "nwb.date" and x.severity == "error"]
+    assert late == [] and settings_for(default_policy()).latest == dt.date(1925, 12, 31)

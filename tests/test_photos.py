@@ -100,3 +100,19 @@ def test_bad_photos_fail_cleanly(tmp_path, make, message):
 def test_doc_table_is_in_formats_doc():
     doc = (Path(__file__).parents[1] / "docs" / "formats.md").read_text()
     assert photos.doc_table() in doc
+
+
+def test_photo_sidecar_is_json_not_a_photo():
+    # bids-examples micr_SEM: sub-01_ses-01_sample-A_photo.json describes the sample's
+    # photo; the check took it for a photo it could not open (photos.unreadable)
+    from bidsanon.check import scan_dataset
+    from bidsanon.formats import detect
+    from bidsanon.policy import default_policy
+    root = DATA / "bids" / "micr_SEM"
+    sidecars = sorted(root.rglob("*_photo.json"))
+    assert sidecars
+    for p in sidecars:
+        fmt, _ = detect(p.relative_to(root).as_posix(), False, default_policy(), True)
+        assert fmt.name == "sidecar"
+    found = scan_dataset(root, faces=False).findings
+    assert not [f for f in found if f.rule == "photos.unreadable"]

@@ -165,3 +165,15 @@ def test_choose_offset_window_too_wide_is_an_error():
 def test_not_a_bids_dataset(tmp_path):
     with pytest.raises(Exception, match="dataset_description.json is missing"):
         build_plan(tmp_path, default_policy(), KeyData())
+
+
+def test_placeholders_hold_nothing(tmp_path):
+    from bidsanon.plan import is_placeholder
+    # bids-examples placeholders: empty, a newline, a UTF-16 byte-order mark, and the
+    # single NUL byte of fnirs_automaticity's *_nirs.snirf files
+    for i, data in enumerate([b"", b"\n", b"\xff\xfe", b"\x00"]):
+        (tmp_path / f"p{i}").write_bytes(data)
+        assert is_placeholder(tmp_path / f"p{i}")
+    for i, data in enumerate([b"JD", b"\x00" * 9, b"{}\n"]):
+        (tmp_path / f"n{i}").write_bytes(data)
+        assert not is_placeholder(tmp_path / f"n{i}")

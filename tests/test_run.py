@@ -262,3 +262,34 @@ def test_on_error_skip_reports_and_continues(tmp_path):
     summary = run_dataset(src, tmp_path / "out", policy_path=policy, jobs=1, quiet=True)
     assert summary.published and len(summary.failed) == 1
     assert not list((tmp_path / "out").rglob("*coordsystem.json"))
+
+
+def test_images_without_content_are_copied_not_defaced(tmp_path):
+    # ieeg_visual's two T1w images (bids-examples): one holds only NaN, the other one
+    # value everywhere. They show no face: each is published with its voxels as they
+    # are and its header scrubbed, and the run warns instead of failing
+    import nibabel as nib
+    import numpy as np
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "dataset_description.json").write_text(
+        json.dumps({"Name": "blank images", "BIDSVersion": "1.10.0"}))
+    for s in ("01", "02"):
+        anat = src / f"sub-{s}" / "ses-01" / "anat"
+        anat.mkdir(parents=True)
+        for f in (DATA / "anat" / "ieeg_visual").glob(f"sub-{s}_*"):
+            shutil.copy(f, anat / f.name)
+    out = tmp_path / "out"
+    summary = run_dataset(src, out, quiet=True, jobs=1)
+    assert summary.published and not summary.failed
+    why = sorted(w.split(": ", 1)[1].split(",")[0] for w in summary.warnings
+                 if "shows no face" in w)
+    assert why == ["the image holds a single value", "the image holds no finite value"]
+    outputs = {f["source"]: f["output"] for f in json.loads(summary.key.read_text())["files"]}
+    for before in sorted(src.rglob("*_T1w.nii.gz")):
+        after = out / outputs[before.relative_to(src).as_posix()]
+        a, b = nib.load(before), nib.load(after)
+        assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj),
+                              equal_nan=True)
+        assert np.allclose(a.affine, b.affine) and not b.header.extensions
+        assert b.header["descrip"].item() == b""

@@ -65,6 +65,10 @@ NOT_PHONES = [
     " ".join(["0"] + ["1000", "2000", "3000"] * 20),  # a whole .bval line
     " ".join(f"{0.0575 * i - 0.9:.4f}" for i in range(60)),  # a .bvec line
     " ".join(str(1201 * i) for i in range(60)),  # sample indices
+    # false positives of the check on bids-examples (docs/check.md, measured precision):
+    # page and year ranges of references, an index list, a date in brackets
+    "Cerebral Cortex 28(9), 3095-3114", "collected 2012-2016", "Neuron 49(4):1690-701",
+    "subjects [29 30 34 36]", "for i in 01 02 03 04 05; do", "as of yet (02-26-2019)",
 ]
 
 

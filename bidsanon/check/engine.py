@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 from bidsanon.check.rules import (RULES, Settings, check_text_file, finding,
                                   read_text_or_none, sized)
 from bidsanon.errors import InputError, UsageError
+from bidsanon.labels import is_strict_label, strict_boundaries
 from bidsanon.records import SEVERITIES, Finding
 
 #: Rules about stored dates after `dates.latest`: errors when the policy shifts dates,
@@ -122,8 +123,16 @@ class Needles:
         if self.text_rx is None:
             return []
         lookup = {n.lower(): n for n in (*self.labels, *self.values)}
-        return list(dict.fromkeys(lookup.get(m.group(0).lower(), m.group(0))
-                                  for m in self.text_rx.finditer(rel)))
+        return list(dict.fromkeys(
+            lookup.get(m.group(0).lower(), m.group(0)) for m in self.text_rx.finditer(rel)
+            if self._stands(m.group(0), rel[max(0, m.start() - 1):m.start()].encode(),
+                            rel[m.end():m.end() + 2].encode())))
+
+    def _stands(self, found: str, before: bytes, after: bytes) -> bool:
+        """A short all-digit label counts only as a word, cell or path part
+        (:func:`bidsanon.labels.is_strict_label`), never inside a number."""
+        return not (found in self.labels and is_strict_label(found)) or \
+            strict_boundaries(before[-1:], after)
 
     def in_file(self, path: Path) -> dict[str, int]:
         """Originals in a file's bytes (decompressed when gzip): the key's value -> the
@@ -145,7 +154,11 @@ class Needles:
             rx = re.compile(rb"(?<![a-z0-9])(?:" + b"|".join(map(re.escape, cands))
                             + rb")(?![a-z0-9])")
             for m in rx.finditer(low):
-                found.setdefault(self.originals[m.group(0)], pos + m.start())
+                original = self.originals[m.group(0)]
+                if original not in found and self._stands(
+                        original, low[max(0, m.start() - 1):m.start()],
+                        low[m.end():m.end() + 2]):
+                    found[original] = pos + m.start()
         return found
 
 
@@ -232,8 +245,11 @@ def check_face(path: Path, rel: str, scan: Scan) -> tuple[list[Finding], list[st
     """
     from bidsanon.deface.image import load_image
     from bidsanon.deface.face import multi_view_faces
+    from bidsanon.formats.anat import blank_reason
     try:
         img = load_image(path)
+        if blank_reason(img) is not None:
+            return [], []  # no voxel varies: no render can show a face
         pics, hits = multi_view_faces(img)
     except (InputError, ValueError, MemoryError) as exc:
         return [finding(rel, "check.not-inspected", "cannot render the head to look for "

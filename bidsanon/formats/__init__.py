@@ -98,7 +98,8 @@ FORMATS: tuple[Format, ...] = (
            "exact)", suffixes=(".ome.zarr",), folder=True, mount=("micr",),
            acquisition_dates=True),
     Format("photo", _P + "photos", "photo of the participant (metadata stripped)",
-           contains=("_photo.",), gate="include",
+           suffixes=tuple(f"_photo{e}" for e in (".jpg", ".jpeg", ".png", ".tif", ".tiff")),
+           gate="include",  # images only: a *_photo.json is the photo's sidecar
            refused="photo of the participant (files.photos)", mount=("files", "photos")),
     Format("headshape", _P + "headshape", "digitised head shape", contains=("_headshape.",),
            gate="include", refused="digitised head shape (files.headshape)",

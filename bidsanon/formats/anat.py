@@ -1,8 +1,14 @@
 """The ``anat`` format: anatomical MRI (``anat/*.nii[.gz]`` with a defaced suffix)
-defaced by :mod:`bidsanon.deface`, header scrubbed like any NIfTI."""
+defaced by :mod:`bidsanon.deface`, header scrubbed like any NIfTI.
+
+An image that can show no face (a header-only placeholder, no finite value, a single
+value) is not defaced: its header is scrubbed, its voxels are copied, and the run
+reports a warning.
+"""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path, PurePosixPath
 
 from bidsanon.deface import policy as deface_policy
@@ -37,12 +43,21 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
     from bidsanon.deface.pipeline import deface_image
     src, dst = Path(src), Path(dst)
     sec = policy_section(ctx.section("anat", "deface"))
+    is_nifti = src.name.endswith((".nii", ".nii.gz"))
+    if is_nifti and nifti.is_header_only(src):
+        return nifti.scrub_file(src, dst)  # a placeholder: nothing to deface
     img = load_image(src)
     marks = read_landmarks(sidecar_path(src))
     try:
         res = deface_image(img, method=sec["method"], landmarks=marks, policy=sec,
                            name=str(src), suffix=suffix_of(src.name))
     except InputError as exc:
+        blank = blank_reason(img) if is_nifti else None
+        if blank is not None:  # nothing to deface: copied, header scrubbed
+            result = nifti.scrub_file(src, dst)
+            result.warnings.append(f"{blank}, so it shows no face: not defaced; header "
+                                   "scrubbed, voxels copied")
+            return result
         if exc.path is None:
             exc = InputError(exc.message, src)
         raise exc from None
@@ -76,6 +91,37 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
         stem = ctx.rename(src.name).split(".")[0]
         result.qc.update(qc.write_qc(img, res, lambda n: ctx.qc_path(f"{stem}_{n}")))
     return result
+
+
+def blank_reason(img) -> str | None:
+    """Why an image can show no face (no voxels, no finite value, a single value), or
+    None when it has content (or its voxels cannot be read).
+
+    Parameters
+    ----------
+    img : nibabel image
+        The image, voxels read from its file on demand.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"the image holds a single value"``.
+    """
+    import numpy as np
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, ValueError, MemoryError, zlib.error):
+        return None
+    if data.size == 0:
+        return "the image has no voxels"
+    if data.dtype.kind in "fc":
+        finite = np.isfinite(data)
+        if not finite.any():
+            return "the image holds no finite value"
+        data = data[finite]
+    if data.min() == data.max():
+        return "the image holds a single value"
+    return None
 
 
 def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding]:

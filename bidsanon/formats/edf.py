@@ -611,7 +611,12 @@ def check_file(path: Path, rel: str, policy: dict | None = None) -> list[Finding
         add("patient.birthdate", "warning", "patient subfield 3 holds "
             + sized("text", patient[2]) + ", not X", patient[2])
     if patient[3] not in ("X", ""):
-        add("patient.name", "error", sized("a patient name", patient[3]), patient[3])
+        from bidsanon.scrub import GENERIC_VALUES
+        if patient[3].replace("_", " ").lower() in GENERIC_VALUES:  # "Anonymous"
+            add("patient.name", "info", "a placeholder in the patient name field",
+                patient[3])
+        else:
+            add("patient.name", "error", sized("a patient name", patient[3]), patient[3])
     if len([p for p in patient if p]) > 4:
         extra = " ".join(p for p in patient[4:] if p)
         add("patient.additional", "warning", "further patient text: "

@@ -109,7 +109,9 @@ def scrub_file(src: str | Path, dst: str | Path) -> FileResult:
     """Copy a NIfTI (``.nii`` or ``.nii.gz``) with a scrubbed header.
 
     Voxel bytes are streamed unchanged; ``.nii.gz`` output is written with no stored
-    name and mtime 0. A truncated file raises :class:`InputError`.
+    name and mtime 0. A file truncated inside its voxel data raises
+    :class:`InputError`; one that ends with its header (a placeholder, no voxel bytes
+    at all) is copied as it is, header scrubbed, with the warning :data:`HEADER_ONLY`.
     """
     src, dst = Path(src), Path(dst)
     gz_out = src.name.endswith(".gz")
@@ -129,12 +131,33 @@ def scrub_file(src: str | Path, dst: str | Path) -> FileResult:
                 while block := f.read(CHUNK):
                     out.write(block)
                     got += len(block)
-                if got < need:
+                if 0 < got < need:
                     raise InputError(f"truncated NIfTI: {got} voxel bytes, header announces "
                                      f"{need}", src)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(f"corrupt or truncated gzip stream ({exc})", src) from None
-    return FileResult(changes=changes)
+    warnings = [HEADER_ONLY] if got == 0 and need > 0 else []
+    return FileResult(changes=changes, warnings=warnings)
+
+
+#: The warning for a NIfTI that ends where its voxel data would start.
+HEADER_ONLY = ("header-only NIfTI (no voxel data: a placeholder): header scrubbed, "
+               "copied without voxels")
+
+
+def is_header_only(path: str | Path) -> bool:
+    """Whether a NIfTI file ends at its voxel offset although its header announces
+    voxels (the placeholders of the BIDS example datasets). Reads the header only."""
+    path = Path(path)
+    try:
+        with _open_source(path) as f:
+            raw = f.read(540)
+            hdr, _ = read_header(raw, path)
+            vox = max(int(hdr["vox_offset"]), type(hdr).sizeof_hdr)
+            raw += f.read(max(0, vox + 1 - len(raw)))
+    except (InputError, EOFError, OSError, ValueError, zlib.error):
+        return False
+    return len(raw) <= vox and expected_size(hdr) > 0
 
 
 def scrub_image(img: nib.Nifti1Image) -> list[Change]:

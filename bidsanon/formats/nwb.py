@@ -231,6 +231,9 @@ def _rewrite(f, src: Path, dst: Path, ctx: TaskContext, policy: dict
         del group[name]
         changes.append(Change(name, "remove", where, "; ".join(old or []), None))
 
+    latest = dt.date.fromisoformat(ctx.policy["dates"]["latest"]) if ctx.policy.get("dates") \
+        else None
+    start = _parse((_texts(f.get("session_start_time")) or [""])[0])
     for name in _DATES:
         values = _texts(f.get(name))
         if not values:
@@ -243,7 +246,13 @@ def _rewrite(f, src: Path, dst: Path, ctx: TaskContext, policy: dict
             elif ctx.offset_days is None:
                 new.append(policy["placeholder_datetime"])
             else:
-                new.append(ctx.shift_datetime(when).isoformat())
+                moved = ctx.shift_datetime(when)
+                if latest is not None and start is not None and \
+                        _naive_utc(moved).date() > latest:
+                    # a later date (file_create_date, years after the recording) that the
+                    # subject's offset moves past dates.latest: the recording's shifted start
+                    moved = ctx.shift_datetime(start)
+                new.append(moved.isoformat())
         put(f, name, new, "shift")
     if "identifier" in f:
         put(f, "identifier", [pseudonym(ctx, dst.name)], "pseudonymize")

@@ -28,6 +28,7 @@ from bidsanon.scrub import Scrubber
 IDENTIFYING_COLUMNS: dict[str, str] = {
     "name": "a name", "firstname": "a name", "lastname": "a name", "surname": "a name",
     "givenname": "a name", "familyname": "a name", "fullname": "a name",
+    "participantname": "a name", "subjectname": "a name", "patientname": "a name",
     "initials": "initials", "birthday": "a birth date", "birthdate": "a birth date",
     "dateofbirth": "a birth date", "dob": "a birth date", "address": "an address",
     "street": "an address", "city": "a place", "zip": "a postal code",
@@ -264,7 +265,8 @@ def participants_json(data: dict, columns: list[str], section: dict,
             note = (f" Generalised for k-anonymity (k={outcome.k_target}): "
                     f"{outcome.descriptions[c]}.")
             entry["Description"] = str(entry.get("Description", c)) + note
-            entry["Levels"] = kanonymity.levels_of(outcome.values[c])
+            entry["Levels"] = kanonymity.levels_of(outcome.values[c],
+                                                   outcome.widths.get(c, 1))
             if c.lower().startswith("age"):
                 entry.setdefault("Units", "year")
             out[c] = entry
