@@ -94,21 +94,28 @@ def _head_only(vol: np.ndarray, thr: float) -> np.ndarray:
     return out
 
 
-def depth_map(img, view: str = "front", res: float = 1.0, threshold: float | None = None,
-              mask=None):
-    """First hit of the head along the view direction.
+@dataclass(frozen=True)
+class HeadVolume:
+    """A head ready for ray casting (:func:`head_volume`): the same for every view, so
+    the views of one image prepare it once."""
 
-    Returns (depth in mm, hit mask), both (columns, rows-from-bottom) at ``res`` mm, and
-    whether each column is cut by the field of view at its lowest hit. ``mask`` (a
-    boolean volume on the image grid) replaces the intensity threshold when given.
+    vol: np.ndarray  # smoothed intensities (or the mask), specks in the air removed
+    affine: np.ndarray  # vol voxel -> world
+    threshold: float  # head/air value of ``vol``
+    centre: np.ndarray  # world centre of the image's field of view (views turn about it)
 
-    The rays are cast on a grid of ``2 * res`` (the volume is smoothed at that scale, so
-    nothing finer exists) and the sub-voxel depth is interpolated to ``res``: a quarter
-    of the samples of a ``res`` grid in each of the three directions.
+
+def head_volume(img, res: float = 1.0, threshold: float | None = None,
+                mask=None) -> HeadVolume:
+    """Read, smooth and threshold an image once for :func:`depth_map` at ``res`` mm.
+
+    ``mask`` (a boolean volume on the image grid) replaces the intensity threshold
+    when given.
     """
     from bidsanon.deface.geometry import apply_affine, corners, downsample, head_threshold
 
     data, affine = _volume(img)
+    centre = apply_affine(affine, corners(data.shape)).mean(0)
     if mask is not None:
         vol = np.asarray(mask, dtype=np.float32)
         thr = 0.5
@@ -117,7 +124,28 @@ def depth_map(img, view: str = "front", res: float = 1.0, threshold: float | Non
         zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
         vol = ndi.gaussian_filter(vol.astype(np.float32), np.maximum(0.7 * res / zooms, 0.3))
         thr = head_threshold(vol) if threshold is None else threshold
-    vol = _head_only(vol, thr)
+    return HeadVolume(_head_only(vol, thr), affine, float(thr), centre)
+
+
+def depth_map(img, view: str = "front", res: float = 1.0, threshold: float | None = None,
+              mask=None, pose: np.ndarray | None = None):
+    """First hit of the head along the view direction.
+
+    Returns (depth in mm, hit mask), both (columns, rows-from-bottom) at ``res`` mm, and
+    whether each column is cut by the field of view at its lowest hit. ``img`` is an
+    image or its :class:`HeadVolume`; ``mask`` (a boolean volume on the image grid)
+    replaces the intensity threshold when given; ``pose`` (4x4, world -> world) turns
+    the head before it is looked at.
+
+    The rays are cast on a grid of ``2 * res`` (the volume is smoothed at that scale, so
+    nothing finer exists) and the sub-voxel depth is interpolated to ``res``: a quarter
+    of the samples of a ``res`` grid in each of the three directions.
+    """
+    from bidsanon.deface.geometry import apply_affine, corners
+
+    hv = img if isinstance(img, HeadVolume) else head_volume(img, res, threshold, mask)
+    vol, thr = hv.vol, hv.threshold
+    affine = hv.affine if pose is None else pose @ hv.affine
     step = 2.0 * res
     w = apply_affine(affine, corners(vol.shape))
     grid, shape = _view_axes(view, w.min(0), w.max(0), step)
@@ -193,8 +221,9 @@ def render_head(img, view: str = "front", res: float = 1.0, threshold: float | N
 
     Parameters
     ----------
-    img : nibabel image
+    img : nibabel image or HeadVolume
         3D or 4D (the first volume is rendered); any orientation, world space is used.
+        A :class:`HeadVolume` is used as prepared (``threshold`` and ``mask`` ignored).
     view : str
         ``front``, ``left`` or ``right``.
     res : float
@@ -263,22 +292,15 @@ VIEWPOINTS: dict[str, tuple[float, float]] = {
 DETECTORS = ("hog", "cnn")
 
 
-class _Posed:
-    """A stand-in image: the same voxels with a rotated voxel -> world affine."""
-
-    def __init__(self, img, affine: np.ndarray):
-        self.dataobj = img.dataobj
-        self.affine = affine
-
-
 def render_view(img, yaw: float = 0.0, pitch: float = 0.0, res: float = 1.0,
                 back: bool = False) -> np.ndarray:
     """Front render of the head turned by ``yaw`` and ``pitch`` (degrees) about its centre.
 
     Parameters
     ----------
-    img : nibabel image
-        3D or 4D (first volume).
+    img : nibabel image or HeadVolume
+        3D or 4D (first volume); a :class:`HeadVolume` (prepared at ``res``) saves
+        preparing the volume again for each view.
     yaw, pitch : float
         Rotation about the vertical (z) and left-right (x) world axes.
     res : float
@@ -292,17 +314,16 @@ def render_view(img, yaw: float = 0.0, pitch: float = 0.0, res: float = 1.0,
     numpy.ndarray
         The uint8 render (rows top = up).
     """
-    from bidsanon.deface.geometry import apply_affine, corners, rotation_matrix
+    from bidsanon.deface.geometry import rotation_matrix
 
-    data, affine = _volume(img)
-    centre = apply_affine(affine, corners(data.shape)).mean(0)
+    hv = img if isinstance(img, HeadVolume) else head_volume(img, res)
+    if yaw == 0.0 and pitch == 0.0 and not back:
+        return render_head(hv, "front", res)
     rot = rotation_matrix((pitch, 0.0, yaw + (180.0 if back else 0.0)))
     turn = np.eye(4)
     turn[:3, :3] = rot
-    turn[:3, 3] = centre - rot @ centre
-    if yaw == 0.0 and pitch == 0.0 and not back:
-        return render_head(img, "front", res)
-    return render_head(_Posed(img, turn @ affine), "front", res)
+    turn[:3, 3] = hv.centre - rot @ hv.centre
+    return shade(*depth_map(hv, "front", res, pose=turn), res)
 
 
 @functools.lru_cache(maxsize=1)
@@ -371,7 +392,8 @@ def multi_view_faces(img, views: dict[str, tuple[float, float]] | None = None,
     boxes). Detectors that are not installed find nothing.
     """
     views = VIEWPOINTS if views is None else views
-    pics = {v: render_view(img, *views[v], res=res) for v in views}
+    hv = head_volume(img, res)  # read, smoothed and thresholded once for every view
+    pics = {v: render_view(hv, *views[v], res=res) for v in views}
     hits = {(v, d): detect(pics[v], d, res=res) for v in pics for d in detectors}
     return pics, hits
 

@@ -122,13 +122,14 @@ def write_qc(img, result, path_for: Callable[[str], Path | None]) -> dict[str, s
     ``path_for(name)`` gives the private path of a picture (or None to skip it).
     Returns name -> path of what was written.
     """
-    from bidsanon.deface.face import VIEWPOINTS, render_head, render_view
+    from bidsanon.deface.face import VIEWPOINTS, head_volume, render_head, render_view
 
     written = {}
     panels = slice_panels(img, result.image, result.removed, result.protected)
-    panels["render_front"] = render_head(result.image, "front")
+    head = head_volume(result.image)  # prepared once for the four renders
+    panels["render_front"] = render_head(head, "front")
     for view in ("yaw+60", "yaw-60", "pitch-20"):  # where the cut and the ears show
-        panels[f"render_{view}"] = render_view(result.image, *VIEWPOINTS[view])
+        panels[f"render_{view}"] = render_view(head, *VIEWPOINTS[view])
     for name, pic in panels.items():
         path = path_for(f"deface_{name}.png")
         if path is None:
