@@ -2,7 +2,12 @@
 2-worker Dask LocalCluster, the share of the run the read-back verification takes, and
 the coordinator's peak memory.
 
-    python benchmarks/bench_scale.py [--subjects 1000] [--skip-runs]
+    python benchmarks/bench_scale.py [--subjects 1000] [--skip-runs] [--check]
+
+``--check`` also times ``bidsanon check`` on the generated input dataset (10 files per
+subject, so 10,000 files for 1000 subjects; no anatomical images, so no face renders),
+whole process with 1 and 2 workers (issue 16 target: <= 30 s). Real heads:
+``benchmarks/bench_realhead.py``.
 
 Generates a synthetic BIDS dataset (10 files per subject, hard links to small real
 files from tests/data) in a temporary folder. Every run happens in a fresh child
@@ -69,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=1000)
     parser.add_argument("--skip-runs", action="store_true", help="only measure planning")
+    parser.add_argument("--check", action="store_true",
+                        help="also time `bidsanon check` on the input dataset")
     args = parser.parse_args()
     from synthetic import make_dataset
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,6 +89,23 @@ def main() -> None:
         print(f"plan: {plan['seconds']:.1f} s for {n_files} files (for comparison, "
               f"pybids BIDSLayout indexing alone: {plan['pybids_s']:.1f} s), {plan['tasks']} tasks, coordinator peak "
               f"{plan['peak_mb']:.0f} MB")
+        if args.check:
+            import os
+            import resource
+            for jobs in (1, 2):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t = time.perf_counter()
+                proc = subprocess.run([sys.executable, "-m", "bidsanon", "check", str(src),
+                                       "--jobs", str(jobs), "--format", "json",
+                                       "--output", str(tmp / f"check{jobs}.json")],
+                                      capture_output=True, text=True)
+                wall = time.perf_counter() - t
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                if proc.returncode not in (0, 1):  # 1: findings (the input is not anonymised)
+                    raise SystemExit(proc.stderr[-2000:])
+                print(f"check --jobs {jobs}: {wall:.1f} s wall, {cpu:.1f} s CPU for {n_files} "
+                      f"files (load average {os.getloadavg()[0]:.1f}); target <= 30 s")
         if args.skip_runs:
             return
         key = tmp / "key.json"

