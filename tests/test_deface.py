@@ -396,11 +396,30 @@ def test_not_an_image(tmp_path):
 
 
 @pytest.mark.parametrize("shape,value", [((64, 64), 1), ((64, 64, 64), 0),
-                                         ((64, 64, 1), 5), ((40, 40, 40), 7)])
-def test_bad_volumes(tmp_path, shape, value):
+                                         ((64, 64, 1), 5), ((40, 40, 40), 7),
+                                         ((32, 32, 32), np.nan)])
+def test_blank_volumes_are_copied_with_a_warning(tmp_path, shape, value):
+    """An image with a single value (or none finite) shows no face (issue 11): header
+    scrubbed, voxels copied, a warning instead of a failed run."""
     src = tmp_path / "sub-01_T1w.nii"
-    data = np.full(shape, value, dtype=np.int16)
-    nib.save(nib.Nifti1Image(data, np.eye(4)), src)
+    data = np.full(shape, value, dtype=np.float32 if np.isnan(value) else np.int16)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header["descrip"] = b"Jane Doe 1961"
+    nib.save(img, src)
+    dst = tmp_path / "out.nii"
+    result = anat.handle(src, dst, TaskContext())
+    assert any("shows no face" in w for w in result.warnings), result.warnings
+    out = nib.load(dst)
+    np.testing.assert_array_equal(np.asanyarray(out.dataobj), data)
+    assert b"Jane" not in out.header["descrip"].tobytes()
+
+
+def test_a_volume_with_content_that_is_no_head_is_refused(tmp_path):
+    """Voxels that vary but hold no head are still an input error naming the file."""
+    src = tmp_path / "sub-01_T1w.nii"
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.integers(0, 3, (24, 24, 24)).astype(np.int16),
+                             np.eye(4)), src)
     dst = tmp_path / "out.nii"
     with pytest.raises(InputError) as err:
         anat.handle(src, dst, TaskContext())
