@@ -38,18 +38,24 @@ import json, sys, time
 from pathlib import Path
 mode, src, out, key = sys.argv[1:5]
 stages = {}
-if mode == "stages":
+wall = {}
+def instrument(mod, name, label, clock, into):
+    # mod.name becomes a wrapper that adds its clock time to into[label]
     import importlib
-    def timed(mod, name, label):
-        m = importlib.import_module(mod)
-        f = getattr(m, name)
-        def wrapper(*a, **k):
-            t = time.process_time()
-            try:
-                return f(*a, **k)
-            finally:
-                stages[label] = stages.get(label, 0.0) + time.process_time() - t
-        setattr(m, name, wrapper)
+    m = importlib.import_module(mod)
+    f = getattr(m, name)
+    def wrapper(*a, **k):
+        t = clock()
+        try:
+            return f(*a, **k)
+        finally:
+            into[label] = into.get(label, 0.0) + clock() - t
+    setattr(m, name, wrapper)
+def timed(mod, name, label):
+    instrument(mod, name, label, time.process_time, stages)
+def walled(mod, name, label):
+    instrument(mod, name, label, time.perf_counter, wall)
+if mode == "stages":
     timed("bidsanon.deface.pipeline", "register", "registration")
     timed("bidsanon.deface.pipeline", "register_head_shape", "registration")
     timed("bidsanon.deface.pipeline", "lookup_labels", "masks")
@@ -59,18 +65,6 @@ if mode == "stages":
     timed("bidsanon.deface.qc", "write_qc", "QC pictures")
     timed("bidsanon.check.engine", "check_face", "face rule")
     timed("bidsanon.formats.fiff", "handle", "FIFF")
-wall = {}
-def walled(mod, name, label):
-    import importlib
-    m = importlib.import_module(mod)
-    f = getattr(m, name)
-    def wrapper(*a, **k):
-        t = time.perf_counter()
-        try:
-            return f(*a, **k)
-        finally:
-            wall[label] = wall.get(label, 0.0) + time.perf_counter() - t
-    setattr(m, name, wrapper)
 walled("bidsanon.run", "build_plan", "plan")
 walled("bidsanon.run", "verify_outputs", "verify")
 walled("bidsanon.run", "final_check", "check")
