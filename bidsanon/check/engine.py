@@ -246,8 +246,13 @@ def check_face(path: Path, rel: str, scan: Scan) -> tuple[list[Finding], list[st
     from bidsanon.deface.image import load_image
     from bidsanon.deface.face import multi_view_faces
     from bidsanon.formats.anat import blank_reason
+    import nibabel as nib
+    import numpy as np
     try:
         img = load_image(path)
+        # read the voxels once: the blank test and the seven renders all use them
+        data = np.asanyarray(img.dataobj)
+        img = nib.Nifti1Image(data, img.affine, dtype=data.dtype)
         if blank_reason(img) is not None:
             return [], []  # no voxel varies: no render can show a face
         pics, hits = multi_view_faces(img)
