@@ -37,6 +37,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from bidsanon.deface.registration import FACE_PLANE
+
 HERE = Path(__file__).resolve().parent.parent / "bidsanon" / "data" / "template"
 TEMPLATE = HERE / "MNI152_T1_2mm.nii.gz"
 
@@ -53,9 +55,7 @@ BRAIN_PAD_MM = 6.0
 #: Face plane: through the brow (in front of the frontal pole, just above the
 #: eyebrows) and the throat (below the chin, in front of the spine); the face side is
 #: the one that holds NOSE_SIDE.
-BROW = (0.0, 76.0, -4.0)
-THROAT = (0.0, 20.0, -80.0)
-NOSE_SIDE = (0.0, 120.0, -60.0)
+BROW, THROAT, NOSE_SIDE = (FACE_PLANE[k] for k in ("brow", "throat", "nose_side"))
 CLEARANCE_MM = 6.0
 
 #: Ear box, per side (|x| from EAR_MIN_X to the grid edge), y and z ranges in mm.

@@ -119,10 +119,15 @@ def test_untouched_voxels_bit_identical_same_header(t1, plain):
     assert after.dtype == before.dtype
     assert type(plain.image) is type(t1)
     np.testing.assert_array_equal(plain.image.affine, t1.affine)
-    keep = ~plain.removed
+    keep = ~plain.changed_mask
     assert np.array_equal(after[keep], before[keep])
     assert (after[plain.removed] == 0).all()
-    assert (changed_voxels(t1, plain.image) <= plain.removed).all()
+    assert (changed_voxels(t1, plain.image) <= plain.changed_mask).all()
+    # the cover: values between the fill and the shell value, a percentile of the input
+    cover = after[plain.shell]
+    assert plain.shell.sum() > 1000 and not (plain.shell & plain.removed).any()
+    assert cover.min() >= 0 and cover.max() <= before.max()
+    assert (cover == cover.max()).sum() > 0.3 * cover.size  # most of it is the shell value
 
 
 def test_mni152_head(tmp_path):
@@ -143,7 +148,8 @@ def test_mni152_head(tmp_path):
 def test_landmark_method_sample_fiducials(t1, t1_brain):
     marks = sample_landmarks(t1)
     assert np.allclose(marks["NAS"], (42.3, 30.8, 74.1), atol=1.0)
-    res = deface.deface_image(t1, method="landmarks", landmarks=marks)
+    res = deface.deface_image(t1, method="landmarks", landmarks=marks,
+                              policy={"remove_ears": False})
     assert res.method == "landmarks"
     assert_brain_kept(t1, res, t1_brain)
     assert not face.has_face(res.image)
@@ -153,7 +159,8 @@ def test_landmark_method_sample_fiducials(t1, t1_brain):
     world = {k: t1.affine[:3, :3] @ np.asarray(v) + t1.affine[:3, 3] for k, v in marks.items()}
     box = deface.box_mask(t1.shape, t1.affine, deface.head_frame(world), lsec["rotate"],
                           lsec["scale"], lsec["translate"])
-    assert np.array_equal(res.removed, box & ~res.protected)
+    # (the cover takes the part of it behind the moved face plane)
+    assert np.array_equal(res.removed | (res.shell & box), box & ~res.protected)
 
 
 def test_auto_with_landmarks_adds_template_masks(t1, t1_brain, plain):
@@ -162,7 +169,7 @@ def test_auto_with_landmarks_adds_template_masks(t1, t1_brain, plain):
     assert res.method == "landmarks+template"
     assert_brain_kept(t1, res, t1_brain)
     assert not face.has_face(res.image)
-    assert (plain.removed & ~res.removed).sum() < 0.01 * plain.removed.sum()
+    assert (plain.changed_mask & ~res.changed_mask).sum() < 0.01 * plain.changed_mask.sum()
 
 
 def test_head_frame_axes():
@@ -312,10 +319,13 @@ def test_4d_every_volume_same_mask(t1, plain):
     res = deface.deface_image(img)
     out = np.asanyarray(res.image.dataobj)
     assert out.shape == stack.shape and out.dtype == stack.dtype
-    assert dice(res.removed, plain.removed) >= 0.95
+    assert dice(res.changed_mask, plain.changed_mask) >= 0.95
+    keep = ~res.changed_mask
     for t in range(2):
         assert (out[..., t][res.removed] == 0).all()
-        assert np.array_equal(out[..., t][~res.removed], stack[..., t][~res.removed])
+        assert np.array_equal(out[..., t][keep], stack[..., t][keep])
+    # one cover for every volume (its values come from the mean volume)
+    assert np.array_equal(out[..., 0][res.shell], out[..., 1][res.shell])
 
 
 # --------------------------------------------------------------------------- NIfTI I/O
@@ -340,15 +350,17 @@ def test_scaled_nifti_bit_exact_through_handle(tmp_path, t1):
     changed = raw_in != raw_out
     assert 1000 < changed.sum()
     removed = raw_out[changed]
-    # the fill is 0 in scaled units: raw (0 - 12.5) / 0.25 = -50
-    assert (removed == -50).all()
+    # the fill is 0 in scaled units: raw (0 - 12.5) / 0.25 = -50; the cover's values lie
+    # between it and a percentile of the input's tissue
+    assert (removed == -50).sum() > 1000
+    assert removed.min() >= -50 and removed.max() <= raw_in.max()
     assert out.header.get_qform(coded=True)[1] == 1
     assert out.header.get_sform(coded=True)[1] == 2
     np.testing.assert_allclose(out.affine, t1.affine, atol=1e-4)
     assert out.header["descrip"].item() == b""
     assert any(c.field == "nifti.descrip" for c in result.changes)
     m = result.metrics
-    assert m["removed_voxels"] == changed.sum() or m["removed_voxels"] >= changed.sum()
+    assert m["removed_voxels"] + m["cover_voxels"] >= changed.sum() > m["removed_voxels"]
     assert m["restored_voxels"] >= 0 and 0 < m["similarity"] <= 1
     # QC pictures are private: next to the key, not in the output folder
     assert set(result.qc) == {"sagittal", "axial", "contours", "render_front",
@@ -488,7 +500,8 @@ def test_box_method_scanner_frame(t1, t1_brain):
 
 def test_smooth_fill_and_no_ears(t1, t1_brain, plain):
     res = deface.deface_image(t1, policy={"fill": "smooth", "remove_ears": False})
-    assert res.removed_voxels < plain.removed_voxels
+    assert res.removed_voxels < plain.changed_mask.sum()
+    assert res.shell is not None and not res.shell.any()  # no cover with a smooth fill
     out = np.asanyarray(res.image.dataobj)
     before = np.asanyarray(t1.dataobj)
     assert np.array_equal(out[~res.removed], before[~res.removed])
@@ -563,7 +576,9 @@ def test_cli_policy_file_applies(tmp_path):
     assert main(["deface", str(T1), "-o", str(out), "--policy", str(policy), "-q"]) == 0
     data = np.asanyarray(nib.load(out).dataobj)
     before = np.asanyarray(nib.load(T1).dataobj)
-    assert (data[data != before] == 7).all()
+    changed = data[data != before]
+    # removed voxels take the fill; the cover's values lie between it and the shell value
+    assert (changed == 7).sum() > 1000 and changed.min() >= 7
 
 
 # --------------------------------------------------------------------------- other contrasts

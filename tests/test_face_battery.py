@@ -86,11 +86,7 @@ def table(name: str) -> str:
 
 
 MEASURED_FAILURES = {
-    # measured on this suite's data (2026-12-01); see docs/deface.md, "Face battery"
-    "mni152-T1": "12.1% of the template head's eye/nose/mouth skin is left unchanged "
-                 "(limit 5%): the MNI152 head stops at the nose and the brain margin "
-                 "keeps skin above the orbits; no counted detection after defacing "
-                 "(controls: front hog 0.64, pitch+20 hog 0.27 and cnn 0.87)",
+    # measured on this suite's data (2026-12-02); see docs/deface.md, "Face battery"
     "chris-PD": "positive control fails: neither dlib HOG nor CNN finds the face of the "
                 "original PD slab (it stops at the nose tip) on any of the 7 views, so "
                 "the detector half cannot be tested on it; eye/nose/mouth skin kept 2.8%",

@@ -22,6 +22,18 @@ def apply_affine(aff: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ aff[:3, :3].T + aff[:3, 3]
 
 
+def block_mean(vol: np.ndarray, f) -> np.ndarray:
+    """Means of ``vol`` over blocks of ``f`` voxels (integers per axis; a partial block at
+    the far end of an axis is dropped), as float32."""
+    f = np.asarray(f, int)
+    n = np.array(vol.shape[:3]) // f
+    v = np.zeros(tuple(n), dtype=np.float32)
+    for o in itertools.product(*(range(int(x)) for x in f)):  # one strided pass each
+        v += vol[o[0]: n[0] * f[0]: f[0], o[1]: n[1] * f[1]: f[1], o[2]: n[2] * f[2]: f[2]]
+    v /= np.float32(f.prod())
+    return v
+
+
 def downsample(vol: np.ndarray, affine: np.ndarray, target_mm: float):
     """Block-average ``vol`` by integer factors towards ``target_mm`` voxels (cheap
     anti-aliasing before the resampling to the registration grid)."""
@@ -29,11 +41,7 @@ def downsample(vol: np.ndarray, affine: np.ndarray, target_mm: float):
     f = np.maximum(1, np.floor(target_mm / zooms / 1.5)).astype(int)
     if np.all(f == 1):
         return vol.astype(np.float32, copy=False), affine
-    n = np.array(vol.shape[:3]) // f
-    v = np.zeros(tuple(n), dtype=np.float32)
-    for o in itertools.product(*(range(int(x)) for x in f)):  # one strided pass each
-        v += vol[o[0]: n[0] * f[0]: f[0], o[1]: n[1] * f[1]: f[1], o[2]: n[2] * f[2]: f[2]]
-    v /= np.float32(f.prod())
+    v = block_mean(vol, f)
     scale = np.diag([*f, 1.0])
     shift = np.eye(4)
     shift[:3, 3] = (f - 1) / 2.0

@@ -32,11 +32,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bidsanon.errors import InputError, PolicyError
-from bidsanon.deface.registration import Registration, BRAIN, EARS, FACE, landmark_init, load_template, lookup_labels, register, register_head_shape, uses_intensity_registration, SHAPE_SIMILARITY_SHARE
+from bidsanon.deface.registration import Registration, BRAIN, EARS, FACE, face_plane, landmark_init, load_template, lookup_labels, register, register_head_shape, uses_intensity_registration, SHAPE_SIMILARITY_SHARE
 from bidsanon.deface.policy import METHODS, policy_section
 from bidsanon.deface.image import check_image, pick_landmarks, raw_array
-from bidsanon.deface.geometry import apply_affine, box_mask, head_frame, head_mask
-from bidsanon.deface.protection import bbox, protect
+from bidsanon.deface.geometry import apply_affine, box_mask, head_frame, head_mask, head_threshold
+from bidsanon.deface.protection import bbox, dilate_ball, protect
+from bidsanon.deface.surface import new_surface, pinnae, ramp_width, skull_core
 
 
 @dataclass
@@ -61,6 +62,13 @@ class DefaceResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     registration: Registration | None = None
+    #: the voxels behind the cut written with one value (:func:`~bidsanon.deface.surface.shell`)
+    shell: np.ndarray | None = None
+
+    @property
+    def changed_mask(self) -> np.ndarray:
+        """Every voxel defacing wrote: the removed region and the shell behind it."""
+        return self.removed if self.shell is None else self.removed | self.shell
 
     @property
     def removed_voxels(self) -> int:
@@ -219,8 +227,6 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         brain = dist > 10.0
 
     template_masks = (labels & FACE) > 0
-    if sec["remove_ears"]:
-        template_masks |= (labels & EARS) > 0
     if method == "template":
         candidate = template_masks
     elif method == "landmarks":
@@ -244,9 +250,30 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         candidate = box_mask(shape, affine, frame, bsec["rotate"], bsec["scale"],
                              bsec["translate"])
 
+    thr = head_threshold(vol[::2, ::2, ::2])  # a sample: the percentiles barely move
+    if sec["remove_ears"] and method != "box" and (reg.ok or method == "template"):
+        # the face region is the shell's: a pinna is what stands off the scalp beside it
+        zone = ear_zone(labels, zooms) & ~candidate
+        ears = pinnae(vol, skull_core(brain, zooms), zone, zooms, thr,
+                      float(sec["ear_opening_mm"]))
+        candidate |= ears
+    else:
+        ears = np.zeros(shape, dtype=bool)
     refine = float(sec["refine_mm"]) if sec["refine_brain"] else 0.0
+    # the intensity growth stays clear of the template's face region by more than the
+    # margin, or the margin carries it onto the eyelids (T1w orbital fat is brain-like)
+    no_growth = (dilate_ball(template_masks, NO_GROWTH_MM, zooms)
+                 if reg.ok and refine > 0 else None)
     removed, protected, restored = protect(candidate, brain, vol, zooms,
-                                           float(sec["brain_margin_mm"]), refine)
+                                           float(sec["brain_margin_mm"]), refine,
+                                           reach_mm=ramp_width(zooms), no_growth=no_growth)
+    layer = np.zeros(shape, dtype=bool)
+    if sec["cover"] and sec["fill"] == "value" and reg.ok and method != "box":
+        fill_raw = float(_fill_raw(raw, float(sec["fill_value"]), slope, inter))
+        # where a pinna was, the scalp is the surface: the cover is the face's only
+        layer, values = new_surface(vol, removed & ~ears, protected, affine,
+                                    face_plane(reg.world_to_template), thr, fill=fill_raw)
+        removed = removed & ~layer
     out = raw.copy()
     if sec["fill"] == "smooth" and removed.any():
         box, vals = _smoothed(raw, removed, zooms, float(sec["smooth_fwhm_mm"]))
@@ -254,13 +281,41 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         sub[removed[box]] = vals
     else:
         out[removed] = _fill_raw(raw, float(sec["fill_value"]), slope, inter)
-    diff = out[removed] != raw[removed]
+    if layer.any():
+        if raw.dtype.kind in "iu":
+            info = np.iinfo(raw.dtype)
+            values = np.clip(np.rint(values), info.min, info.max)
+        values = values.astype(raw.dtype)
+        out[layer] = values[:, None] if raw.ndim == 4 else values
+    touched = removed | layer
+    diff = out[touched] != raw[touched]
     changed = int(diff.any(axis=-1).sum() if diff.ndim == 2 else diff.sum())
     new = _new_image(img, out, slope, inter)
     return DefaceResult(image=new, removed=removed, protected=protected,
                         restored_voxels=restored, method=method, changed_voxels=changed,
                         similarity=reg.similarity, head_dice=reg.head_dice,
                         seconds=time.perf_counter() - t0, warnings=warnings,
-                        registration=reg)
+                        registration=reg, shell=layer)
+
+
+#: How far (mm) beyond the template's face region the brain refinement may not grow.
+NO_GROWTH_MM = 7.0
+
+
+def ear_zone(labels: np.ndarray, zooms, reach_mm: float = 25.0) -> np.ndarray:
+    """Where the pinnae are looked for: the box around each side's template ear mask,
+    grown by ``reach_mm`` (the template masks keep a brain clearance that cuts through
+    the pinna; the opening of :func:`~bidsanon.deface.surface.pinnae` decides what goes)."""
+    ears = (labels & EARS) > 0
+    zone = np.zeros(ears.shape, dtype=bool)
+    lab, n = ndi.label(ears)
+    if n == 0:
+        return zone
+    sizes = np.bincount(lab.ravel())[1:]
+    pad = np.ceil(reach_mm / np.asarray(zooms, float)).astype(int)
+    for k in np.argsort(sizes)[::-1][:2]:
+        box = bbox(lab == k + 1, pad)
+        zone[box] = True
+    return zone
 
 

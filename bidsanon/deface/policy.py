@@ -38,8 +38,20 @@ POLICY: dict = {
                   "(with landmarks: the landmark box plus the template masks when the "
                   "registration passes its check, else the box alone; without: "
                   "template).", choices=METHODS),
-    "remove_ears": Key(True, "Also remove the outer ears (identifying in 3D renders), with "
-                       "the template masks (methods template and auto)."),
+    "remove_ears": Key(True, "Also remove the outer ears whole (identifying in 3D renders), "
+                       "near the template's ear masks (methods template and auto, and "
+                       "landmarks when the registration passes its check)."),
+    "ear_opening_mm": Key(6.0, "With `remove_ears`: the radius (mm) of the ball rolled "
+                          "inside the head near the ears; what it cannot reach (thinner "
+                          "than about twice the radius, standing off the scalp: the "
+                          "pinna) is removed whole, the scalp stays.", min=2.0, max=15.0),
+    "cover": Key(True, "Close the cut with a flat cover: the template's face plane, "
+                 "moved forward just over the protected voxels the removal exposes, inside "
+                 "the head's outline, written with one bright value (the 90th percentile "
+                 "of the removed tissue) on a 2 mm ramp. The orbits, nasal cavity and "
+                 "sinuses the cut opens, and the brain margin's part of the orbits, are "
+                 "then covered, so no render shows them. Needs the template registration "
+                 "and `fill: value`.", type=bool),
     "brain_margin_mm": Key(5.0, "Radius (mm) of the sphere the brain mask is dilated by; "
                            "every voxel inside the dilated mask is kept exactly.",
                            min=0.0, max=30.0),

@@ -21,7 +21,7 @@ def bbox(mask: np.ndarray, pad) -> tuple[slice, ...] | None:
     return tuple(sl)
 
 
-def _block_any(mask: np.ndarray, f: np.ndarray) -> np.ndarray:
+def block_any(mask: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Max-pool a boolean volume by integer factors ``f`` (edge blocks included)."""
     out = np.asarray(mask, dtype=bool)
     for ax in range(3):  # one axis at a time, as a reshape: contiguous blocks, fast
@@ -46,7 +46,7 @@ def focus_box(candidate: np.ndarray, brain: np.ndarray, zooms,
     Found on a ~4 mm max-pooled grid, so it is a superset."""
     zooms = np.asarray(zooms, float)
     f = np.maximum(1, np.floor(4.0 / zooms)).astype(int)
-    cb, bb = _block_any(candidate, f), _block_any(brain, f)
+    cb, bb = block_any(candidate, f), block_any(brain, f)
     r = np.ceil(reach_mm / (f * zooms)).astype(int) + 1
     near = ndi.maximum_filter(bb, size=tuple(2 * r + 1), mode="constant") & cb
     if not near.any():
@@ -143,7 +143,8 @@ def dilate_rows(mask: np.ndarray, rows: dict[int, list[tuple[int, int]]]) -> np.
 
 
 def protect(candidate: np.ndarray, brain: np.ndarray, vol: np.ndarray, zooms,
-            margin_mm: float, refine_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+            margin_mm: float, refine_mm: float = 0.0, reach_mm: float = 0.0,
+            no_growth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Brain protection: (removed, protected, restored voxel count).
 
     ``protected`` is ``brain`` (grown by intensity within ``refine_mm`` when that is
@@ -151,6 +152,9 @@ def protect(candidate: np.ndarray, brain: np.ndarray, vol: np.ndarray, zooms,
     distance in mm, so anisotropic voxels are handled). The dilation is computed exactly
     where the removal region comes within reach of the brain (:func:`focus_box`);
     elsewhere nothing could be restored and it is the undilated (refined) brain.
+    ``reach_mm`` widens that region to every voxel within ``reach_mm`` of ``candidate``,
+    so ``protected`` is exact for a layer added around it. The refinement does not grow
+    into ``no_growth`` (the template's face region: see :func:`refine_brain`).
     ``removed`` is ``candidate`` minus ``protected``: the same as removing ``candidate``
     and copying every protected voxel back from the input, without the copy. Whether a
     voxel of ``candidate`` is removed depends on that voxel, the brain and the image
@@ -158,9 +162,9 @@ def protect(candidate: np.ndarray, brain: np.ndarray, vol: np.ndarray, zooms,
     """
     zooms = np.asarray(zooms, float)
     if refine_mm > 0:
-        brain = refine_brain(brain, vol, zooms, refine_mm)
+        brain = refine_brain(brain, vol, zooms, refine_mm, no_growth)
     protected = brain.copy()
-    box = focus_box(candidate, brain, zooms, margin_mm)
+    box = focus_box(candidate, brain, zooms, margin_mm + reach_mm)
     if box is None:
         return candidate & ~protected, protected, int((candidate & protected).sum())
     if margin_mm > 0:
@@ -170,7 +174,8 @@ def protect(candidate: np.ndarray, brain: np.ndarray, vol: np.ndarray, zooms,
     return removed, protected, restored
 
 
-def refine_brain(brain: np.ndarray, vol: np.ndarray, zooms, refine_mm: float) -> np.ndarray:
+def refine_brain(brain: np.ndarray, vol: np.ndarray, zooms, refine_mm: float,
+                 no_growth: np.ndarray | None = None) -> np.ndarray:
     """``brain`` plus the voxels of brain-like intensity within ``refine_mm`` of it and
     connected to it. Unchanged when brain and background intensities are not well
     separated.
@@ -180,6 +185,12 @@ def refine_brain(brain: np.ndarray, vol: np.ndarray, zooms, refine_mm: float) ->
     outside the brain (every other voxel in each direction) by a quarter of the way to
     the brain's median. Computed on the brain's bounding box grown by ``refine_mm``,
     which holds every voxel that can be added, so it is exact.
+
+    ``no_growth`` voxels are never added. The template's face region grown by more than
+    the brain margin is passed: it lies 12 mm or more from the template brain, and in
+    T1w images the fat of the orbits and the eyelids has brain-like intensity and joins
+    the brain along the optic nerves, so the growth (and the margin around it) kept the
+    eyes and eyelids, which the face detectors found above the cut.
     """
     zooms = np.asarray(zooms, float)
     pad = np.ceil(refine_mm / zooms).astype(int) + 3
@@ -204,6 +215,8 @@ def refine_brain(brain: np.ndarray, vol: np.ndarray, zooms, refine_mm: float) ->
                   for x in (np.ceil(lo), np.floor(hi)))
     near &= v >= lo
     near &= v <= hi
+    if no_growth is not None:
+        near &= ~no_growth[box]
     grow = near | b
     lab, n = ndi.label(grow)
     keep = np.zeros(n + 1, dtype=bool)  # the components that hold brain voxels

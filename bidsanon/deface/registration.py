@@ -25,6 +25,27 @@ HEAD, BRAIN, FACE, EARS = 1, 2, 4, 8
 TEMPLATE_FIDUCIALS = {"NAS": (1.5, 85.1, -34.8), "LPA": (-80.6, -29.1, -41.3),
                       "RPA": (84.4, -28.5, -41.3)}
 
+#: The template's face plane (MNI mm): through the brow (in front of the frontal pole,
+#: just above the eyebrows) and the throat (below the chin, in front of the spine); the
+#: face side is the one that holds ``nose_side``. ``scripts/build_template_masks.py``
+#: builds the face mask from it; defacing moves it forward to lay the new surface.
+FACE_PLANE = {"brow": (0.0, 76.0, -4.0), "throat": (0.0, 20.0, -80.0),
+              "nose_side": (0.0, 120.0, -60.0)}
+
+
+def face_plane(world_to_template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The face plane in image world mm: a point on it and its unit normal towards the
+    face (the normal of the template plane carried by the inverse transpose)."""
+    a, b, c = (np.array(FACE_PLANE[k], float) for k in ("brow", "throat", "nose_side"))
+    normal = np.cross(b - a, (1.0, 0.0, 0.0))
+    if np.dot(c - a, normal) < 0:
+        normal = -normal
+    t2w = np.linalg.inv(world_to_template)
+    point = t2w[:3, :3] @ a + t2w[:3, 3]
+    n = world_to_template[:3, :3].T @ normal
+    return point, n / np.linalg.norm(n)
+
+
 #: Seed of the metric's random sampling: the same image gives the same sample points, so
 #: the same registration, on every run and machine (outputs are checksummed in the key).
 SAMPLING_SEED = 12345
