@@ -55,6 +55,27 @@ def test_face_found_on_mni152_with_fov_extension():
     assert face.has_face(img)
 
 
+@pytest.mark.parametrize("pose", [(0.0, 0.0), (60.0, 0.0), (-30.0, 20.0)])
+def test_ray_cast_skips_only_samples_that_cannot_hit(t1, pose):
+    """Each ray starts in front of the nearest occupied block and stops at its first
+    hit: the depth map is the one of a cast that samples every ray from the front (one
+    block reaching every sample)."""
+    from dataclasses import replace
+
+    from bidsanon.deface.geometry import rotation_matrix
+
+    hv = face.head_volume(t1)
+    everything = replace(hv, blocks=np.array([np.array(hv.vol.shape) / 2.0]),
+                         block_reach=float(max(hv.vol.shape)))
+    turn = np.eye(4)
+    turn[:3, :3] = rotation_matrix((pose[1], 0.0, pose[0]))
+    turn[:3, 3] = hv.centre - turn[:3, :3] @ hv.centre
+    fast, full = face.depth_map(hv, pose=turn), face.depth_map(everything, pose=turn)
+    assert full[1].mean() > 0.3  # the head fills a third of the picture
+    for a, b in zip(fast, full):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_render_is_world_space(t1, t1_front):
     """The same head stored in another axis order renders the same picture."""
     data = np.asanyarray(t1.dataobj)

@@ -1,5 +1,8 @@
 """Face battery: multi-view renders x the detectors that ship in wheels, on real heads.
 
+The detectors are those installed: dlib HOG, dlib CNN (``face_recognition_models``) and
+MTCNN (``facenet-pytorch``, extra ``bidsanon[mtcnn]``).
+
 Positive controls: a (head, view, detector) counts only when the detector finds the face
 on the original's render. Negative controls: renders of the back of every head set each
 detector's threshold (above its best score there). After defacing, a detection counts
@@ -26,7 +29,7 @@ from bidsanon.deface.geometry import apply_affine, head_mask
 HEADS = {"sample-T1": (DATA / "anat" / "sample" / "T1.mgz", "T1w"),
          "mni152-T1": (DATA / "anat" / "mni152" / "MNI152_T1_2mm.nii.gz", "T1w"),
          "chris-PD": (DATA / "anat" / "chris" / "chris_PD.nii.gz", "PDw")}
-DETECTORS = tuple(d for d in face.DETECTORS if d != "cnn" or face.cnn_available())
+DETECTORS = face.available_detectors()  # hog; cnn and mtcnn when their wheels are here
 
 
 @functools.lru_cache(maxsize=None)
