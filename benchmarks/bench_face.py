@@ -40,7 +40,8 @@ from bidsanon.check.engine import Scan, check_face
 from bidsanon.check.rules import Settings
 from bidsanon.deface import face
 dets = tuple(sys.argv[2].split(","))
-face.available_detectors = lambda: dets  # the detectors asked for (default: installed)
+face.available_detectors = lambda: dets  # the detectors asked for
+face.DETECTORS = dets  # (older commits: their default)
 t = time.process_time()
 check_face(Path(sys.argv[1]), "x", Scan(Settings.build()))
 print(time.process_time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_utime
@@ -113,7 +114,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("images", nargs="*", type=Path)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--detectors", default=",".join(face.available_detectors()))
+    # (older commits, before MTCNN, had no available_detectors: hog and cnn)
+    installed = getattr(face, "available_detectors", lambda: ("hog", "cnn"))()
+    p.add_argument("--detectors", default=",".join(installed))
     args = p.parse_args()
     dets = tuple(args.detectors.split(","))
     print(f"detectors: {', '.join(dets)}; CPU seconds, min / median / max of "

@@ -112,6 +112,37 @@ def test_detect_faces_accepts_image_and_threshold(t1, t1_front):
     assert len(face.detect_faces(t1_front, upsample=(1,))) >= 1
 
 
+@pytest.mark.skipif(not face.mtcnn_available(), reason="facenet-pytorch not installed "
+                    "(extra bidsanon[mtcnn])")
+def test_mtcnn_finds_the_face_not_the_back(t1, t1_front):
+    boxes = face.detect(t1_front, "mtcnn")
+    assert boxes and max(b.score for b in boxes) > 0.95
+    b = max(boxes, key=lambda b: b.score)
+    h, w = t1_front.shape  # a box in the render's own pixels, on the face
+    assert 0.25 * w < (b.left + b.right) / 2 < 0.75 * w
+    assert (b.top + b.bottom) / 2 < 0.6 * h
+    assert 80 < b.right - b.left < w
+    assert face.detect(face.render_view(t1, back=True), "mtcnn") == []
+    assert "mtcnn" in face.available_detectors()
+
+
+def test_detectors_are_optional_but_hog():
+    have = face.available_detectors()
+    assert have[0] == "hog" and set(have) <= set(face.DETECTORS)
+    with pytest.raises(ValueError):
+        face.detect(np.zeros((10, 10), np.uint8), "haar")
+
+
+def test_multi_view_faces_takes_an_array(t1):
+    data = np.asanyarray(t1.dataobj)
+    pics, hits = face.multi_view_faces(data, affine=t1.affine, detectors=("hog",))
+    assert set(pics) == set(face.VIEWPOINTS)
+    assert hits[("front", "hog")] == face.detect(pics["front"], "hog")
+    assert hits[("front", "hog")]  # the sample head's face
+    with pytest.raises(ValueError):
+        face.multi_view_faces(data)
+
+
 def test_check_file(tmp_path, t1):
     src = tmp_path / "sub-01_T1w.nii.gz"
     nib.save(nib.Nifti1Image(np.asanyarray(t1.dataobj), t1.affine), src)

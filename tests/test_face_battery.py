@@ -98,6 +98,13 @@ MEASURED_FAILURES = {
                 "original PD slab (it stops at the nose tip) on any of the 7 views, so "
                 "the detector half cannot be tested on it; eye/nose/mouth skin kept 2.8%",
 }
+if "mtcnn" in DETECTORS:  # measured with facenet-pytorch 2.5.3 (2026-12-02)
+    # MTCNN finds the PD slab's face on pitch+20 (0.93) and nothing after defacing
+    del MEASURED_FAILURES["chris-PD"]
+    MEASURED_FAILURES["sample-T1"] = (
+        "MTCNN still finds a face on the defaced sample head at yaw+30 (0.81) and yaw+60 "
+        "(0.94), boxes over the cut surface overlapping the original's face; dlib HOG "
+        "and CNN find none after defacing; eye/nose/mouth skin kept 2.2%")
 
 
 @pytest.mark.parametrize("name", [
