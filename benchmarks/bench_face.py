@@ -94,11 +94,11 @@ def stages(path: Path, dets: tuple[str, ...], repeat: int) -> dict[str, list[flo
     for i in range(repeat + 1):
         data = clock("read voxels", lambda: np.asanyarray(load_image(path).dataobj))
         img = nib.Nifti1Image(data, load_image(path).affine, dtype=data.dtype)
-        hv = clock("head volume", lambda: face.head_volume(img))
-        pics = clock("cast + shade 7 views", lambda: [face.render_view(hv, *yp) for yp in
-                                                     face.VIEWPOINTS.values()])
+        hv = clock("head volume", lambda img=img: face.head_volume(img))
+        pics = clock("cast + shade 7 views", lambda hv=hv: [
+            face.render_view(hv, *yp) for yp in face.VIEWPOINTS.values()])
         for d in dets:
-            clock(f"{d} x 7", lambda: [face.detect(p, d) for p in pics])
+            clock(f"{d} x 7", lambda d=d, pics=pics: [face.detect(p, d) for p in pics])
         if i == 0:
             out = {}  # warm-up: models loaded, caches filled
     return out

@@ -161,7 +161,7 @@ def _occupied_blocks(above: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray,
     voxel, and how far (voxels, in each axis) from its centre a sample can be above the
     threshold (half the cube and the one voxel trilinear interpolation reaches)."""
     zoom = float(np.sqrt((affine[:3, :3] ** 2).sum(0)).min())
-    block = max(1, int(round(BLOCK_MM / zoom)))
+    block = max(1, round(BLOCK_MM / zoom))
     a = np.pad(above, [(0, -n % block) for n in above.shape])
     n = [s // block for s in a.shape]
     occ = a.reshape(n[0], block, n[1], block, n[2], block).any(axis=(1, 3, 5))
@@ -477,7 +477,7 @@ def _cnn_detector():
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         return None
-    model = Path(list(spec.submodule_search_locations)[0]).joinpath(*CNN_MODEL)
+    model = Path(next(iter(spec.submodule_search_locations))).joinpath(*CNN_MODEL)
     if not model.is_file():
         return None
     import dlib
@@ -569,7 +569,7 @@ def detect_faces_mtcnn(pic: np.ndarray, threshold: float = 0.0,
         torch.set_num_threads(threads)
     if boxes is None:
         return []
-    return [FaceBox(*(int(round(float(v))) for v in box), float(p))
+    return [FaceBox(*(round(float(v)) for v in box), float(p))
             for box, p in zip(boxes, probs) if p is not None and float(p) > threshold]
 
 
