@@ -55,6 +55,27 @@ def test_face_found_on_mni152_with_fov_extension():
     assert face.has_face(img)
 
 
+@pytest.mark.parametrize("pose", [(0.0, 0.0), (60.0, 0.0), (-30.0, 20.0)])
+def test_ray_cast_skips_only_samples_that_cannot_hit(t1, pose):
+    """Each ray starts in front of the nearest occupied block and stops at its first
+    hit: the depth map is the one of a cast that samples every ray from the front (one
+    block reaching every sample)."""
+    from dataclasses import replace
+
+    from bidsanon.deface.geometry import rotation_matrix
+
+    hv = face.head_volume(t1)
+    everything = replace(hv, blocks=np.array([np.array(hv.vol.shape) / 2.0]),
+                         block_reach=float(max(hv.vol.shape)))
+    turn = np.eye(4)
+    turn[:3, :3] = rotation_matrix((pose[1], 0.0, pose[0]))
+    turn[:3, 3] = hv.centre - turn[:3, :3] @ hv.centre
+    fast, full = face.depth_map(hv, pose=turn), face.depth_map(everything, pose=turn)
+    assert full[1].mean() > 0.3  # the head fills a third of the picture
+    for a, b in zip(fast, full):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_render_is_world_space(t1, t1_front):
     """The same head stored in another axis order renders the same picture."""
     data = np.asanyarray(t1.dataobj)
@@ -89,6 +110,37 @@ def test_detect_faces_accepts_image_and_threshold(t1, t1_front):
     assert face.detect_faces(t1) == face.detect_faces(t1_front)
     assert not face.detect_faces(t1_front, threshold=10.0)
     assert len(face.detect_faces(t1_front, upsample=(1,))) >= 1
+
+
+@pytest.mark.skipif(not face.mtcnn_available(), reason="facenet-pytorch not installed "
+                    "(extra bidsanon[mtcnn])")
+def test_mtcnn_finds_the_face_not_the_back(t1, t1_front):
+    boxes = face.detect(t1_front, "mtcnn")
+    assert boxes and max(b.score for b in boxes) > 0.95
+    b = max(boxes, key=lambda b: b.score)
+    h, w = t1_front.shape  # a box in the render's own pixels, on the face
+    assert 0.25 * w < (b.left + b.right) / 2 < 0.75 * w
+    assert (b.top + b.bottom) / 2 < 0.6 * h
+    assert 80 < b.right - b.left < w
+    assert face.detect(face.render_view(t1, back=True), "mtcnn") == []
+    assert "mtcnn" in face.available_detectors()
+
+
+def test_detectors_are_optional_but_hog():
+    have = face.available_detectors()
+    assert have[0] == "hog" and set(have) <= set(face.DETECTORS)
+    with pytest.raises(ValueError):
+        face.detect(np.zeros((10, 10), np.uint8), "haar")
+
+
+def test_multi_view_faces_takes_an_array(t1):
+    data = np.asanyarray(t1.dataobj)
+    pics, hits = face.multi_view_faces(data, affine=t1.affine, detectors=("hog",))
+    assert set(pics) == set(face.VIEWPOINTS)
+    assert hits[("front", "hog")] == face.detect(pics["front"], "hog")
+    assert hits[("front", "hog")]  # the sample head's face
+    with pytest.raises(ValueError):
+        face.multi_view_faces(data)
 
 
 def test_check_file(tmp_path, t1):

@@ -1,5 +1,8 @@
 """Face battery: multi-view renders x the detectors that ship in wheels, on real heads.
 
+The detectors are those installed: dlib HOG, dlib CNN (``face_recognition_models``) and
+MTCNN (``facenet-pytorch``, extra ``bidsanon[mtcnn]``).
+
 Positive controls: a (head, view, detector) counts only when the detector finds the face
 on the original's render. Negative controls: renders of the back of every head set each
 detector's threshold (above its best score there). After defacing, a detection counts
@@ -26,7 +29,7 @@ from bidsanon.deface.geometry import apply_affine, head_mask
 HEADS = {"sample-T1": (DATA / "anat" / "sample" / "T1.mgz", "T1w"),
          "mni152-T1": (DATA / "anat" / "mni152" / "MNI152_T1_2mm.nii.gz", "T1w"),
          "chris-PD": (DATA / "anat" / "chris" / "chris_PD.nii.gz", "PDw")}
-DETECTORS = tuple(d for d in face.DETECTORS if d != "cnn" or face.cnn_available())
+DETECTORS = face.available_detectors()  # hog; cnn and mtcnn when their wheels are here
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,6 +94,13 @@ MEASURED_FAILURES = {
                 "original PD slab (it stops at the nose tip) on any of the 7 views, so "
                 "the detector half cannot be tested on it; eye/nose/mouth skin kept 2.8%",
 }
+if "mtcnn" in DETECTORS:  # measured with facenet-pytorch 2.5.3 (2026-12-02)
+    # MTCNN finds the PD slab's face on pitch+20 (0.93) and nothing after defacing
+    del MEASURED_FAILURES["chris-PD"]
+    MEASURED_FAILURES["sample-T1"] = (
+        "MTCNN still finds a face on the defaced sample head at yaw+30 (0.81) and yaw+60 "
+        "(0.94), boxes over the cut surface overlapping the original's face; dlib HOG "
+        "and CNN find none after defacing; eye/nose/mouth skin kept 2.2%")
 
 
 @pytest.mark.parametrize("name", [

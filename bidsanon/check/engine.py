@@ -237,7 +237,9 @@ def check_gzip(path: Path, rel: str, s: Settings) -> list[Finding]:
 def check_face(path: Path, rel: str, scan: Scan) -> tuple[list[Finding], list[str]]:
     """Render the head from the 7 viewpoints of :data:`bidsanon.deface.face.VIEWPOINTS`
     (front, yaw +-30 and +-60 degrees, pitch +-20 degrees) and look for a face with
-    dlib's HOG detector and, when its model wheel is installed, dlib's CNN detector.
+    every installed detector of :func:`bidsanon.deface.face.available_detectors`: dlib's
+    HOG detector always, dlib's CNN detector when its model wheel is installed, MTCNN
+    when ``facenet-pytorch`` is (extra ``bidsanon[mtcnn]``).
 
     When a face is found and ``scan.render_dir`` is set, the renders (face boxes drawn)
     are saved there, owner-only: they show the face.
@@ -252,10 +254,9 @@ def check_face(path: Path, rel: str, scan: Scan) -> tuple[list[Finding], list[st
         img = load_image(path)
         # read the voxels once: the blank test and the seven renders all use them
         data = np.asanyarray(img.dataobj)
-        img = nib.Nifti1Image(data, img.affine, dtype=data.dtype)
-        if blank_reason(img) is not None:
+        if blank_reason(nib.Nifti1Image(data, img.affine, dtype=data.dtype)) is not None:
             return [], []  # no voxel varies: no render can show a face
-        pics, hits = multi_view_faces(img)
+        pics, hits = multi_view_faces(data, affine=img.affine)
     except (InputError, ValueError, MemoryError) as exc:
         return [finding(rel, "check.not-inspected", "cannot render the head to look for "
                          f"a face: {getattr(exc, 'message', exc)}")], []

@@ -26,6 +26,9 @@ VIEWS = ("front", "left", "right")
 #: half a face. It can only make detection more sensitive.
 EXTEND_MM = 60.0
 PAD_MM = 30.0
+#: Side (mm, rounded to whole voxels) of the blocks that tell each ray where the head
+#: can start (its first hit is searched from there; :func:`depth_map`).
+BLOCK_MM = 4.0
 LIGHT = (0.0, 1.0, 1.0)  # 45 degrees above the viewing direction
 
 
@@ -45,6 +48,14 @@ def _detector():
     import dlib
 
     return dlib.get_frontal_face_detector()
+
+
+@dataclass(frozen=True)
+class _ArrayImage:
+    """An array and its affine where an image is expected (:func:`_volume`)."""
+
+    dataobj: np.ndarray
+    affine: np.ndarray
 
 
 def _volume(img) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +117,11 @@ class HeadVolume:
     #: voxel box (first, last) holding every voxel above ``threshold``, grown by one
     #: voxel: no interpolated sample outside it is above the threshold
     box: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+    #: centres (voxels of ``vol``) of the blocks of about :data:`BLOCK_MM` holding a
+    #: voxel above ``threshold``; no sample farther than ``block_reach`` voxels from
+    #: every centre (in some axis) is above the threshold
+    blocks: np.ndarray | None = None
+    block_reach: float = 0.0
 
 
 def head_volume(img, res: float = 1.0, threshold: float | None = None,
@@ -137,7 +153,19 @@ def head_volume(img, res: float = 1.0, threshold: float | None = None,
             first.append(max(int(idx[0]) - 1, 0))
             last.append(min(int(idx[-1]) + 1, vol.shape[ax] - 1))
         box = (tuple(first), tuple(last))
-    return HeadVolume(vol, affine, float(thr), centre, box)
+    return HeadVolume(vol, affine, float(thr), centre, box, *_occupied_blocks(above, affine))
+
+
+def _occupied_blocks(above: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centres (voxel coordinates) of the cubes of about :data:`BLOCK_MM` holding a True
+    voxel, and how far (voxels, in each axis) from its centre a sample can be above the
+    threshold (half the cube and the one voxel trilinear interpolation reaches)."""
+    zoom = float(np.sqrt((affine[:3, :3] ** 2).sum(0)).min())
+    block = max(1, round(BLOCK_MM / zoom))
+    a = np.pad(above, [(0, -n % block) for n in above.shape])
+    n = [s // block for s in a.shape]
+    occ = a.reshape(n[0], block, n[1], block, n[2], block).any(axis=(1, 3, 5))
+    return np.argwhere(occ) * float(block) + (block - 1) / 2.0, (block + 1) / 2.0
 
 
 def depth_map(img, view: str = "front", res: float = 1.0, threshold: float | None = None,
@@ -179,17 +207,12 @@ def depth_map(img, view: str = "front", res: float = 1.0, threshold: float | Non
     sub = hi - lo + 1
     shift = np.eye(4)
     shift[:3, 3] = lo
-    m = np.linalg.inv(affine) @ grid @ shift
-    vals = ndi.affine_transform(vol, m[:3, :3], m[:3, 3], output_shape=tuple(sub), order=1,
-                                cval=np.nan)
-    above = vals > thr
-    hit_s = above.any(axis=1)
-    k_s = np.argmax(above, axis=1)
-    km_s = np.clip(k_s - 1, 0, None)
+    m = np.linalg.inv(affine) @ grid @ shift  # sub-grid index -> vol voxel
+    k_s, v0, v1 = _first_hits(hv, m, tuple(sub))
+    hit_s = k_s >= 0
+    k_s = np.where(hit_s, k_s, 0)
     k = k_s + lo[1]  # depth index on the whole grid
     km = np.clip(k - 1, 0, None)
-    v0 = np.take_along_axis(vals, km_s[:, None, :], 1)[:, 0]
-    v1 = np.take_along_axis(vals, k_s[:, None, :], 1)[:, 0]
     v0 = np.where(np.isfinite(v0), v0, 0.0)
     frac = np.clip((thr - v0) / np.maximum(v1 - v0, 1e-6), 0.0, 1.0)
     d_s = np.where(k > 0, km + frac, 0.0) * step
@@ -199,9 +222,65 @@ def depth_map(img, view: str = "front", res: float = 1.0, threshold: float | Non
     # columns whose lowest hit sits on the edge of the field of view
     cols = np.nonzero(hit_s.any(axis=1))[0]
     low = np.argmax(hit_s[cols], axis=1)
-    below = vals[cols, k_s[cols, low], np.maximum(low - 1, 0)]
+    below = _sample(vol, m, np.stack([cols, k_s[cols, low], np.maximum(low - 1, 0)]))
     cut[cols + c0] = (low + r0 == 0) | ~np.isfinite(below)
     return _refine(depth, hit, cut)
+
+
+def _sample(vol: np.ndarray, m: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Trilinear samples of ``vol`` at grid indices ``idx`` (3, N), ``m`` grid index ->
+    voxel; NaN outside the volume (as the rays' samples)."""
+    xyz = m[:3, :3] @ idx.reshape(3, -1).astype(float) + m[:3, 3:4]
+    return ndi.map_coordinates(vol, xyz, order=1, cval=np.nan).reshape(idx.shape[1:])
+
+
+def _first_hits(hv: HeadVolume, m: np.ndarray, shape: tuple[int, int, int]):
+    """First sample above the threshold along each ray (axis 1) of a grid of ``shape``
+    (``m``: grid index -> voxel of ``hv.vol``): its depth index (-1: no hit) and the
+    samples before and at it, as if every sample of the grid were taken.
+
+    A sample can only be above the threshold within one voxel of a voxel above it, so
+    each ray starts just in front of the nearest occupied block of ``hv.blocks`` that
+    can reach it and stops at its first hit; rays no block reaches are misses."""
+    n_c, n_d, n_r = shape
+    k_s = np.full((n_c, n_r), -1)
+    v0 = np.zeros((n_c, n_r), np.float32)
+    v1 = np.zeros((n_c, n_r), np.float32)
+    blocks, reach = hv.blocks, hv.block_reach
+    if blocks is None:  # a HeadVolume made by hand
+        blocks, reach = _occupied_blocks(hv.vol > hv.threshold, hv.affine)
+    if not len(blocks):
+        return k_s, v0, v1
+    inv = np.linalg.inv(m[:3, :3])
+    g = (blocks - m[:3, 3]) @ inv.T  # block centres in grid indices
+    reach = reach * np.abs(inv).sum(axis=1)  # their half-extent along each grid axis
+    ci = np.clip(np.floor(g[:, 0]).astype(int), 0, n_c - 1)
+    ri = np.clip(np.floor(g[:, 2]).astype(int), 0, n_r - 1)
+    front = np.full((n_c, n_r), np.inf)
+    np.minimum.at(front, (ci, ri), g[:, 1] - reach[1])
+    size = (2 * int(np.ceil(reach[0])) + 3, 2 * int(np.ceil(reach[2])) + 3)
+    front = ndi.minimum_filter(front, size=size, mode="constant", cval=np.inf)
+    cs, rs = np.nonzero(np.isfinite(front) & (front < n_d))
+    start = np.clip(np.floor(front[cs, rs]).astype(int) - 1, 0, n_d - 1)
+    width = 8
+    while cs.size:
+        d = start[:, None] + np.arange(width)
+        idx = np.stack([np.broadcast_to(cs[:, None], d.shape), d,
+                        np.broadcast_to(rs[:, None], d.shape)])
+        vals = _sample(hv.vol, m, idx).astype(np.float32, copy=False)
+        vals[d >= n_d] = np.nan
+        above = vals > hv.threshold
+        found = above.any(axis=1)
+        j = np.argmax(above, axis=1)
+        f = np.nonzero(found)[0]
+        k_s[cs[f], rs[f]] = start[f] + j[f]
+        v1[cs[f], rs[f]] = vals[f, j[f]]
+        v0[cs[f], rs[f]] = vals[f, np.maximum(j[f] - 1, 0)]
+        # the next window starts at this one's last sample (below the threshold)
+        go = ~found & (start + width < n_d)
+        cs, rs, start = cs[go], rs[go], start[go] + width - 1
+        width = min(2 * width, 64)
+    return k_s, v0, v1
 
 
 def _refine(depth: np.ndarray, hit: np.ndarray, cut: np.ndarray):
@@ -345,8 +424,10 @@ VIEWPOINTS: dict[str, tuple[float, float]] = {
     "yaw+60": (60.0, 0.0), "yaw-60": (-60.0, 0.0), "pitch+20": (0.0, 20.0),
     "pitch-20": (0.0, -20.0),
 }
-#: The detectors of the multi-view test; ``cnn`` only when its model wheel is installed.
-DETECTORS = ("hog", "cnn")
+#: The detectors of the multi-view test. ``hog`` is always there; ``cnn`` needs the
+#: ``face_recognition_models`` wheel and ``mtcnn`` the ``facenet-pytorch`` wheel (extra
+#: ``bidsanon[mtcnn]``): :func:`available_detectors` says which are installed.
+DETECTORS = ("hog", "cnn", "mtcnn")
 
 
 def render_view(img, yaw: float = 0.0, pitch: float = 0.0, res: float = 1.0,
@@ -383,15 +464,25 @@ def render_view(img, yaw: float = 0.0, pitch: float = 0.0, res: float = 1.0,
     return shade(*depth_map(hv, "front", res, pose=turn), res)
 
 
+#: dlib's CNN face model in the ``face_recognition_models`` wheel (found without
+#: importing the package: its ``__init__`` needs ``pkg_resources``, which setuptools 81
+#: and newer no longer ship, so in a fresh venv the import fails).
+CNN_MODEL = ("models", "mmod_human_face_detector.dat")
+
+
 @functools.lru_cache(maxsize=1)
 def _cnn_detector():
-    try:
-        import dlib
-        import face_recognition_models
-    except ImportError:
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    return dlib.cnn_face_detection_model_v1(
-        face_recognition_models.cnn_face_detector_model_location())
+    model = Path(next(iter(spec.submodule_search_locations))).joinpath(*CNN_MODEL)
+    if not model.is_file():
+        return None
+    import dlib
+
+    return dlib.cnn_face_detection_model_v1(str(model))
 
 
 def cnn_available() -> bool:
@@ -434,26 +525,106 @@ def detect_faces_cnn(pic: np.ndarray, upsample: int = 0, threshold: float = 0.0,
     return out
 
 
+#: Smallest face (mm across) MTCNN looks for: its image pyramid starts where a face of
+#: this size fills its 12 px window. A newborn's face is about 80 mm wide; the library's
+#: default (20 px) would add pyramid levels for faces of 20 mm on a 1 mm render.
+MTCNN_MIN_FACE_MM = 40.0
+
+
+@functools.lru_cache(maxsize=4)
+def _mtcnn_detector(min_face_px: int):
+    """facenet-pytorch's MTCNN on the CPU, its weights from the wheel; None when the
+    wheel (or the torchvision it imports) cannot be imported. Imports torch."""
+    try:
+        from facenet_pytorch import MTCNN
+    except (ImportError, RuntimeError, OSError):  # torchvision's ops may fail to load
+        return None
+    return MTCNN(min_face_size=min_face_px, keep_all=True, device="cpu")
+
+
+def mtcnn_available() -> bool:
+    """Whether MTCNN (the ``facenet-pytorch`` wheel and its torch) can be imported."""
+    return _mtcnn_detector(int(MTCNN_MIN_FACE_MM)) is not None
+
+
+def detect_faces_mtcnn(pic: np.ndarray, threshold: float = 0.0,
+                       res: float = 1.0) -> list[FaceBox]:
+    """Faces found by facenet-pytorch's MTCNN on a render of ``res`` mm pixels; [] when
+    it is absent.
+
+    Boxes are in the render's pixels; the score is MTCNN's face probability (its last
+    stage only reports faces above 0.7), kept when above ``threshold``.
+    """
+    det = _mtcnn_detector(max(12, int(round(MTCNN_MIN_FACE_MM / res))))
+    if det is None:
+        return []
+    import torch
+
+    rgb = np.repeat(np.asarray(pic, dtype=np.uint8)[..., None], 3, axis=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # measured: 2 threads on a busy 2-core machine cost 4x CPU
+    try:
+        boxes, probs = det.detect(rgb)
+    finally:
+        torch.set_num_threads(threads)
+    if boxes is None:
+        return []
+    return [FaceBox(*(round(float(v)) for v in box), float(p))
+            for box, p in zip(boxes, probs) if p is not None and float(p) > threshold]
+
+
+def available_detectors() -> tuple[str, ...]:
+    """The :data:`DETECTORS` installed here (``hog`` always)."""
+    have = {"hog": True, "cnn": cnn_available(), "mtcnn": mtcnn_available()}
+    return tuple(d for d in DETECTORS if have[d])
+
+
 def detect(pic: np.ndarray, detector: str, threshold: float = 0.0,
            res: float = 1.0) -> list[FaceBox]:
     """Faces by one of :data:`DETECTORS` on a render of ``res`` mm pixels, scores above
-    ``threshold``."""
+    ``threshold`` ([] for a detector that is not installed)."""
     if detector == "hog":
         return detect_faces(pic, threshold=threshold, res=res)
     if detector == "cnn":
         return detect_faces_cnn(pic, threshold=threshold, res=res)
+    if detector == "mtcnn":
+        return detect_faces_mtcnn(pic, threshold=threshold, res=res)
     raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
 
 
 def multi_view_faces(img, views: dict[str, tuple[float, float]] | None = None,
-                     detectors: tuple[str, ...] = DETECTORS, res: float = 1.0
+                     detectors: tuple[str, ...] | None = None, res: float = 1.0,
+                     affine: np.ndarray | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[tuple[str, str], list[FaceBox]]]:
     """Render the head from every viewpoint and run every detector on each render.
 
-    Returns the renders (view -> picture) and the detections ((view, detector) ->
-    boxes). Detectors that are not installed find nothing.
+    Parameters
+    ----------
+    img : nibabel image or numpy.ndarray
+        3D or 4D (the first volume is used); an array needs ``affine``.
+    views : dict | None
+        Viewpoint name -> (yaw, pitch) degrees; default :data:`VIEWPOINTS`.
+    detectors : tuple of str | None
+        Default: every installed detector (:func:`available_detectors`). A named
+        detector that is not installed finds nothing.
+    res : float
+        Pixel size (mm) of the renders.
+    affine : numpy.ndarray | None
+        Voxel -> world (mm) affine of an array ``img``.
+
+    Returns
+    -------
+    pics : dict
+        View -> uint8 render.
+    hits : dict
+        (view, detector) -> list of :class:`FaceBox`.
     """
     views = VIEWPOINTS if views is None else views
+    detectors = available_detectors() if detectors is None else detectors
+    if isinstance(img, np.ndarray):
+        if affine is None:
+            raise ValueError("an array needs its affine")
+        img = _ArrayImage(img, np.asarray(affine, float))
     hv = head_volume(img, res)  # read, smoothed and thresholded once for every view
     pics = {v: render_view(hv, *views[v], res=res) for v in views}
     hits = {(v, d): detect(pics[v], d, res=res) for v in pics for d in detectors}
