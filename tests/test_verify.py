@@ -106,7 +106,7 @@ def test_clean_run_verifies_every_file(dataset, tmp_path):
     assert meg["reader"] == "mne.io.read_raw_fif"
     assert {"data", "annotation onsets and durations"} <= set(meg["checked"])
     t1 = next(v for k, v in files.items() if k.endswith("_T1w.nii.gz"))
-    assert "voxels outside the removed region" in t1["checked"] and t1["changed_voxels"] > 0
+    assert "voxels outside the removed region and its cover" in t1["checked"] and t1["changed_voxels"] > 0
     opened = key["runs"][-1]["verified_dataset"]
     assert opened["pybids"] > 0
     assert [p for p in opened["read_raw_bids"] if p.endswith("_meg.fif")]
@@ -127,7 +127,8 @@ IMPORT_NAMES = {"pybids": "bids", "mne-bids": "mne_bids", "pyyaml": "yaml",
 
 
 def package_imports() -> set[str]:
-    """Top-level modules imported anywhere in bidsanon/ (module level or in functions)."""
+    """Top-level modules imported anywhere in bidsanon/ (module level or in functions),
+    or located by ``importlib.util.find_spec("name")``."""
     names: set[str] = set()
     for path in (ROOT / "bidsanon").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -135,6 +136,10 @@ def package_imports() -> set[str]:
                 names |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names.add(node.module.split(".")[0])
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "find_spec"
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                # a data wheel located without importing it (face_recognition_models)
+                names.add(str(node.args[0].value).split(".")[0])
     return names
 
 

@@ -41,7 +41,7 @@ POLICY: dict = {
     "remove_ears": Key(True, "Also remove the outer ears whole (identifying in 3D renders), "
                        "near the template's ear masks (methods template and auto, and "
                        "landmarks when the registration passes its check)."),
-    "ear_opening_mm": Key(6.0, "With `remove_ears`: the radius (mm) of the ball rolled "
+    "ear_opening_mm": Key(5.0, "With `remove_ears`: the radius (mm) of the ball rolled "
                           "inside the head near the ears; what it cannot reach (thinner "
                           "than about twice the radius, standing off the scalp: the "
                           "pinna) is removed whole, the scalp stays.", min=2.0, max=15.0),

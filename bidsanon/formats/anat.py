@@ -143,7 +143,8 @@ def doc_table() -> str:
 
 def verify(src: Path, dst: Path, policy: dict | None = None) -> dict:
     """nibabel: affine, shape and dtype identical, and every voxel identical except those
-    set to the fill value (the removed face and ears)."""
+    set to the fill value (the removed face and ears) and the cover over the cut that
+    adjoins them (:func:`bidsanon.verify.compare_image`)."""
     from bidsanon.verify import compare_image
     sec = policy_section(((policy or {}).get("anat") or {}).get("deface"))
     if sec["fill"] != "value":  # a smoothed region has no single value to recognise
