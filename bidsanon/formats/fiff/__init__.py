@@ -178,7 +178,8 @@ def open_fiff(path: str | Path) -> tuple[IO[bytes], int | None]:
 WINDOW = 1 << 12
 
 
-def iter_tags(f: IO[bytes], path: str | Path, size: int | None
+def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
+              only: frozenset[int] | None = None, passed: list | None = None
               ) -> Iterator[tuple[Tag, tuple[int, ...]]]:
     """Follow the tag chain from the start; yield each tag with its enclosing blocks.
 
@@ -186,6 +187,12 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None
     checked after the consumer has read it, so the stream is only read forward).
     Raises :class:`InputError` with the byte position on a chain that loops, points
     outside the file, ends inside a tag or block, or has malformed tags.
+
+    With ``only``, a tag of another kind whose next tag follows it (next 0) is checked
+    but not yielded: ``passed`` (a list ``[tags, bytes, last]``) gets the number of
+    such tags and their bytes, and at the end of the chain ``last`` is the last of them
+    (None if none). They lie back to back, from the successor of the previous yielded
+    tag to the next yielded tag (or the end of the chain).
     """
     pos, sequential = 0, False
     stack: list[int] = []
@@ -202,6 +209,11 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None
     buf, at = b"", 0
     unpack_from = HEADER.unpack_from
     new_tag = tuple.__new__
+    limit = size if size is not None else math.inf
+    n_passed = bytes_passed = 0
+    last_pos = last_kind = last_type = last_size = -1
+    if passed is None:
+        passed = [0, 0, None]
     while True:
         off = pos - at
         if off < 0 or off + 16 > len(buf):
@@ -218,22 +230,25 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None
                 if stack:
                     raise InputError(f"file ends inside block {_block_path(here)} "
                                      "(truncated?)", path, pos)
+                _passed(passed, n_passed, bytes_passed, last_pos, last_kind, last_type,
+                        last_size)
                 return
             if len(buf) < 16:
                 what = "pointed to by a next pointer " if not sequential and pos else ""
                 raise InputError(f"truncated tag header {what}(file ends at byte "
                                  f"{pos + len(buf)})", path, pos)
         kind, typ, tsize, nxt = unpack_from(buf, off)
-        tag = new_tag(Tag, (pos, kind, typ, tsize, nxt))
         end = pos + 16 + tsize
-        if pos == 0 and kind != ft.FILE_ID:
-            raise InputError(f"not a FIFF file (first tag is kind {kind}, "
-                             "expected FIFF_FILE_ID 100)", path, 0)
-        if tsize < 0:
-            raise InputError(f"tag kind {kind} has a negative size ({tsize})", path, pos)
-        if size is not None and end > size:
-            raise InputError(f"tag kind {kind} of {tsize} bytes runs past the end "
-                             f"of the file ({size} bytes): truncated?", path, pos)
+        if pos == 0 or tsize < 0 or end > limit:
+            if pos == 0 and kind != ft.FILE_ID:
+                raise InputError(f"not a FIFF file (first tag is kind {kind}, "
+                                 "expected FIFF_FILE_ID 100)", path, 0)
+            if tsize < 0:
+                raise InputError(f"tag kind {kind} has a negative size ({tsize})",
+                                 path, pos)
+            if end > limit:
+                raise InputError(f"tag kind {kind} of {tsize} bytes runs past the end "
+                                 f"of the file ({size} bytes): truncated?", path, pos)
         outer = here
         if kind == ft.BLOCK_START:
             if tsize < 4:
@@ -241,14 +256,23 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None
             if off + 20 <= len(buf):
                 stack.append(_INT.unpack_from(buf, off + 16)[0])
             else:
-                stack.append(_INT.unpack(read_payload(f, tag, path, 4))[0])
+                stack.append(_INT.unpack(read_payload(f, Tag(pos, kind, typ, tsize, nxt),
+                                                      path, 4))[0])
             here = tuple(stack)
         elif kind == ft.BLOCK_END:
             if not stack:
                 raise InputError("block end without a block start", path, pos)
             stack.pop()
             here = tuple(stack)
-        yield tag, outer
+        if nxt == 0 and only is not None and kind not in only:
+            n_passed += 1
+            bytes_passed += end - pos
+            last_pos, last_kind, last_type, last_size = pos, kind, typ, tsize
+        else:
+            passed[0] += n_passed
+            passed[1] += bytes_passed
+            n_passed = bytes_passed = 0
+            yield new_tag(Tag, (pos, kind, typ, tsize, nxt)), outer
         if size is None:
             try:
                 reached = f.seek(end)
@@ -263,6 +287,8 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None
             if stack:
                 raise InputError(f"tag chain ends inside block {_block_path(here)}",
                                  path, pos)
+            _passed(passed, n_passed, bytes_passed, last_pos, last_kind, last_type,
+                    last_size)
             return
         elif nxt > 0:
             if size is not None and nxt + 16 > size:
@@ -277,6 +303,14 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None
             pos, sequential = nxt, False
         else:
             raise InputError(f"invalid next pointer {nxt}", path, pos)
+
+
+def _passed(passed: list, tags: int, size: int, pos: int, kind: int, typ: int,
+            tsize: int) -> None:
+    """Add the tags :func:`iter_tags` passed over to ``passed``; the last one's header."""
+    passed[0] += tags
+    passed[1] += size
+    passed[2] = Tag(pos, kind, typ, tsize, 0) if pos >= 0 else None
 
 
 def read_payload(f: IO[bytes], tag: Tag, path: str | Path, limit: int | None = None
@@ -824,19 +858,30 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
     memo: dict[str, str] = {}  # annotation texts repeat a lot
     clamped: list[str] = []
     # Most tags (data buffers, channel descriptions) are kept as they are and follow
-    # each other: they extend the input byte range [run_start, run_end) copied as one.
-    # Any other tag waits as ``pending`` until the next kept tag is known, since the
-    # last one gets next -1; so does the last tag of the run at the end.
+    # each other: iter_tags passes over them (``only``) and they extend the input byte
+    # range [run_start, run_end) copied as one. Any other tag waits as ``pending`` until
+    # the next kept tag is known, since the last one gets next -1; so does the last
+    # tag of the run at the end.
     pending: tuple[Tag, tuple[int, bytes] | None] | None = None
-    last: Tag | None = None
     run_start = run_end = 0
+    expect = 0  # where the tag after the previous yielded one is
+    kept: Tag | None = None  # the last yielded tag kept
     n_tags = in_bytes = changed = dropped = 0
-    special = _SPECIAL_KINDS
-    for tag, stack in iter_tags(f, path, size):
+    passed: list = [0, 0, None]
+    for tag, stack in iter_tags(f, path, size, _SPECIAL_KINDS, passed):
         n_tags += 1
         in_bytes += 16 + tag.size
+        if tag.pos != expect:  # tags passed over, back to back: [expect, tag.pos)
+            if pending is not None:
+                p.emit(pending[0], 0, pending[1])
+                pending = None
+            if expect != run_end:
+                _flush_run(p, run_start, run_end)
+                run_start = expect
+            run_end = tag.pos
+        expect = tag.next if tag.next > 0 else tag.pos + 16 + tag.size
         edit = None
-        if tag.kind in special:
+        if tag.kind in _SPECIAL_KINDS:
             if tag.kind in (ft.DIR, ft.FREE_BLOCK):
                 dropped += 1
                 continue
@@ -846,7 +891,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         if pending is not None:
             p.emit(pending[0], 0, pending[1])
             pending = None
-        last = tag
+        kept = tag
         if edit is None and tag.next == 0:
             if tag.pos != run_end:
                 _flush_run(p, run_start, run_end)
@@ -856,12 +901,27 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
             _flush_run(p, run_start, run_end)
             run_start = run_end = 0
             pending = (tag, edit)
-    if pending is not None:
-        p.emit(pending[0], -1, pending[1])
-    elif last is not None:  # the run's last tag
+    last = passed[2]
+    if last is not None and (kept is None or last.pos > kept.pos):
+        # The last tag kept was passed over: add the tags after the last yielded one
+        # (unless a dropped tag after them did), then give it next -1.
+        if last.pos >= expect:
+            if pending is not None:
+                p.emit(pending[0], 0, pending[1])
+                pending = None
+            if expect != run_end:
+                _flush_run(p, run_start, run_end)
+                run_start = expect
+            run_end = last.pos + 16 + last.size
         _flush_run(p, run_start, last.pos)
         p.emit(last, -1, None)
-    p.tags, p.in_bytes, p.changed, p.dropped = n_tags, in_bytes, changed, dropped
+    elif pending is not None:
+        p.emit(pending[0], -1, pending[1])
+    elif kept is not None:  # the run's last tag
+        _flush_run(p, run_start, kept.pos)
+        p.emit(kept, -1, None)
+    p.tags, p.in_bytes = n_tags + passed[0], in_bytes + passed[1]
+    p.changed, p.dropped = changed, dropped
     if clamped:
         shown = "; ".join(clamped[:5]) + (f"; and {len(clamped) - 5} more"
                                           if len(clamped) > 5 else "")
