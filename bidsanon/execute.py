@@ -32,10 +32,12 @@ PRELOAD = {
 PRELOAD_QC = ("matplotlib.pyplot", "nilearn.plotting", "bidsanon.deface.qc")
 
 
-def preloaded(tasks: list[FileTask], shared: Shared) -> set[str]:
-    """The modules a run's workers need before their first task (:data:`PRELOAD`)."""
+def preloaded(tasks: list[FileTask], shared: Shared, qc: bool = True) -> set[str]:
+    """The modules a run's workers need before their first task (:data:`PRELOAD`);
+    ``qc``: the workers write the QC pictures (the file tasks do, the read-back
+    verification does not: on a Dask cluster the fork server starts for it)."""
     modules = {m for t in tasks for m in PRELOAD.get(t.handler, ())}
-    if shared.qc_dir and any(t.handler == "anat" for t in tasks):
+    if qc and shared.qc_dir and any(t.handler == "anat" for t in tasks):
         modules.update(PRELOAD_QC)
     return modules
 
@@ -151,7 +153,7 @@ def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1,
             yield fn(t, shared)
         return
     from concurrent.futures import as_completed
-    preload(preloaded(tasks, shared))
+    preload(preloaded(tasks, shared, qc=fn is execute_task))
     with process_pool(jobs, _init_worker, (shared, threads_per_worker(jobs))) as pool:
         futures = [pool.submit(_run_in_worker, t, fn) for t in tasks]
         try:
