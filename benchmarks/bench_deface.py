@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import load_line
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "anat" / "sample" / "T1.mgz"
 
@@ -100,9 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--qc", action="store_true", help="also write the QC pictures")
     args = parser.parse_args(argv)
-    load = os.getloadavg()
-    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
-          f"({os.cpu_count()} CPUs)")
+    print(load_line())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = args.t1.resolve() if args.t1 else make_input(tmp)
@@ -124,8 +124,7 @@ def main(argv=None) -> int:
         med = {m: sorted(v["seconds"] for v in vals)[len(vals) // 2] for m, vals in rows.items()}
         print(f"ratio deface / baseline (load + save), medians: "
               f"{med['deface'] / med['baseline']:.1f}x")
-        load = os.getloadavg()
-        print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        print(load_line("at end"))
         print("target (issue 16): real 1 mm head <= 5 s whole process on one core, "
               "<= 1024 MB")
     return 0

@@ -8,14 +8,23 @@ test recording with MNE-Python, then times, in this process:
 - MNE-Python ``raw.anonymize()`` + ``raw.save()`` (re-encodes to single precision),
 
 and measures each one's peak memory (max RSS) in a fresh child process. Prints the
-ratios to the copy. Usage: ``python benchmarks/bench_fiff.py [--gb 1.0] [--repeat 3]``.
+ratios to the copy.
+
+Then, as users run them, whole processes from spawn to exit, interleaved run by run:
+``cp SRC DST`` (the baseline) against ``bidsanon fiff -s --mdo 36500 -i SRC -o DST``,
+median and min of ``--repeat`` runs, with each process's CPU time and peak memory
+(``/usr/bin/time``). ``--file PATH`` reuses (or, when missing, generates and keeps) the
+big file instead of a temporary one. Usage: ``python benchmarks/bench_fiff.py
+[--gb 1.0] [--repeat 3] [--file PATH] [--skip-mne] [--skip-in-process]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,10 +59,13 @@ def make_big(path: Path, gb: float) -> None:
 def timed(fn, dst: Path, repeat: int) -> float:
     """Best wall time of ``fn`` over ``repeat`` runs (the least disturbed by other load on
     a shared machine); ``dst`` is removed before each run (a fresh output,
-    as in a run: replacing an existing 1 GB file costs its page-cache release)."""
+    as in a run: replacing an existing 1 GB file costs its page-cache release) and the
+    page cache written back (``os.sync``, not timed): otherwise each run is slowed by
+    the write-back of the gigabyte the run before it left dirty, by chance."""
     times = []
     for _ in range(repeat):
         dst.unlink(missing_ok=True)
+        os.sync()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -76,25 +88,81 @@ def peak_rss_mb(name: str, src: Path, dst: Path) -> float:
     return int(out.stdout.split()[-1]) / 1024  # kB -> MB
 
 
+def whole_process(cmd: list[str], dst: Path) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MB) of one process running ``cmd`` (``dst`` removed first).
+
+    ``/usr/bin/time`` forks and waits for it, so the peak is the command's own (not this
+    process's, which a child forked from here would start with). Dirty pages are written
+    back first (not timed), as in :func:`timed`."""
+    dst.unlink(missing_ok=True)
+    os.sync()
+    t = time.perf_counter()
+    out = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", *cmd], capture_output=True,
+                         text=True, cwd=tempfile.gettempdir(), env=CHILD_ENV)
+    wall = time.perf_counter() - t
+    if out.returncode:
+        raise SystemExit(f"{cmd[0]} failed: {out.stderr.strip()[-500:]}")
+    user, system, kb = out.stderr.split()[-3:]
+    return wall, float(user) + float(system), int(kb) / 1024
+
+
+#: The environment of the whole processes: this checkout first on the path.
+CHILD_ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+             "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [
+                 os.environ.get("PYTHONPATH")])])}
+
+
+def compare_processes(src: Path, dst: Path, repeat: int) -> None:
+    """Print ``cp`` against ``bidsanon fiff`` as whole processes, interleaved."""
+    cases = {"cp (baseline)": ["cp", str(src), str(dst)],
+             "bidsanon fiff": [sys.executable, "-m", "bidsanon", "fiff", "-s", "--mdo",
+                               "36500", "-i", str(src), "-o", str(dst)]}
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
+    for cmd in cases.values():  # warm-up: page cache, bytecode
+        whole_process(cmd, dst)
+    for _ in range(repeat):
+        for name, cmd in cases.items():
+            runs[name].append(whole_process(cmd, dst))
+    dst.unlink(missing_ok=True)
+    base = statistics.median(w for w, _, _ in runs["cp (baseline)"])
+    print(f"whole processes, {src.stat().st_size / 1e9:.2f} GB, median of {repeat}, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'process':16s} {'wall s':>7s} {'min s':>7s} {'x cp':>6s} {'CPU s':>6s} "
+          f"{'peak MB':>8s}")
+    for name, rs in runs.items():
+        wall = statistics.median(w for w, _, _ in rs)
+        print(f"{name:16s} {wall:7.2f} {min(w for w, _, _ in rs):7.2f} {wall / base:6.2f} "
+              f"{statistics.median(c for _, c, _ in rs):6.2f} {max(m for _, _, m in rs):8.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gb", type=float, default=1.0, help="size of the test file (GB)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per timing (best of)")
     ap.add_argument("--skip-mne", action="store_true", help="skip the MNE-Python run")
+    ap.add_argument("--skip-in-process", action="store_true",
+                    help="only the whole-process comparison")
+    ap.add_argument("--file", type=Path, help="the big file to use (generated there if "
+                    "missing, and kept)")
     opts = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from bidsanon.formats.fiff import Settings, anonymize_file
 
     with tempfile.TemporaryDirectory(prefix="bench_fiff_") as tmp:
         tmp = Path(tmp)
-        src = tmp / "big_raw.fif"
-        t = time.perf_counter()
-        make_big(src, opts.gb)
+        src = opts.file or tmp / "big_raw.fif"
+        if not src.exists():
+            t = time.perf_counter()
+            make_big(src, opts.gb)
+            print(f"generated {src.stat().st_size / 1e9:.2f} GB in "
+                  f"{time.perf_counter() - t:.1f} s")
         size = src.stat().st_size
-        print(f"generated {size / 1e9:.2f} GB in {time.perf_counter() - t:.1f} s")
-        dst = tmp / "out_raw.fif"
+        dst = src.with_name("out_" + src.name)
         shutil.copyfile(src, dst)  # warm the page cache for both sides
         dst.unlink()
+        compare_processes(src, dst, opts.repeat)
+        if opts.skip_in_process:
+            return
 
         settings = Settings(meas_offset_days=-36500)
         t_copy = timed(lambda: shutil.copyfile(src, dst), dst, opts.repeat)
@@ -115,6 +183,7 @@ def main() -> None:
         for name, secs, rss in rows:
             print(f"{name:32s} {secs:8.2f} {secs / t_copy:7.2f} {size / 1e6 / secs:8.0f} "
                   f"{rss:8.0f}")
+        dst.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Dask LocalCluster; the 1 -> 2 worker speed-up and where one subject's time goes.
 is used when it sits next to it. The image is not copied into the repository: every
 subject's T1w is a hard link to it. Each run is a fresh child process (whole run as a
 user runs it: plan, files, read-back verification, the final check with its face rule);
-wall time and the CPU time of the child and all its workers are reported. The stage
+wall time and the CPU time of the child and all processes below it are reported
+(``machine.TreeCPU`` reads ``/proc``: ``getrusage`` misses the fork server's workers and
+the Dask workers); for Dask, which worker ran each long task and when. The stage
 breakdown comes from one more 1-worker run of a 1-subject dataset with timers around
 registration, masks (label lookup and brain protection), the NIfTI write, QC pictures,
 the final check's face rule and the FIFF rewrite.
@@ -30,13 +32,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import load_line
+
 ROOT = Path(__file__).resolve().parents[1]
 FIFF = ROOT / "tests" / "data" / "meg" / "fiff" / "141027_cropped_90Hz_raw.fif"
 
 CHILD = r"""
-import json, sys, time
+import contextlib, json, sys, time
 from pathlib import Path
 mode, src, out, key = sys.argv[1:5]
+sys.path.insert(0, sys.argv[5])
+from machine import TreeCPU
 stages = {}
 wall = {}
 def instrument(mod, name, label, clock, into):
@@ -69,25 +75,41 @@ walled("bidsanon.run", "build_plan", "plan")
 walled("bidsanon.run", "verify_outputs", "verify")
 walled("bidsanon.run", "final_check", "check")
 scheduler = None
+watch = contextlib.ExitStack()
 if mode == "dask":  # a cluster a user already has running: its start-up is not timed
-    from dask.distributed import LocalCluster
+    from dask.distributed import Client, LocalCluster, get_task_stream
     cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                            dashboard_address=None)
     scheduler = cluster.scheduler_address
+    stream = watch.enter_context(get_task_stream(client=Client(cluster)))
+tree = TreeCPU()  # every process below this one: forkserver and Dask workers too
+tree.sample()  # a running cluster's start-up is not counted
+cpu0 = sum(tree.seen.values())
+own0 = time.process_time()
 t0 = time.perf_counter()
 from bidsanon.errors import FindingsError
 from bidsanon.run import run_dataset
 jobs = 2 if mode in ("jobs2", "dask") else 1
-try:
-    s = run_dataset(src, out, key_path=key, jobs=jobs, scheduler=scheduler, quiet=True)
-    assert s.published and not s.failed, s.failed
-    outcome = "published"
-except FindingsError as exc:  # the final gate refused: every stage has run all the same
-    outcome = "refused by the final check: " + str(exc).split(":")[0]
-seconds = time.perf_counter() - t0
+with watch, tree:
+    try:
+        s = run_dataset(src, out, key_path=key, jobs=jobs, scheduler=scheduler, quiet=True)
+        assert s.published and not s.failed, s.failed
+        outcome = "published"
+    except FindingsError as exc:  # the final gate refused: every stage has run all the same
+        outcome = "refused by the final check: " + str(exc).split(":")[0]
+    seconds = time.perf_counter() - t0
+cpu_all = time.process_time() - own0 + tree.seconds - cpu0
 wall["files"] = seconds - sum(wall.values())  # workers, start-up and the key
+tasks = []
+if mode == "dask":  # where the cluster ran each task, and when (s after the start)
+    for t in stream.data:
+        for ss in t["startstops"]:
+            if ss["action"] == "compute":
+                tasks.append([t["key"], t["worker"], round(ss["start"] - time.time() + time.perf_counter() - t0, 2),
+                              round(ss["stop"] - ss["start"], 2)])
 print(json.dumps({"seconds": seconds, "timings": wall, "stages": stages,
-                  "outcome": outcome}))
+                  "outcome": outcome, "cpu_all": cpu_all, "processes": tree.processes,
+                  "tasks": sorted(tasks, key=lambda t: t[2])}))
 """
 
 
@@ -123,8 +145,9 @@ def _link(src: Path, dst: Path) -> None:
 
 def child(mode: str, src: Path, out: Path, key: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(out), str(key)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(out), str(key),
+                           str(Path(__file__).resolve().parent)], capture_output=True,
+                          text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
@@ -141,9 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default="jobs1,jobs2,dask")
     parser.add_argument("--no-stages", action="store_true")
     args = parser.parse_args(argv)
-    load = os.getloadavg()
-    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
-          f"({os.cpu_count()} CPUs)")
+    print(load_line())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = make_dataset(tmp / "in", args.t1.resolve(), args.fiff.resolve(), args.subjects)
@@ -153,10 +174,16 @@ def main(argv=None) -> int:
         for mode in args.modes.split(","):
             r = results[mode] = child(mode, src, tmp / f"out-{mode}", tmp / f"{mode}.json")
             t = r["timings"]
-            print(f"run {mode}: {r['seconds']:.1f} s wall, {r['cpu']:.1f} s CPU (child + "
-                  f"workers); plan {t['plan']:.1f}, files {t['files']:.1f}, verify "
+            print(f"run {mode}: {r['seconds']:.1f} s wall, {r['cpu_all']:.1f} s CPU in "
+                  f"{r['processes'] + 1} processes ({r['cpu']:.1f} s counted by getrusage); "
+                  f"plan {t['plan']:.1f}, files {t['files']:.1f}, verify "
                   f"{t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f} s; "
                   f"{r['outcome']}", flush=True)
+            workers = sorted({w for _, w, _, _ in r["tasks"]})
+            for key, worker, start, secs in r["tasks"]:
+                if secs >= 1:  # the long tasks: which worker, from when, how long
+                    print(f"  {key} on worker {workers.index(worker)}: from {start:.1f} s, "
+                          f"{secs:.1f} s")
         if "jobs1" in results:
             base = results["jobs1"]
             for mode in [m for m in results if m != "jobs1"]:
@@ -177,6 +204,7 @@ def main(argv=None) -> int:
             t = r["timings"]
             print(f"  run stages (wall): plan {t['plan']:.1f}, files {t['files']:.1f}, "
                   f"verify {t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f}")
+    print(load_line("at end"))
     return 0
 
 

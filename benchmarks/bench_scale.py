@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import load_line
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -43,8 +45,10 @@ if mode == "plan":
     BIDSLayout(src, validate=False, indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
     pybids = time.perf_counter() - t
     t0 = time.perf_counter()
+    cpu = time.process_time()
     plan = build_plan(Path(src), default_policy(), KeyData())
-    extra = {"tasks": len(plan.tasks), "excluded": len(plan.excluded), "pybids_s": pybids}
+    extra = {"tasks": len(plan.tasks), "excluded": len(plan.excluded), "pybids_s": pybids,
+             "cpu": time.process_time() - cpu}
 else:
     from bidsanon.run import run_dataset
     scheduler = None
@@ -86,7 +90,9 @@ def main() -> None:
         print(f"synthetic dataset: {args.subjects} subjects, {n_files} files "
               f"({time.perf_counter() - t:.1f} s to generate)")
         plan = child("plan", src, tmp / "x", tmp / "x.json")
-        print(f"plan: {plan['seconds']:.1f} s for {n_files} files (for comparison, "
+        print(load_line())
+        print(f"plan: {plan['seconds']:.1f} s ({plan['cpu']:.1f} s CPU) for {n_files} files "
+              f"(for comparison, "
               f"pybids BIDSLayout indexing alone: {plan['pybids_s']:.1f} s), {plan['tasks']} tasks, coordinator peak "
               f"{plan['peak_mb']:.0f} MB")
         if args.check:

@@ -16,7 +16,30 @@ from bidsanon.fileio import sha256_file
 from bidsanon.formats import load
 from bidsanon.labels import Labels
 from bidsanon.plan import FileTask
-from bidsanon.workers import limit_native_threads, process_pool, threads_per_worker
+from bidsanon.workers import limit_native_threads, preload, process_pool, threads_per_worker
+
+#: What local workers import once in the fork server (:func:`bidsanon.workers.preload`)
+#: when a run has tasks of these handlers: each worker of the file, verification and
+#: final-check pools would otherwise import them itself. A run with real heads spent
+#: 16 s more CPU with 2 workers than with 1, most of it these imports
+#: (docs/performance.md).
+PRELOAD = {
+    "anat": ("numpy", "scipy.ndimage", "nibabel", "SimpleITK", "dlib",
+             "bidsanon.deface.pipeline", "bidsanon.deface.face"),
+    "nifti": ("numpy", "nibabel"),
+}
+#: Added for defaced images when the run writes QC pictures (the contour figure).
+PRELOAD_QC = ("matplotlib.pyplot", "nilearn.plotting", "bidsanon.deface.qc")
+
+
+def preloaded(tasks: list[FileTask], shared: Shared, qc: bool = True) -> set[str]:
+    """The modules a run's workers need before their first task (:data:`PRELOAD`);
+    ``qc``: the workers write the QC pictures (the file tasks do, the read-back
+    verification does not: on a Dask cluster the fork server starts for it)."""
+    modules = {m for t in tasks for m in PRELOAD.get(t.handler, ())}
+    if qc and shared.qc_dir and any(t.handler == "anat" for t in tasks):
+        modules.update(PRELOAD_QC)
+    return modules
 
 
 @dataclass(frozen=True)
@@ -130,6 +153,7 @@ def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1,
             yield fn(t, shared)
         return
     from concurrent.futures import as_completed
+    preload(preloaded(tasks, shared, qc=fn is execute_task))
     with process_pool(jobs, _init_worker, (shared, threads_per_worker(jobs))) as pool:
         futures = [pool.submit(_run_in_worker, t, fn) for t in tasks]
         try:

@@ -192,6 +192,21 @@ def generated(tmp_path_factory) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- table
 
 
+@pytest.mark.parametrize("name", REAL + ["sample_audvis_trunc_raw_sss.fif.gz"])
+def test_tags_passed_over_are_the_ones_not_asked_for(name):
+    """``iter_tags(only=...)`` yields the tags of those kinds and every jump, and counts
+    the others (back to back, as the plan copies them); the last one is reported."""
+    path = FIF / name
+    every = [t for t, _, _ in walk(path)]
+    kinds = frozenset({ft.BLOCK_START, ft.FILE_ID, ft.DIR})
+    passed = [0, 0, None]
+    f, size = fiff.open_fiff(path)
+    with f:
+        asked = [t for t, _ in fiff.iter_tags(f, path, size, kinds, passed)]
+    skipped = [t for t in every if t.kind not in kinds and t.next == 0]
+    assert asked == [t for t in every if t not in skipped] and asked and skipped
+    assert passed == [len(skipped), sum(16 + t.size for t in skipped), skipped[-1]]
+
 def test_table_kinds_match_mne_constants():
     for rule in ft.TAGS:
         if rule.fiff in FIFF:  # a few (REF_BLOCK_ID, MNE_EXTERNAL_*) are not in MNE

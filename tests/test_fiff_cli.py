@@ -16,7 +16,7 @@ from conftest import DATA
 
 from bidsanon.formats import fiff
 from bidsanon.cli import main as cli_main
-from bidsanon.cli.fiff import default_output, parse_date
+from bidsanon.cli.fiff import AnonymizedName, default_output, parse_date, run_jobs
 
 
 def main(argv):
@@ -148,6 +148,45 @@ def test_several_inputs_in_parallel(work, capsys):
                    and isinstance(v, tuple))
 
 
+def test_threads_give_the_serial_results_in_order(work):
+    """Several files in threads: the outputs and results of one thread, in input order;
+    a corrupt file in the middle gets its one-line error and no output."""
+    (work / "bad.fif").write_bytes((FIF / RAW).read_bytes()[:5000])
+    names = [RAW, "ct_sparse.fif", "bad.fif", "triux_bmlhus_erm_raw_sss.fif"] * 2
+    settings = fiff.Settings(meas_offset_days=-30000, rename=AnonymizedName())
+    got = {}
+    for threads in (1, 3):
+        jobs = [(work / n, work / f"t{threads}_{i}_{default_output(n)}")
+                for i, n in enumerate(names)]
+        results = run_jobs(jobs, settings, threads)
+        got[threads] = [(None if r is None else [c.field for c in r.changes], error,
+                         dst.read_bytes() if dst.exists() else None)
+                        for (_, dst), (r, error) in zip(jobs, results)]
+    assert got[1] == got[3]
+    for (fields, error, data), name in zip(got[3], names):
+        assert (fields is None) == (name == "bad.fif") == bool(error) == (data is None)
+        assert name != "bad.fif" or "bad.fif" in error
+    assert got[3][0][0] and got[3][0][0] == got[3][4][0]
+
+
+def test_threads_pass_on_an_unexpected_error(work, monkeypatch):
+    """An error that is no input error stops the other threads after their file and
+    reaches the caller; nothing half-written is left."""
+    real = fiff.anonymize_file
+
+    def failing(src, dst, settings):
+        if Path(src).name == "ct_sparse.fif":
+            raise RuntimeError("boom")
+        return real(src, dst, settings)
+
+    monkeypatch.setattr(fiff, "anonymize_file", failing)
+    jobs = [(work / n, work / f"{i}_{default_output(n)}")
+            for i, n in enumerate([RAW, "ct_sparse.fif", RAW, RAW])]
+    with pytest.raises(RuntimeError, match="boom"):
+        run_jobs(jobs, fiff.Settings(), 2)
+    assert not list(work.glob(".*.tmp"))
+
+
 def test_single_input_options_refused_with_several(work, capsys):
     code = main(["-i", str(work / RAW), "-i", str(work / "ct_sparse.fif"), "-o",
                  str(work / "x.fif")])
@@ -255,7 +294,7 @@ def test_version_and_module_entry_point(capsys):
 def test_annotations_option(work):
     """A real recording with an annotation naming its subject: kept by default (as
     mne_anonymize), scrubbed or blanked with --annotations; onsets and durations and
-    several inputs in parallel (the settings travel to worker processes) unchanged."""
+    several inputs in parallel (worker threads share the settings) unchanged."""
     raw = mne.io.read_raw_fif(work / RAW).crop(0, 5).load_data()
     with raw.info._unlock():
         raw.info["subject_info"] = dict(first_name="Hanne", last_name="Kjaer")

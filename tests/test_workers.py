@@ -56,3 +56,31 @@ def test_dask_workers_get_their_share_of_the_cores():
         caps = client.run(_threads_now)
     assert len(caps) == 2
     assert all(c == [threads_per_worker(2)] for c in caps.values()), caps
+
+
+_PRELOAD_PROBE = """
+import sys
+from bidsanon.workers import preload, process_pool
+preload(["colorsys", "no_such_module_here"])
+with process_pool(2) as pool:
+    print(sorted(set(pool.map(eval, ["'colorsys' in __import__('sys').modules"] * 4))))
+"""
+
+
+def test_preloaded_modules_are_there_when_workers_start():
+    """Workers fork from a server that imported the run's heavy modules once (a fresh
+    interpreter: this process's fork server may be running already); a module that
+    cannot be imported is skipped."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _PRELOAD_PROBE], capture_output=True,
+                         text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1:] == ["[True]"]
+    without = subprocess.run([sys.executable, "-c", _PRELOAD_PROBE.replace(
+        'preload(["colorsys", "no_such_module_here"])', "")], capture_output=True,
+        text=True, cwd=root, timeout=120)
+    assert without.stdout.split()[-1:] == ["[False]"], without.stderr[-2000:]

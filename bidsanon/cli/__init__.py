@@ -23,8 +23,17 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``bidsanon`` parser with every sub-command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``bidsanon`` parser with every sub-command.
+
+    Parameters
+    ----------
+    command : str | None
+        Add the arguments of this sub-command only (the others are listed, with their
+        help line, but take no options); None adds every sub-command's arguments.
+        :func:`main` builds only what it parses: some commands' options import the
+        modules that define their choices (``check``'s output formats).
+    """
     parser = Parser(prog="bidsanon", description="De-identify BIDS datasets for sharing.")
     parser.add_argument("--version", action="version", version=f"bidsanon {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -32,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         mod = importlib.import_module(f"bidsanon.cli.{name}")
         p = sub.add_parser(name, help=mod.HELP, description=(mod.__doc__ or mod.HELP).strip())
-        mod.add_arguments(p)
+        if command is None or name == command:
+            mod.add_arguments(p)
         p.set_defaults(func=mod.run)
     return parser
 
@@ -40,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bidsanon`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    # The first word not starting with "-" is the sub-command (no top-level option takes
+    # a value); none (--help, --version) needs no sub-command's arguments.
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: a code, not an exit

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import re
 import sys
 from pathlib import Path
@@ -132,6 +131,64 @@ def _job(src: Path, dst: Path, settings: Settings) -> tuple[FileResult | None, s
         return None, str(exc)
 
 
+def resolved(path: Path, folders: dict[Path, Path]) -> Path:
+    """``path.resolve()``, resolving each folder once (``folders`` caches them): the
+    same file whatever the spelling, as long as the name itself is no symbolic link."""
+    if path.name in ("", ".", ".."):
+        return path.resolve()
+    if path.parent not in folders:
+        folders[path.parent] = path.parent.resolve()
+    real = folders[path.parent] / path.name
+    return real.resolve() if real.is_symlink() else real
+
+
+def run_jobs(jobs: list[tuple[Path, Path]], settings: Settings,
+             threads: int | None = None) -> list[tuple[FileResult | None, str]]:
+    """:func:`_job` on each (input, output), in ``threads`` threads (default: one per
+    core the process may use), results in the order of ``jobs``.
+
+    Threads, not processes: a process pool cost more to start than 100 small files take
+    to rewrite (importing ``concurrent.futures`` and ``multiprocessing``, starting the
+    workers, pickling every task and result), while the bulk of the work, copying the
+    unchanged byte ranges (``os.copy_file_range``), creating and renaming the files and
+    gzip, runs without the GIL. On an error or Ctrl-C the other threads finish the file
+    they are writing (each output is atomic) and start no new one.
+    """
+    from bidsanon.workers import available_cores
+    threads = min(len(jobs), threads or available_cores())
+    if threads <= 1:
+        return [_job(src, dst, settings) for src, dst in jobs]
+    import threading
+    results: list = [None] * len(jobs)
+    todo = iter(range(len(jobs)))
+    lock, stop, failures = threading.Lock(), threading.Event(), []
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                results[i] = _job(*jobs[i], settings)
+            except BaseException as exc:  # re-raised in the calling thread
+                failures.append(exc)
+                stop.set()
+
+    pool = [threading.Thread(target=work, daemon=True) for _ in range(threads - 1)]
+    for t in pool:
+        t.start()
+    try:
+        work()
+    finally:  # every job is taken, or one failed: the others finish the file they write
+        stop.set()
+        for t in pool:
+            t.join()
+    if failures:
+        raise failures[0]
+    return results
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     from bidsanon.formats.fiff import Settings
     return Settings(
@@ -173,36 +230,32 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     jobs, code = [], EXIT_OK
     outputs: set[Path] = set()  # resolved once each: 100 inputs made 5,000 resolve()s
+    folders: dict[Path, Path] = {}  # and each folder once
     for src in inputs:
         dst = Path(args.out) if args.out else default_output(src)
         if not src.is_file():
             raise UsageError("no such file", src)
         if not dst.parent.is_dir():
             raise UsageError("the output folder does not exist", dst)
-        if dst.resolve() == src.resolve() and not (
+        real = resolved(dst, folders)
+        if real == resolved(src, folders) and not (
                 args.force or _confirm(f"Overwrite the input {src} with its anonymized "
                                        "version?")):
             print(f"{src}: not overwritten; nothing written", file=sys.stderr)
             code = EXIT_USAGE
             continue
-        if dst.resolve() in outputs:
+        if real in outputs:
             raise UsageError("two inputs would be written to the same output", dst)
-        outputs.add(dst.resolve())
-        jobs.append((src, dst))
-    if len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        workers = min(len(jobs), os.cpu_count() or 1)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_job, *zip(*jobs), [settings] * len(jobs)))
-    else:
-        results = [_job(*jobs[0], settings)] if jobs else []
-    for (src, dst), (result, error) in zip(jobs, results):
+        outputs.add(real)
+        jobs.append((src, dst, real))
+    results = run_jobs([(src, dst) for src, dst, _ in jobs], settings)
+    for (src, dst, real), (result, error) in zip(jobs, results):
         if result is None:
             print(error, file=sys.stderr)
             code = EXIT_USAGE
             continue
         _report(src, dst, result, args)
-        if args.delete and dst.resolve() != src.resolve() and (
+        if args.delete and real != resolved(src, folders) and (
                 args.force or _confirm(f"Delete the input {src}?")):
             src.unlink()
             if not args.silent:

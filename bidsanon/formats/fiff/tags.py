@@ -247,6 +247,8 @@ FIELDS: dict[str, TagRule] = {t.field: t for t in TAGS}
 _BY_KIND: dict[int, tuple[TagRule, ...]] = {}
 for _t in TAGS:
     _BY_KIND[_t.kind] = _BY_KIND.get(_t.kind, ()) + (_t,)
+#: The tag kinds that have a rule (most tags of a file have none).
+KINDS: frozenset[int] = frozenset(_BY_KIND)
 
 
 def rule_for(kind: int, block: int | None) -> TagRule | None:
