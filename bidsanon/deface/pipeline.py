@@ -36,7 +36,7 @@ from bidsanon.deface.registration import Registration, BRAIN, EARS, FACE, face_p
 from bidsanon.deface.policy import METHODS, policy_section
 from bidsanon.deface.image import check_image, pick_landmarks, raw_array
 from bidsanon.deface.geometry import apply_affine, box_mask, head_frame, head_mask, head_threshold
-from bidsanon.deface.protection import bbox, dilate_ball, protect
+from bidsanon.deface.protection import bbox, block_any, dilate_ball, protect
 from bidsanon.deface.surface import new_surface, pinnae, ramp_width, skull_core
 
 
@@ -308,13 +308,16 @@ def ear_zone(labels: np.ndarray, zooms, reach_mm: float = 25.0) -> np.ndarray:
     the pinna; the opening of :func:`~bidsanon.deface.surface.pinnae` decides what goes)."""
     ears = (labels & EARS) > 0
     zone = np.zeros(ears.shape, dtype=bool)
-    lab, n = ndi.label(ears)
+    f = np.maximum(1, np.floor(4.0 / np.asarray(zooms, float))).astype(int)
+    lab, n = ndi.label(block_any(ears, f))  # the two sides, found on a ~4 mm grid
     if n == 0:
         return zone
     sizes = np.bincount(lab.ravel())[1:]
     pad = np.ceil(reach_mm / np.asarray(zooms, float)).astype(int)
     for k in np.argsort(sizes)[::-1][:2]:
-        box = bbox(lab == k + 1, pad)
+        small = bbox(lab == k + 1, (0, 0, 0))
+        box = tuple(slice(max(sl.start * fa - p, 0), min(sl.stop * fa + p, n_ax))
+                    for sl, fa, p, n_ax in zip(small, f, pad, ears.shape))
         zone[box] = True
     return zone
 

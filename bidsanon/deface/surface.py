@@ -138,20 +138,26 @@ def new_surface(vol: np.ndarray, removed: np.ndarray, protected: np.ndarray,
     inside = _upsample(head, f, vol.shape)
     inside |= _upsample(ndi.binary_dilation(head), f, vol.shape) & (vol > threshold)
     ramp = ramp_width(zooms)
+    # everything written lies within a ramp of the removed region: work in its box
+    pad = np.ceil(ramp / zooms).astype(int) + 1
+    rbox = bbox(removed, pad)
+    rem, ins, pro = removed[rbox], inside[rbox], protected[rbox]
     # the signed distance of every voxel, separably: d[i, j, k] = i l0 + j l1 + k l2 + off
-    axes = [np.arange(n, dtype=np.float32) * np.float32(lin[a])
-            for a, n in enumerate(removed.shape)]
+    axes = [(np.arange(sl.start, sl.stop, dtype=np.float32) * np.float32(lin[a]))
+            for a, sl in enumerate(rbox)]
     d = (axes[0][:, None, None] + axes[1][None, :, None]) + (axes[2][None, None, :] + off)
     # the removed voxels behind the plane, and the voxels within a ramp of them in a
     # slab just behind it: where the plane runs behind the removed region's own
     # (staircase) boundary, the kept tissue there would otherwise make the surface
-    pad = np.ceil(ramp / zooms).astype(int) + 1
-    rbox = bbox(removed, pad)
-    near = np.zeros(removed.shape, dtype=bool)
-    near[rbox] = dilate_ball(removed[rbox], ramp, zooms)
-    writable = (removed | (near & (d >= front - ramp))) & (d < front + ramp / 2)
-    writable &= inside & ~protected
-    t = np.clip((front - d[writable]) / ramp + 0.5, 0.0, 1.0)
+    near = dilate_ball(rem, ramp, zooms)
+    near &= d >= front - ramp
+    near |= rem
+    near &= d < front + ramp / 2
+    near &= ins
+    near &= ~pro
+    t = np.clip((front - d[near]) / ramp + 0.5, 0.0, 1.0)
+    writable = np.zeros(removed.shape, dtype=bool)
+    writable[rbox] = near
     value = shell_value(vol, removed & inside, threshold)
     return writable, (fill + (value - fill) * t).astype(np.float32)
 
