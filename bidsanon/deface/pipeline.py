@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bidsanon.errors import InputError, PolicyError
-from bidsanon.deface.registration import Registration, BRAIN, EARS, FACE, face_plane, landmark_init, load_template, lookup_labels, register, register_head_shape, uses_intensity_registration, SHAPE_SIMILARITY_SHARE
+from bidsanon.deface.registration import Registration, BRAIN, EARS, FACE, face_plane, register_via, landmark_init, load_template, lookup_labels, register, register_head_shape, uses_intensity_registration, SHAPE_SIMILARITY_SHARE
 from bidsanon.deface.policy import METHODS, policy_section
 from bidsanon.deface.image import check_image, pick_landmarks, raw_array
 from bidsanon.deface.geometry import apply_affine, box_mask, head_frame, head_mask, head_threshold
@@ -130,9 +130,25 @@ def registration_volume(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32).mean(axis=3)
 
 
+def _via_reference(vol, affine, reference, knobs: dict, search: bool):
+    """The registration through the session's T1w (``reference``), or None when the T1w
+    cannot be placed or the rigid step fails its check."""
+    try:
+        ref_raw, _, _ = raw_array(reference)
+    except (EOFError, OSError, ValueError, zlib.error):
+        return None
+    ref_vol = registration_volume(ref_raw).astype(np.float32)
+    ref_aff = reference.affine.astype(float)
+    ref_reg = register(ref_vol, ref_aff, **knobs, search_orientations=search)
+    if not ref_reg.ok:
+        return None
+    via = register_via(vol.astype(np.float32), affine, ref_vol, ref_aff, ref_reg, **knobs)
+    return via if via.ok else None
+
+
 def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
                  policy: dict | None = None, name: str = "image",
-                 suffix: str | None = None) -> DefaceResult:
+                 suffix: str | None = None, reference=None) -> DefaceResult:
     """Deface a nibabel image (NIfTI-1/2 or MGH, 3D or 4D); return a :class:`DefaceResult`.
 
     Parameters
@@ -152,6 +168,11 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         The image's BIDS suffix: T1-weighted ones (and ``None``) are registered on their
         intensities, every other contrast (T2w, PDw, FLAIR, angio, ...) on the shape of
         the head (:func:`~bidsanon.deface.registration.register_head_shape`).
+    reference : nibabel image | None
+        For those other contrasts: the same session's T1w. It is registered to the
+        template as its own defacing does (deterministic, so the same transform) and the
+        image rigidly to it (:func:`~bidsanon.deface.registration.register_via`); when
+        either fails its check, the head-shape registration is used, with a warning.
 
     Returns
     -------
@@ -200,11 +221,21 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     init = landmark_init(world_marks) if world_marks is not None else None
     try:
         how = register if uses_intensity_registration(suffix) else register_head_shape
-        reg = how(vol, affine, res=float(tsec["resolution_mm"]),
-                       min_similarity=float(tsec["min_similarity"]),
-                       min_head_overlap=float(tsec["min_head_overlap"]),
-                       search_orientations=bool(tsec["search_orientations"]),
-                       init_world_to_template=init)
+        knobs = dict(res=float(tsec["resolution_mm"]),
+                     min_similarity=float(tsec["min_similarity"]),
+                     min_head_overlap=float(tsec["min_head_overlap"]))
+        reg = None
+        if reference is not None and how is not register:
+            reg = _via_reference(vol, affine, reference, knobs,
+                                 bool(tsec["search_orientations"]))
+            if reg is None:
+                warnings.append("the session's T1w could not place this image (its own "
+                                "or the rigid registration failed its check); "
+                                "registered on the head's shape instead")
+        if reg is None:
+            reg = how(vol, affine, **knobs,
+                      search_orientations=bool(tsec["search_orientations"]),
+                      init_world_to_template=init)
     except InputError as exc:
         raise InputError(exc.message + "; use method `box` with an explicit box", name) \
             from None

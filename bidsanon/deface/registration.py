@@ -486,3 +486,58 @@ def register_head_shape(vol: np.ndarray, affine: np.ndarray, *, res: float = 4.0
             if best.ok:
                 break
     return best
+
+
+# --------------------------------------------------------------------------- via the T1w
+
+def register_via(vol: np.ndarray, affine: np.ndarray, ref_vol: np.ndarray,
+                 ref_affine: np.ndarray, ref: Registration, *, res: float = 4.0,
+                 min_similarity: float = 0.10, min_head_overlap: float = 0.85
+                 ) -> Registration:
+    """Place an image on the template through another image of the same head that is
+    already placed (the session's T1w, ``ref``): a rigid registration of the image to
+    that one (Mattes mutual information, so any pair of contrasts; from the scanner's
+    own alignment of the two), composed with ``ref``.
+
+    Rigid is what two images of one head in one session differ by; it is far more
+    robust than placing a T2w or PDw on a T1w template. The result is checked like a
+    shape registration (head overlap, and the template similarity at
+    :data:`SHAPE_SIMILARITY_SHARE` of ``min_similarity``, since the contrasts differ).
+    Deterministic: one thread, seeded sampling.
+    """
+    import SimpleITK as sitk
+
+    grids = []
+    for v, a in ((ref_vol, ref_affine), (vol, affine)):
+        small, small_aff = downsample(v, a, res)
+        grids.append(world_grid(small, small_aff, res))
+    (fvol, faff), (mvol, maff) = grids
+    fixed, moving = _to_sitk(fvol, faff), _to_sitk(mvol, maff)
+    fmask = sitk.Cast(_to_sitk(head_mask(fvol).astype(np.uint8), faff), sitk.sitkUInt8)
+    euler = sitk.Euler3DTransform()
+    centre = apply_affine(faff, (np.array(fvol.shape)[None] - 1) / 2.0)[0]
+    euler.SetCenter([float(c) for c in centre])
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetNumberOfThreads(1)
+    reg.SetNumberOfWorkUnits(1)
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.5, SAMPLING_SEED)
+    reg.SetMetricFixedMask(fmask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=TUNING["min_step"], numberOfIterations=200,
+        relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([2, 1])
+    reg.SetSmoothingSigmasPerLevel([2.0 * res, 0.0])
+    reg.SetSmoothingSigmasAreSpecifiedInPhysicalUnits(True)
+    reg.SetInitialTransform(euler, inPlace=True)
+    reg.Execute(fixed, moving)
+    ref_to_img = _affine_to_matrix(euler)  # reference world -> image world
+    w2t = ref.world_to_template @ np.linalg.inv(ref_to_img)
+    tmpl = load_template(res)
+    sim, dice = similarity_numbers(tmpl, mvol, maff, head_mask(mvol), np.linalg.inv(w2t))
+    ok = bool(ref.ok and dice >= min_head_overlap
+              and sim >= min_similarity * SHAPE_SIMILARITY_SHARE)
+    return Registration(w2t, sim, dice, ref.orientation, ok=ok)

@@ -34,6 +34,21 @@ def include(rel: str, policy: dict) -> bool:
     section = (policy.get("anat") or {}).get("deface") or {}
     return should_deface(suffix_of(PurePosixPath(rel).name), section)
 
+def session_t1w(src: Path) -> Path | None:
+    """The T1w image of the same subject and session next to ``src`` (the first in name
+    order when there are several), or None."""
+    def entities(name: str) -> tuple[str | None, str | None]:
+        parts = dict(p.split("-", 1) for p in name.split("_") if "-" in p)
+        return parts.get("sub"), parts.get("ses")
+
+    want = entities(src.name)
+    for cand in sorted(src.parent.glob("*_T1w.nii*")):
+        if cand != src and cand.name.endswith((".nii", ".nii.gz")) \
+                and entities(cand.name) == want:
+            return cand
+    return None
+
+
 def handle(src: Path, dst: Path, ctx) -> FileResult:
     """Deface one anatomical image of the dataset."""
     import nibabel as nib
@@ -41,6 +56,7 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
 
     from bidsanon.deface.image import load_image, read_landmarks, sidecar_path
     from bidsanon.deface.pipeline import deface_image
+    from bidsanon.deface.registration import uses_intensity_registration
     src, dst = Path(src), Path(dst)
     sec = policy_section(ctx.section("anat", "deface"))
     is_nifti = src.name.endswith((".nii", ".nii.gz"))
@@ -48,9 +64,17 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
         return nifti.scrub_file(src, dst)  # a placeholder: nothing to deface
     img = load_image(src)
     marks = read_landmarks(sidecar_path(src))
+    suffix = suffix_of(src.name)
+    ref_path = None if uses_intensity_registration(suffix) else session_t1w(src)
+    reference = None
+    if ref_path is not None:
+        try:
+            reference = load_image(ref_path)
+        except InputError:
+            reference = None  # the T1w's own task reports it; this image goes on alone
     try:
         res = deface_image(img, method=sec["method"], landmarks=marks, policy=sec,
-                           name=str(src), suffix=suffix_of(src.name))
+                           name=str(src), suffix=suffix, reference=reference)
     except InputError as exc:
         blank = blank_reason(img) if is_nifti else None
         if blank is not None:  # nothing to deface: copied, header scrubbed
