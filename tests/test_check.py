@@ -264,12 +264,19 @@ def test_faces_found_before_and_not_after_defacing(heads, tmp_path):
     renders = tmp_path / "renders"
     result = scan_dataset(heads, render_dir=renders)
     faces = {f.path.split("/")[0] for f in result.findings if f.rule == "anat.face"}
-    assert faces == {"sub-sample", "sub-mni"}
+    from bidsanon.deface.face import available_detectors
+
+    expected = {"sub-sample", "sub-mni"}
+    if "mtcnn" in available_detectors():
+        # MTCNN (extra [mtcnn]) also finds the face the plane cut leaves in the orbits
+        # (measured 2026-12-02); dlib's HOG and CNN do not; bidsanon's cover gives none
+        expected |= {"sub-samplecut", "sub-mnicut"}
+    assert faces == expected
     for f in result.findings:
         if f.rule == "anat.face":
             assert f.severity == "error" and f.location.startswith("render saved to ")
     saved = [Path(p) for paths in result.renders.values() for p in paths]
-    assert len(saved) == 14  # the 7 viewpoints of deface.face.VIEWPOINTS for each face
+    assert len(saved) == 7 * len(expected)  # deface.face.VIEWPOINTS for each face
     for p in saved:
         assert p.parent == renders and p.read_bytes()[:4] == b"\x89PNG"
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
