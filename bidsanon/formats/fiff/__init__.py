@@ -868,16 +868,23 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
     kept: Tag | None = None  # the last yielded tag kept
     n_tags = in_bytes = changed = dropped = 0
     passed: list = [0, 0, None]
+
+    def resume_after_passed() -> None:
+        # tags were passed over from ``expect`` on: emit the pending tag (next 0) and
+        # start a new copied run there unless the current one already ends there
+        nonlocal pending, run_start
+        if pending is not None:
+            p.emit(pending[0], 0, pending[1])
+            pending = None
+        if expect != run_end:
+            _flush_run(p, run_start, run_end)
+            run_start = expect
+
     for tag, stack in iter_tags(f, path, size, _SPECIAL_KINDS, passed):
         n_tags += 1
         in_bytes += 16 + tag.size
         if tag.pos != expect:  # tags passed over, back to back: [expect, tag.pos)
-            if pending is not None:
-                p.emit(pending[0], 0, pending[1])
-                pending = None
-            if expect != run_end:
-                _flush_run(p, run_start, run_end)
-                run_start = expect
+            resume_after_passed()
             run_end = tag.pos
         expect = tag.next if tag.next > 0 else tag.pos + 16 + tag.size
         edit = None
@@ -906,12 +913,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         # The last tag kept was passed over: add the tags after the last yielded one
         # (unless a dropped tag after them did), then give it next -1.
         if last.pos >= expect:
-            if pending is not None:
-                p.emit(pending[0], 0, pending[1])
-                pending = None
-            if expect != run_end:
-                _flush_run(p, run_start, run_end)
-                run_start = expect
+            resume_after_passed()
             run_end = last.pos + 16 + last.size
         _flush_run(p, run_start, last.pos)
         p.emit(last, -1, None)
