@@ -61,19 +61,23 @@ def timed(mod, name, label):
     instrument(mod, name, label, time.process_time, stages)
 def walled(mod, name, label):
     instrument(mod, name, label, time.perf_counter, wall)
+CPU_STAGES = (("bidsanon.deface.pipeline", "register", "registration"),
+              ("bidsanon.deface.pipeline", "register_head_shape", "registration"),
+              ("bidsanon.deface.pipeline", "lookup_labels", "masks"),
+              ("bidsanon.deface.pipeline", "protect", "masks"),
+              ("bidsanon.deface.pipeline", "deface_image", "deface (all)"),
+              ("bidsanon.formats.nifti", "save_image", "NIfTI write"),
+              ("bidsanon.deface.qc", "write_qc", "QC pictures"),
+              ("bidsanon.check.engine", "check_face", "face rule"),
+              ("bidsanon.formats.fiff", "handle", "FIFF"))
+WALL_STAGES = (("bidsanon.run", "build_plan", "plan"),
+               ("bidsanon.run", "verify_outputs", "verify"),
+               ("bidsanon.run", "final_check", "check"))
 if mode == "stages":
-    timed("bidsanon.deface.pipeline", "register", "registration")
-    timed("bidsanon.deface.pipeline", "register_head_shape", "registration")
-    timed("bidsanon.deface.pipeline", "lookup_labels", "masks")
-    timed("bidsanon.deface.pipeline", "protect", "masks")
-    timed("bidsanon.deface.pipeline", "deface_image", "deface (all)")
-    timed("bidsanon.formats.nifti", "save_image", "NIfTI write")
-    timed("bidsanon.deface.qc", "write_qc", "QC pictures")
-    timed("bidsanon.check.engine", "check_face", "face rule")
-    timed("bidsanon.formats.fiff", "handle", "FIFF")
-walled("bidsanon.run", "build_plan", "plan")
-walled("bidsanon.run", "verify_outputs", "verify")
-walled("bidsanon.run", "final_check", "check")
+    for stage in CPU_STAGES:
+        timed(*stage)
+for stage in WALL_STAGES:
+    walled(*stage)
 scheduler = None
 watch = contextlib.ExitStack()
 if mode == "dask":  # a cluster a user already has running: its start-up is not timed

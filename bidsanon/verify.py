@@ -141,15 +141,14 @@ def compare_image(src: Path, dst: Path, changed_only_to: float | None = None) ->
         # connected through differing voxels (26-neighbourhood) to one holding the fill
         from scipy import ndimage as ndi
 
-        d3 = differ.any(axis=tuple(range(3, differ.ndim))) if differ.ndim > 3 else differ
-        f3 = (differ & (y == changed_only_to))
-        f3 = f3.any(axis=tuple(range(3, f3.ndim))) if f3.ndim > 3 else f3
-        lab, n = ndi.label(d3, np.ones((3, 3, 3), dtype=bool))
+        def spatial(mask):  # any volume of a 4D image
+            return mask.reshape(mask.shape[:3] + (-1,)).any(axis=3)
+
+        lab, n = ndi.label(spatial(differ), np.ones((3, 3, 3), dtype=bool))
         filled = np.zeros(n + 1, dtype=bool)
-        filled[lab[f3]] = True
+        filled[lab[spatial(differ & (y == changed_only_to))]] = True
         filled[0] = True
-        alone = ~filled[lab]
-        kept = (kept.any(axis=tuple(range(3, kept.ndim))) if kept.ndim > 3 else kept) & alone
+        kept = spatial(kept) & ~filled[lab]
     if kept.any():
         raise VerificationError(f"{int(kept.sum())} voxels outside the removed region "
                                 "differ from the input's", dst)

@@ -123,11 +123,11 @@ def test_untouched_voxels_bit_identical_same_header(t1, plain):
     assert np.array_equal(after[keep], before[keep])
     assert (after[plain.removed] == 0).all()
     assert (changed_voxels(t1, plain.image) <= plain.changed_mask).all()
-    # the cover: values between the fill and the shell value, a percentile of the input
-    cover = after[plain.shell]
-    assert plain.shell.sum() > 1000 and not (plain.shell & plain.removed).any()
+    # the cover: values between the fill and the cover value, a percentile of the input
+    cover = after[plain.cover]
+    assert plain.cover.sum() > 1000 and not (plain.cover & plain.removed).any()
     assert cover.min() >= 0 and cover.max() <= before.max()
-    assert (cover == cover.max()).sum() > 0.3 * cover.size  # most of it is the shell value
+    assert (cover == cover.max()).sum() > 0.3 * cover.size  # most of it is the cover value
 
 
 def test_mni152_head(tmp_path):
@@ -160,7 +160,7 @@ def test_landmark_method_sample_fiducials(t1, t1_brain):
     box = deface.box_mask(t1.shape, t1.affine, deface.head_frame(world), lsec["rotate"],
                           lsec["scale"], lsec["translate"])
     # (the cover takes the part of it behind the moved face plane)
-    assert np.array_equal(res.removed | (res.shell & box), box & ~res.protected)
+    assert np.array_equal(res.removed | (res.cover & box), box & ~res.protected)
 
 
 def test_auto_with_landmarks_adds_template_masks(t1, t1_brain, plain):
@@ -325,7 +325,7 @@ def test_4d_every_volume_same_mask(t1, plain):
         assert (out[..., t][res.removed] == 0).all()
         assert np.array_equal(out[..., t][keep], stack[..., t][keep])
     # one cover for every volume (its values come from the mean volume)
-    assert np.array_equal(out[..., 0][res.shell], out[..., 1][res.shell])
+    assert np.array_equal(out[..., 0][res.cover], out[..., 1][res.cover])
 
 
 # --------------------------------------------------------------------------- NIfTI I/O
@@ -501,7 +501,7 @@ def test_box_method_scanner_frame(t1, t1_brain):
 def test_smooth_fill_and_no_ears(t1, t1_brain, plain):
     res = deface.deface_image(t1, policy={"fill": "smooth", "remove_ears": False})
     assert res.removed_voxels < plain.changed_mask.sum()
-    assert res.shell is not None and not res.shell.any()  # no cover with a smooth fill
+    assert res.cover is not None and not res.cover.any()  # no cover with a smooth fill
     out = np.asanyarray(res.image.dataobj)
     before = np.asanyarray(t1.dataobj)
     assert np.array_equal(out[~res.removed], before[~res.removed])
@@ -577,7 +577,7 @@ def test_cli_policy_file_applies(tmp_path):
     data = np.asanyarray(nib.load(out).dataobj)
     before = np.asanyarray(nib.load(T1).dataobj)
     changed = data[data != before]
-    # removed voxels take the fill; the cover's values lie between it and the shell value
+    # removed voxels take the fill; the cover's values lie between it and the cover value
     assert (changed == 7).sum() > 1000 and changed.min() >= 7
 
 

@@ -71,5 +71,5 @@ def test_new_surface_is_a_flat_cover_and_never_writes_protected():
             crossings.append(above.max())
     assert max(crossings) - min(crossings) <= 1
     assert abs(np.median(crossings) - front) <= ramp / 2 + 1
-    # written values lie between the fill and the shell value
+    # written values lie between the fill and the cover value
     assert values.min() >= 0.0 and values.max() <= vol.max()

@@ -62,13 +62,13 @@ class DefaceResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     registration: Registration | None = None
-    #: the voxels behind the cut written with one value (:func:`~bidsanon.deface.surface.shell`)
-    shell: np.ndarray | None = None
+    #: the voxels of the cover over the cut (:func:`~bidsanon.deface.surface.new_surface`)
+    cover: np.ndarray | None = None
 
     @property
     def changed_mask(self) -> np.ndarray:
-        """Every voxel defacing wrote: the removed region and the shell behind it."""
-        return self.removed if self.shell is None else self.removed | self.shell
+        """Every voxel defacing wrote: the removed region and the cover over the cut."""
+        return self.removed if self.cover is None else self.removed | self.cover
 
     @property
     def removed_voxels(self) -> int:
@@ -283,7 +283,7 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
 
     thr = head_threshold(vol[::2, ::2, ::2])  # a sample: the percentiles barely move
     if sec["remove_ears"] and method != "box" and (reg.ok or method == "template"):
-        # the face region is the shell's: a pinna is what stands off the scalp beside it
+        # the face region is the cover's: a pinna is what stands off the scalp beside it
         zone = ear_zone(labels, zooms) & ~candidate
         ears = pinnae(vol, skull_core(brain, zooms), zone, zooms, thr,
                       float(sec["ear_opening_mm"]))
@@ -326,7 +326,7 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
                         restored_voxels=restored, method=method, changed_voxels=changed,
                         similarity=reg.similarity, head_dice=reg.head_dice,
                         seconds=time.perf_counter() - t0, warnings=warnings,
-                        registration=reg, shell=layer)
+                        registration=reg, cover=layer)
 
 
 #: How far (mm) beyond the template's face region the brain refinement may not grow.

@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from bidsanon.deface.geometry import block_mean
 from bidsanon.deface.protection import bbox, block_any, dilate_ball
 
-#: Voxel size (mm) of the grid the head's outline is closed on: enough for a 10 mm shell.
+#: Voxel size (mm) of the grid the head's outline is filled on (the cover's extent).
 OUTLINE_MM = 2.0
 
 
@@ -105,7 +105,7 @@ def new_surface(vol: np.ndarray, removed: np.ndarray, protected: np.ndarray,
     protected voxel the removal exposes (the brain margin reaches the orbits), at most
     :data:`MAX_FORWARD_MM`. Every removed voxel behind the moved plane and inside the
     head's outline (:func:`head_outline`), and every voxel of the head within a ramp of
-    them in a slab of one ramp behind the plane, gets the shell value (:func:`shell_value`), crossing
+    them in a slab of one ramp behind the plane, gets the cover value (:func:`cover_value`), crossing
     to ``fill`` over :data:`RAMP_MM` (or four voxels) at the plane. The new surface is then
     that plane, cut by the head's outline: flat, closed over the orbits, the nasal
     cavity and the sinuses the cut opened, over the protected voxels, with no relief of
@@ -158,14 +158,14 @@ def new_surface(vol: np.ndarray, removed: np.ndarray, protected: np.ndarray,
     t = np.clip((front - d[near]) / ramp + 0.5, 0.0, 1.0)
     writable = np.zeros(removed.shape, dtype=bool)
     writable[rbox] = near
-    value = shell_value(vol, removed & inside, threshold)
+    value = cover_value(vol, removed & inside, threshold)
     return writable, (fill + (value - fill) * t).astype(np.float32)
 
 
-def shell_value(vol: np.ndarray, near: np.ndarray, threshold: float) -> float:
-    """The shell's intensity: the 90th percentile of the head's tissue (above
+def cover_value(vol: np.ndarray, near: np.ndarray, threshold: float) -> float:
+    """The cover's intensity: the 90th percentile of the head's tissue (above
     ``threshold``) among the ``near`` voxels, so a render threshold that shows the skin
-    shows the shell."""
+    shows the cover."""
     v = vol[near]
     v = v[v > threshold]
     if v.size == 0:

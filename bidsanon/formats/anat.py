@@ -98,7 +98,7 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
     result = FileResult(changes=changes, warnings=list(res.warnings))
     result.metrics = {"restored_voxels": float(res.restored_voxels),
                       "removed_voxels": float(res.removed_voxels),
-                      "cover_voxels": float(res.shell.sum() if res.shell is not None else 0),
+                      "cover_voxels": float(res.cover.sum() if res.cover is not None else 0),
                       "changed_voxels": float(res.changed_voxels),
                       "removed_ml": res.changed_voxels * ml,
                       "restored_ml": res.restored_voxels * ml,
