@@ -112,7 +112,7 @@ def test_detect_faces_accepts_image_and_threshold(t1, t1_front):
     assert len(face.detect_faces(t1_front, upsample=(1,))) >= 1
 
 
-@pytest.mark.skipif(not face.mtcnn_available(), reason="facenet-pytorch not installed "
+@pytest.mark.skipif(not face.mtcnn_available(), reason="torch not installed "
                     "(extra bidsanon[mtcnn])")
 def test_mtcnn_finds_the_face_not_the_back(t1, t1_front):
     boxes = face.detect(t1_front, "mtcnn")

@@ -1,7 +1,8 @@
 """Face battery: multi-view renders x the detectors that ship in wheels, on real heads.
 
-The detectors are those installed: dlib HOG, dlib CNN (``face_recognition_models``) and
-MTCNN (``facenet-pytorch``, extra ``bidsanon[mtcnn]``).
+The detectors: dlib HOG, dlib CNN (``face_recognition_models``) and MTCNN
+(:mod:`bidsanon.deface.mtcnn`, torch): the ``test`` extra installs all three, and
+:func:`test_every_detector_runs` fails when one is missing, so none is silently left out.
 
 Positive controls: a (head, view, detector) counts only when the detector finds the face
 on the original's render. Negative controls: renders of the back of every head set each
@@ -28,8 +29,9 @@ from bidsanon.deface.geometry import apply_affine, head_mask
 
 HEADS = {"sample-T1": (DATA / "anat" / "sample" / "T1.mgz", "T1w"),
          "mni152-T1": (DATA / "anat" / "mni152" / "MNI152_T1_2mm.nii.gz", "T1w"),
+         "chris-T1": (DATA / "anat" / "chris" / "chris_t1.nii.gz", "T1w"),
          "chris-PD": (DATA / "anat" / "chris" / "chris_PD.nii.gz", "PDw")}
-DETECTORS = face.available_detectors()  # hog; cnn and mtcnn when their wheels are here
+DETECTORS = face.available_detectors()
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,22 +90,11 @@ def table(name: str) -> str:
     return "\n".join(lines)
 
 
-MEASURED_FAILURES = {
-    # measured on this suite's data (2026-12-02); see docs/deface.md, "Face battery"
-    "chris-PD": "positive control fails: neither dlib HOG nor CNN finds the face of the "
-                "original PD slab (it stops at the nose tip) on any of the 7 views, so "
-                "the detector half cannot be tested on it without MTCNN; eye/nose/mouth "
-                "skin kept 0.4%",
-}
-if "mtcnn" in DETECTORS:  # measured with facenet-pytorch 2.5.3 (2026-12-02)
-    # MTCNN finds the PD slab's face on pitch+20 (0.93) and nothing after defacing;
-    # with the flat cover it finds nothing on any defaced head either
-    del MEASURED_FAILURES["chris-PD"]
+def test_every_detector_runs():
+    assert DETECTORS == face.DETECTORS
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=MEASURED_FAILURES[n]))
-    if n in MEASURED_FAILURES else n for n in HEADS])
+@pytest.mark.parametrize("name", HEADS)
 def test_face_battery(name):
     b = battery(name)
     print(table(name))

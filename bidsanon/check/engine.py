@@ -239,7 +239,7 @@ def check_face(path: Path, rel: str, scan: Scan) -> tuple[list[Finding], list[st
     (front, yaw +-30 and +-60 degrees, pitch +-20 degrees) and look for a face with
     every installed detector of :func:`bidsanon.deface.face.available_detectors`: dlib's
     HOG detector always, dlib's CNN detector when its model wheel is installed, MTCNN
-    when ``facenet-pytorch`` is (extra ``bidsanon[mtcnn]``).
+    when torch is (extra ``bidsanon[mtcnn]``).
 
     When a face is found and ``scan.render_dir`` is set, the renders (face boxes drawn)
     are saved there, owner-only: they show the face.

@@ -425,8 +425,7 @@ VIEWPOINTS: dict[str, tuple[float, float]] = {
     "pitch-20": (0.0, -20.0),
 }
 #: The detectors of the multi-view test. ``hog`` is always there; ``cnn`` needs the
-#: ``face_recognition_models`` wheel and ``mtcnn`` the ``facenet-pytorch`` wheel (extra
-#: ``bidsanon[mtcnn]``): :func:`available_detectors` says which are installed.
+#: ``face_recognition_models`` wheel and ``mtcnn`` torch (extra ``bidsanon[mtcnn]``): :func:`available_detectors` says which are installed.
 DETECTORS = ("hog", "cnn", "mtcnn")
 
 
@@ -531,46 +530,28 @@ def detect_faces_cnn(pic: np.ndarray, upsample: int = 0, threshold: float = 0.0,
 MTCNN_MIN_FACE_MM = 40.0
 
 
-@functools.lru_cache(maxsize=4)
-def _mtcnn_detector(min_face_px: int):
-    """facenet-pytorch's MTCNN on the CPU, its weights from the wheel; None when the
-    wheel (or the torchvision it imports) cannot be imported. Imports torch."""
-    try:
-        from facenet_pytorch import MTCNN
-    except (ImportError, RuntimeError, OSError):  # torchvision's ops may fail to load
-        return None
-    return MTCNN(min_face_size=min_face_px, keep_all=True, device="cpu")
-
-
 def mtcnn_available() -> bool:
-    """Whether MTCNN (the ``facenet-pytorch`` wheel and its torch) can be imported."""
-    return _mtcnn_detector(int(MTCNN_MIN_FACE_MM)) is not None
+    """Whether MTCNN can run here (torch installed: extra ``bidsanon[mtcnn]``)."""
+    from bidsanon.deface import mtcnn
+
+    return mtcnn.available()
 
 
 def detect_faces_mtcnn(pic: np.ndarray, threshold: float = 0.0,
                        res: float = 1.0) -> list[FaceBox]:
-    """Faces found by facenet-pytorch's MTCNN on a render of ``res`` mm pixels; [] when
-    it is absent.
+    """Faces found by MTCNN (:mod:`bidsanon.deface.mtcnn`) on a render of ``res`` mm
+    pixels; [] when torch is absent.
 
     Boxes are in the render's pixels; the score is MTCNN's face probability (its last
     stage only reports faces above 0.7), kept when above ``threshold``.
     """
-    det = _mtcnn_detector(max(12, int(round(MTCNN_MIN_FACE_MM / res))))
-    if det is None:
-        return []
-    import torch
+    from bidsanon.deface import mtcnn
 
-    rgb = np.repeat(np.asarray(pic, dtype=np.uint8)[..., None], 3, axis=2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # measured: 2 threads on a busy 2-core machine cost 4x CPU
-    try:
-        boxes, probs = det.detect(rgb)
-    finally:
-        torch.set_num_threads(threads)
-    if boxes is None:
+    if not mtcnn.available():
         return []
-    return [FaceBox(*(round(float(v)) for v in box), float(p))
-            for box, p in zip(boxes, probs) if p is not None and float(p) > threshold]
+    found = mtcnn.detect(pic, min_face=max(12, int(round(MTCNN_MIN_FACE_MM / res))))
+    return [FaceBox(*(round(float(v)) for v in row[:4]), float(row[4]))
+            for row in found if float(row[4]) > threshold]
 
 
 def available_detectors() -> tuple[str, ...]:
