@@ -4,6 +4,7 @@ known answer; the real heads are in test_deface and test_face_battery."""
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from bidsanon.deface import surface
 
@@ -24,19 +25,68 @@ def test_fill_holes_closes_a_cavity_open_at_one_end():
     assert not filled[2, 2, 2]
 
 
-def test_pinnae_takes_a_thin_fin_and_keeps_the_head():
-    shape = (60, 60, 60)
-    head = ball(shape, (30, 30, 30), 20)
-    fin = np.zeros(shape, dtype=bool)
-    fin[49:56, 28:31, 20:40] = True  # 3 voxels thick, standing off the side
-    vol = np.where(head | fin, 100.0, 0.0).astype(np.float32)
-    zone = np.zeros(shape, dtype=bool)
-    zone[40:, :, :] = True
-    core = np.zeros(shape, dtype=bool)
-    got = surface.pinnae(vol, core, zone, np.ones(3), 50.0, 4.0)
-    assert (got & fin & ~head).sum() >= 0.9 * (fin & ~head).sum()
-    assert (got & head).sum() < 0.02 * head.sum()  # the body's surface stays
-    assert not (got & ~zone).any()
+def test_harmonic_fill_is_exact_on_harmonic_functions():
+    yy, xx = np.mgrid[:50, :60].astype(float)
+    truth = 0.3 * yy - 0.2 * xx + 0.01 * yy * xx  # harmonic: its Laplacian is 0
+    unknown = ((yy - 25) / 18) ** 2 + ((xx - 30) / 22) ** 2 < 1
+    got = surface.harmonic_fill(np.where(unknown, 123.0, truth), unknown)
+    np.testing.assert_allclose(got, truth, atol=1e-9)
+    flat = surface.harmonic_fill(np.where(unknown, 0.0, 2.5), unknown)
+    np.testing.assert_allclose(flat, 2.5, atol=1e-9)  # a constant boundary: no bump
+
+
+def ear_head(shape=(96, 96, 96)):
+    """A ball head, a 3-voxel-thick pinna standing off its +x side, a 4 mm ear canal."""
+    c = np.array(shape) / 2.0
+    head = ball(shape, c, 34)
+    i, j, k = np.indices(shape)
+    r = np.sqrt((i - c[0]) ** 2 + (j - c[1]) ** 2 + (k - c[2]) ** 2)
+    # the pinna: a plate 3 voxels thick, 4-16 voxels off the scalp, 30 x 18 voxels
+    pinna = (i >= c[0] + 38) & (i < c[0] + 41) & (abs(j - c[1]) < 9) & (abs(k - c[2]) < 15)
+    stalk = (i >= c[0] + 30) & (i < c[0] + 41) & (abs(j - c[1]) < 3) & (abs(k - c[2]) < 3)
+    canal = ((j - c[1] - 5) ** 2 + (k - c[2] - 5) ** 2 < 16) & (r > 26) & (i > c[0])
+    vol = np.where((head | pinna | stalk) & ~canal, 100.0, 0.0).astype(np.float32)
+    # the template's ear mask: around the ear's root, inside and outside the head
+    ear = (i > c[0] + 26) & (abs(j - c[1]) < 8) & (abs(k - c[2]) < 10)
+    return vol, ear, head, pinna | stalk, canal
+
+
+def test_ear_patch_takes_the_pinna_keeps_the_scalp_covers_the_canal():
+    vol, ear, head, pinna, canal = ear_head()
+    remove, fill, value = surface.ear_patch(vol, ear, 0, +1, np.ones(3), 50.0, 6.0)
+    # the whole pinna, beyond the template's mask too, down to the scalp's voxel
+    outside = pinna & ~ndi.binary_dilation(head) & (vol > 50)
+    assert remove[outside].all()
+    assert (remove & head).sum() < 0.002 * head.sum()  # the scalp stays
+    assert not (remove & (vol <= 50)).any() and not (fill & (vol > 50)).any()
+    depth = np.indices(vol.shape)[0] - vol.shape[0] // 2  # from the centre
+    assert fill[canal & (depth >= 29) & (depth <= 32)].all()  # the mouth (scalp at 33.3)
+    assert not fill[canal & (depth < 27)].any()  # deeper than the slab: left as it is
+    assert not fill[canal & (depth > 35)].any()  # the air beyond the patch stays air
+    assert value == 100.0
+    # nothing is written on the other side of the head
+    assert not (remove | fill)[: vol.shape[0] // 2].any()
+
+
+def test_ear_patch_follows_the_axis_and_the_side():
+    vol, ear, head, pinna, _ = ear_head()
+    want, want_fill, _ = surface.ear_patch(vol, ear, 0, +1, np.ones(3), 50.0, 6.0)
+    # the same head with the ear towards lower indices of the second axis
+    turn = lambda a: np.moveaxis(a, 0, 1)[:, ::-1]  # noqa: E731
+    got, got_fill, _ = surface.ear_patch(np.ascontiguousarray(turn(vol)), turn(ear), 1, -1,
+                                         np.ones(3), 50.0, 6.0)
+    np.testing.assert_array_equal(got, turn(want))
+    np.testing.assert_array_equal(got_fill, turn(want_fill))
+
+
+def test_touching_keeps_the_parts_next_to_the_other_mask():
+    a = np.zeros((20, 20, 20), dtype=bool)
+    a[2:4, 2:4, 2:4] = True
+    a[10:12, 10:12, 10:12] = True
+    b = np.zeros_like(a)
+    b[12, 12, 12] = True  # diagonal neighbour of the second part only
+    got = surface.touching(a, b)
+    assert got[10:12, 10:12, 10:12].all() and not got[2:4, 2:4, 2:4].any()
 
 
 def test_new_surface_is_a_flat_cover_and_never_writes_protected():

@@ -37,7 +37,7 @@ from bidsanon.deface.policy import METHODS, policy_section
 from bidsanon.deface.image import check_image, pick_landmarks, raw_array
 from bidsanon.deface.geometry import apply_affine, box_mask, head_frame, head_mask, head_threshold
 from bidsanon.deface.protection import bbox, block_any, dilate_ball, protect
-from bidsanon.deface.surface import new_surface, pinnae, ramp_width, skull_core
+from bidsanon.deface.surface import ear_patch, new_surface, ramp_width, touching
 
 
 @dataclass
@@ -282,14 +282,18 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
                              bsec["translate"])
 
     thr = head_threshold(vol[::2, ::2, ::2])  # a sample: the percentiles barely move
+    ears = np.zeros(shape, dtype=bool)
+    ear_fills: list[tuple[np.ndarray, float]] = []
     if sec["remove_ears"] and method != "box" and (reg.ok or method == "template"):
-        # the face region is the cover's: a pinna is what stands off the scalp beside it
-        zone = ear_zone(labels, zooms) & ~candidate
-        ears = pinnae(vol, skull_core(brain, zooms), zone, zooms, thr,
-                      float(sec["ear_opening_mm"]))
+        axis = lateral_axis(reg.world_to_template @ affine)
+        centre = _centre_along(brain, axis)
+        for side in ear_sides(labels, zooms):
+            outward = 1 if _centre_along(side, axis) > centre else -1
+            rem, fill, value = ear_patch(vol, side, axis, outward, zooms, thr,
+                                         float(sec["ear_margin_mm"]))
+            ears |= rem & ~candidate
+            ear_fills.append((fill & ~candidate, value))
         candidate |= ears
-    else:
-        ears = np.zeros(shape, dtype=bool)
     refine = float(sec["refine_mm"]) if sec["refine_brain"] else 0.0
     # the intensity growth stays clear of the template's face region by more than the
     # margin, or the margin carries it onto the eyelids (T1w orbital fat is brain-like)
@@ -305,6 +309,11 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         layer, values = new_surface(vol, removed & ~ears, protected, affine,
                                     face_plane(reg.world_to_template), thr, fill=fill_raw)
         removed = removed & ~layer
+    for i, (fill, value) in enumerate(ear_fills):
+        # kept voxels are never written, and each covered pit adjoins the removed pinna
+        # (what the read-back verification accepts as part of the defacing)
+        ear_fills[i] = (touching(fill & ~protected & ~removed & ~layer, removed & ears),
+                        value)
     out = raw.copy()
     if sec["fill"] == "smooth" and removed.any():
         box, vals = _smoothed(raw, removed, zooms, float(sec["smooth_fwhm_mm"]))
@@ -318,6 +327,10 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
             values = np.clip(np.rint(values), info.min, info.max)
         values = values.astype(raw.dtype)
         out[layer] = values[:, None] if raw.ndim == 4 else values
+    for fill, value in ear_fills:
+        if fill.any():
+            out[fill] = _fill_raw(raw, float(value), 1.0, 0.0)  # vol is in raw units
+            layer = layer | fill
     touched = removed | layer
     diff = out[touched] != raw[touched]
     changed = int(diff.any(axis=-1).sum() if diff.ndim == 2 else diff.sum())
@@ -333,23 +346,34 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
 NO_GROWTH_MM = 7.0
 
 
-def ear_zone(labels: np.ndarray, zooms, reach_mm: float = 25.0) -> np.ndarray:
-    """Where the pinnae are looked for: the box around each side's template ear mask,
-    grown by ``reach_mm`` (the template masks keep a brain clearance that cuts through
-    the pinna; the opening of :func:`~bidsanon.deface.surface.pinnae` decides what goes)."""
+def ear_sides(labels: np.ndarray, zooms) -> list[np.ndarray]:
+    """The template's ear mask on the image grid, one mask per side (the two largest
+    parts, found on a ~4 mm grid)."""
     ears = (labels & EARS) > 0
-    zone = np.zeros(ears.shape, dtype=bool)
     f = np.maximum(1, np.floor(4.0 / np.asarray(zooms, float))).astype(int)
-    lab, n = ndi.label(block_any(ears, f))  # the two sides, found on a ~4 mm grid
+    lab, n = ndi.label(block_any(ears, f))
     if n == 0:
-        return zone
+        return []
     sizes = np.bincount(lab.ravel())[1:]
-    pad = np.ceil(reach_mm / np.asarray(zooms, float)).astype(int)
+    out = []
     for k in np.argsort(sizes)[::-1][:2]:
         small = bbox(lab == k + 1, (0, 0, 0))
-        box = tuple(slice(max(sl.start * fa - p, 0), min(sl.stop * fa + p, n_ax))
-                    for sl, fa, p, n_ax in zip(small, f, pad, ears.shape))
-        zone[box] = True
-    return zone
+        box = tuple(slice(sl.start * fa, min(sl.stop * fa, n_ax))
+                    for sl, fa, n_ax in zip(small, f, ears.shape))
+        side = np.zeros(ears.shape, dtype=bool)
+        side[box] = ears[box]
+        out.append(side)
+    return out
+
+
+def lateral_axis(voxel_to_template: np.ndarray) -> int:
+    """The voxel axis closest to the template's left-right axis."""
+    m = np.asarray(voxel_to_template, float)[:3, :3]
+    return int(np.argmax(np.abs(m[0]) / np.maximum(np.linalg.norm(m, axis=0), 1e-12)))
+
+
+def _centre_along(mask: np.ndarray, axis: int) -> float:
+    hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+    return float(hit.mean()) if hit.size else mask.shape[axis] / 2.0
 
 

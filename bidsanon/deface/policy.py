@@ -41,10 +41,12 @@ POLICY: dict = {
     "remove_ears": Key(True, "Also remove the outer ears whole (identifying in 3D renders), "
                        "near the template's ear masks (methods template and auto, and "
                        "landmarks when the registration passes its check)."),
-    "ear_opening_mm": Key(5.0, "With `remove_ears`: the radius (mm) of the ball rolled "
-                          "inside the head near the ears; what it cannot reach (thinner "
-                          "than about twice the radius, standing off the scalp: the "
-                          "pinna) is removed whole, the scalp stays.", min=2.0, max=15.0),
+    "ear_margin_mm": Key(6.0, "With `remove_ears`: how far (mm) beyond the template's ear "
+                         "mask, seen from the side, the scalp is replaced by a smooth patch "
+                         "fitted to the scalp around it (the patch also grows over any "
+                         "part of the pinna standing off the scalp nearby); the pinna "
+                         "outside the patch is removed whole and the concha and the ear "
+                         "canal's mouth under it are covered.", min=0.0, max=30.0),
     "cover": Key(True, "Close the cut with a flat cover: the template's face plane, "
                  "moved forward just over the protected voxels the removal exposes, inside "
                  "the head's outline, written with one bright value (the 90th percentile "

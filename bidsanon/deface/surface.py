@@ -1,4 +1,5 @@
-"""The head's new surface after defacing: flat and closed where the face was; whole pinnae.
+"""The head's new surface after defacing: flat and closed where the face was, smooth scalp
+where the ears were.
 
 Setting the face region to a fill value leaves the cut's cross-section open: the orbits,
 the nasal cavity, the sinuses and the mouth are dark in most contrasts, and the brain
@@ -8,9 +9,10 @@ closes it with a flat cover: the template's face plane, moved forward just over 
 protected voxels, inside the head's outline, written with one bright value on a smooth
 ramp. A smoothed copy of the face's own outline does not do: it keeps a nose, cheeks and
 a chin, and the detectors find a mannequin's face on it (docs/deface.md).
-:func:`pinnae` finds the outer ears whole: what a ball rolled inside the head near the
-ears cannot reach (a morphological opening) stands off the scalp and goes; the scalp
-behind it stays. Neither ever changes a protected voxel.
+:func:`ear_patch` takes each outer ear whole: seen from the side, the head's surface
+over the ear is replaced by a smooth patch fitted to the scalp around it, the pinna
+outside it goes and the concha and the ear canal's mouth under it are covered. Neither
+ever changes a protected voxel (the pipeline leaves them out).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bidsanon.deface.geometry import block_mean
-from bidsanon.deface.protection import bbox, block_any, dilate_ball
+from bidsanon.deface.protection import bbox, dilate_ball
 
 #: Voxel size (mm) of the grid the head's outline is filled on (the cover's extent).
 OUTLINE_MM = 2.0
@@ -173,34 +175,162 @@ def cover_value(vol: np.ndarray, near: np.ndarray, threshold: float) -> float:
     return float(np.percentile(v, 90))
 
 
-def skull_core(brain: np.ndarray, zooms, grow_mm: float = 12.0) -> np.ndarray:
-    """The brain grown by ``grow_mm`` (on the coarse grid): the skull's contents and the
-    skull, never the outer ear. Dark bone joins the scalp to the brain through it."""
-    zooms = np.asarray(zooms, float)
-    f = coarse(zooms)
-    small = block_any(brain, f)
-    if grow_mm > 0:
-        small = dilate_ball(small, grow_mm, f * zooms)
-    return _upsample(small, f, brain.shape)
+#: Width (mm) of the ring of scalp around an ear patch that its shape is fitted to.
+EAR_RING_MM = 8.0
+#: A column whose surface stands more than this (mm) outside the fitted scalp is pinna.
+EAR_STANDOFF_MM = 3.0
+#: How far (mm) around the patch the pinna is looked for beyond the template's ear.
+EAR_SEARCH_MM = 15.0
+#: Depth (mm) of tissue written under the patch where it lies over air (the concha, the
+#: mouth of the ear canal), so no render shows a pit there.
+EAR_SLAB_MM = 5.0
 
 
-def pinnae(vol: np.ndarray, core: np.ndarray, zone: np.ndarray, zooms,
-           threshold: float, radius_mm: float) -> np.ndarray:
-    """The outer ears: head voxels of ``zone`` that a ball of ``radius_mm`` rolled inside
-    the head (a morphological opening) does not reach -- structures thinner than about
-    twice the radius standing off the scalp. The head is the voxels above ``threshold``
-    and ``core`` (:func:`skull_core`), so the scalp over the dark skull is part of a
-    thick solid and stays, while the concha's bowl, open to the air, is not filled."""
-    zooms = np.asarray(zooms, float)
-    pad = np.ceil(2 * radius_mm / zooms).astype(int) + 2
-    box = bbox(zone, pad)
-    out = np.zeros(zone.shape, dtype=bool)
-    if box is None or radius_mm <= 0:
+def _disk(mask: np.ndarray, radius_mm: float, zooms2) -> np.ndarray:
+    """A 2D mask dilated by a disk of ``radius_mm`` (pixel sizes ``zooms2``)."""
+    if radius_mm <= 0 or not mask.any():
+        return mask.copy()
+    return ndi.distance_transform_edt(~mask, sampling=zooms2) <= radius_mm
+
+
+def _quadric(uv: tuple[np.ndarray, np.ndarray], depth: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of depth = a + b u + c v + d u^2 + e uv + f v^2."""
+    u, v = uv
+    a = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
+    coef, *_ = np.linalg.lstsq(a, depth, rcond=None)
+    return coef
+
+
+def _eval_quadric(coef: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return (coef[0] + coef[1] * u + coef[2] * v + coef[3] * u * u + coef[4] * u * v
+            + coef[5] * v * v)
+
+
+def harmonic_fill(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """``values`` with the ``unknown`` pixels replaced by the harmonic interpolation of
+    the known ones around them (Laplace's equation, 5-point stencil, solved exactly):
+    the smoothest surface that meets its boundary without a step."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    out = np.asarray(values, dtype=np.float64).copy()
+    idx = np.flatnonzero(unknown)
+    if idx.size == 0:
         return out
-    head = (vol[box] > threshold) | core[box]
-    # erosion as the complement of the dilated air; outside the box counts as neither,
-    # so the head is not eroded from the box's faces
-    core = ~dilate_ball(~head, radius_mm, zooms)
-    opened = dilate_ball(core, radius_mm, zooms)
-    out[box] = head & ~opened & zone[box]
+    number = -np.ones(unknown.size, dtype=np.int64)
+    number[idx] = np.arange(idx.size)
+    h, w = unknown.shape
+    r, c = np.unravel_index(idx, unknown.shape)
+    rows, cols, data = [np.arange(idx.size)], [np.arange(idx.size)], [np.zeros(idx.size)]
+    rhs = np.zeros(idx.size)
+    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        rr, cc = r + dr, c + dc
+        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        data[0] = data[0] + inside  # a pixel's degree: neighbours inside the grid
+        flat = np.where(inside, rr * w + np.clip(cc, 0, w - 1), 0)
+        nb = np.where(inside, number[flat], -1)
+        free = inside & (nb >= 0)
+        rows.append(np.flatnonzero(free))
+        cols.append(nb[free])
+        data.append(-np.ones(int(free.sum())))
+        fixed = inside & (nb < 0)
+        np.add.at(rhs, np.flatnonzero(fixed), out.ravel()[flat[fixed]])
+    m = coo_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+                   shape=(idx.size, idx.size)).tocsr()
+    out.ravel()[idx] = spsolve(m, rhs)
+    return out
+
+
+def ear_patch(vol: np.ndarray, ear: np.ndarray, axis: int, outward: int, zooms,
+              threshold: float, margin_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """One outer ear replaced by a smooth patch of scalp.
+
+    Seen along the left-right voxel ``axis`` from the ear's side (``outward`` +1 when
+    the ear lies towards higher indices, -1 otherwise), the head's surface is a depth map.
+    Over the shadow of the template's ear mask ``ear`` grown by ``margin_mm``, and over
+    every column within :data:`EAR_SEARCH_MM` of it whose surface stands more than
+    :data:`EAR_STANDOFF_MM` outside the scalp (the rest of the pinna), the depth map is
+    replaced: a quadric fitted to the scalp of an :data:`EAR_RING_MM` ring around the
+    patch (points standing off it dropped), plus the harmonic interpolation of what the
+    ring's scalp deviates from it, so the patch meets the scalp without a step.
+
+    Returns
+    -------
+    remove : numpy.ndarray
+        Head voxels (above ``threshold``) outside the new surface: the pinna, whole.
+    fill : numpy.ndarray
+        Voxels at or below ``threshold`` in the :data:`EAR_SLAB_MM` under it.
+    value : float
+        The tissue intensity for ``fill`` (:func:`cover_value` of the scalp under the
+        ring).
+    """
+    zooms = np.asarray(zooms, float)
+    remove = np.zeros(vol.shape[:3], dtype=bool)
+    fill = np.zeros(vol.shape[:3], dtype=bool)
+    if not ear.any():
+        return remove, fill, 0.0
+    # the view: lateral axis first, outside at index 0 (views, written through)
+    def view(a):
+        a = np.moveaxis(a, axis, 0)
+        return a[::-1] if outward > 0 else a
+    others = [ax for ax in range(3) if ax != axis]
+    z2 = zooms[others]
+    v_vol, v_ear, v_rem, v_fill = view(vol), view(ear), view(remove), view(fill)
+    shadow = v_ear.any(axis=0)
+    reach = margin_mm + EAR_SEARCH_MM + EAR_RING_MM + 2.0
+    grown = _disk(shadow, reach, z2)
+    rows = np.flatnonzero(grown.any(axis=1))
+    cols = np.flatnonzero(grown.any(axis=0))
+    box2 = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    deep = int(np.flatnonzero(v_ear.any(axis=(1, 2)))[-1]) + 1  # no deeper than the ear mask
+    sub = v_vol[(slice(0, deep),) + box2]
+    head = sub > threshold
+    solid = ndi.binary_opening(head)  # an isolated bright voxel in the air is no surface
+    found = solid.any(axis=0)
+    depth = np.where(found, np.argmax(solid, axis=0), deep).astype(np.float64)
+    u, v = np.meshgrid(np.arange(depth.shape[0]) * z2[0], np.arange(depth.shape[1]) * z2[1],
+                       indexing="ij")
+    u, v = u - u.mean(), v - v.mean()  # centred: a well-conditioned fit
+    step = zooms[axis]
+    patch = _disk(shadow[box2], margin_mm, z2)
+    for _ in range(2):  # fit the scalp around it; grow over the pinna standing off it
+        ring = _disk(patch, EAR_RING_MM, z2) & ~patch & found
+        keep = ring.copy()
+        for _ in range(2):
+            if keep.sum() < 6:
+                return remove, fill, 0.0
+            coef = _quadric((u[keep], v[keep]), depth[keep])
+            off = (_eval_quadric(coef, u, v) - depth) * step  # mm outside the fitted scalp
+            keep = ring & (off < EAR_STANDOFF_MM)
+        near = _disk(patch, EAR_SEARCH_MM, z2)
+        patch = patch | _disk(near & found & (off > EAR_STANDOFF_MM), 2.0, z2)
+    ring = _disk(patch, EAR_RING_MM, z2) & ~patch & found & (off < EAR_STANDOFF_MM)
+    base = _eval_quadric(coef, u, v)
+    resid = np.where(ring, depth - base, 0.0)
+    # outside the patch and its ring the deviation is pinned to 0: a closed boundary
+    surface = base + harmonic_fill(resid, patch)
+    k = np.arange(deep, dtype=np.float64)[:, None, None]
+    outside = (k < surface[None] - 0.5) & patch[None]
+    slab = ((k >= surface[None] - 0.5) & (k < surface[None] - 0.5 + EAR_SLAB_MM / step)
+            & patch[None])
+    v_rem[(slice(0, deep),) + box2] = head & outside
+    v_fill[(slice(0, deep),) + box2] = ~head & slab
+    under = ((k >= depth[None]) & (k < depth[None] + EAR_SLAB_MM / step) & ring[None])
+    value = cover_value(sub, under, threshold)
+    return remove, fill, value
+
+
+def touching(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The parts (26-connected) of ``mask`` that touch ``other``."""
+    out = np.zeros(mask.shape, dtype=bool)
+    box = bbox(mask, (2, 2, 2))
+    if box is None:
+        return out
+    st = np.ones((3, 3, 3), dtype=bool)
+    lab, n = ndi.label(mask[box], st)
+    hit = np.zeros(n + 1, dtype=bool)
+    m = mask[box]
+    hit[np.unique(lab[ndi.binary_dilation(other[box], st) & m])] = True
+    hit[0] = False
+    out[box] = hit[lab]
     return out
