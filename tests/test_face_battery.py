@@ -30,7 +30,8 @@ from bidsanon.deface.geometry import apply_affine, head_mask
 HEADS = {"sample-T1": (DATA / "anat" / "sample" / "T1.mgz", "T1w"),
          "mni152-T1": (DATA / "anat" / "mni152" / "MNI152_T1_2mm.nii.gz", "T1w"),
          "chris-T1": (DATA / "anat" / "chris" / "chris_t1.nii.gz", "T1w"),
-         "chris-PD": (DATA / "anat" / "chris" / "chris_PD.nii.gz", "PDw")}
+         "chris-PD": (DATA / "anat" / "chris" / "chris_PD.nii.gz", "PDw"),
+         "niivue-T2w": (DATA / "anat" / "niivue" / "T2w.nii.gz", "T2w")}
 DETECTORS = face.available_detectors()
 
 

@@ -181,6 +181,10 @@ EAR_RING_MM = 8.0
 EAR_STANDOFF_MM = 3.0
 #: How far (mm) around the patch the pinna is looked for beyond the template's ear.
 EAR_SEARCH_MM = 15.0
+#: Ring points more than this (mm) outside the fitted scalp are dropped, and the fit
+#: made again, this many rounds.
+EAR_TRIM_MM = 1.0
+EAR_TRIM_ROUNDS = 4
 #: Depth (mm) of tissue written under the patch where it lies over air (the concha, the
 #: mouth of the ear canal), so no render shows a pit there.
 EAR_SLAB_MM = 5.0
@@ -296,23 +300,30 @@ def ear_patch(vol: np.ndarray, ear: np.ndarray, axis: int, outward: int, zooms,
     for _ in range(2):  # fit the scalp around it; grow over the pinna standing off it
         ring = _disk(patch, EAR_RING_MM, z2) & ~patch & found
         keep = ring.copy()
-        for _ in range(2):
+        # the pinna only ever stands outside the scalp: trimming the points outside the
+        # fit, again and again, leaves the scalp's own (robust to a ring half on the ear)
+        for _ in range(EAR_TRIM_ROUNDS):
             if keep.sum() < 6:
                 return remove, fill, 0.0
             coef = _quadric((u[keep], v[keep]), depth[keep])
             off = (_eval_quadric(coef, u, v) - depth) * step  # mm outside the fitted scalp
-            keep = ring & (off < EAR_STANDOFF_MM)
+            keep = ring & (off < EAR_TRIM_MM)
         near = _disk(patch, EAR_SEARCH_MM, z2)
         patch = patch | _disk(near & found & (off > EAR_STANDOFF_MM), 2.0, z2)
-    ring = _disk(patch, EAR_RING_MM, z2) & ~patch & found & (off < EAR_STANDOFF_MM)
+    ring = _disk(patch, EAR_RING_MM, z2) & ~patch & found & (off < EAR_TRIM_MM)
     base = _eval_quadric(coef, u, v)
     resid = np.where(ring, depth - base, 0.0)
     # outside the patch and its ring the deviation is pinned to 0: a closed boundary
     surface = base + harmonic_fill(resid, patch)
+    # where the patch runs to the edge of the field of view the quadric extrapolates:
+    # never more lateral or deeper than the ring's own scalp, by more than the standoff
+    lo, hi = depth[ring].min(), depth[ring].max()
+    surface = np.clip(surface, lo - EAR_STANDOFF_MM / step, hi + EAR_STANDOFF_MM / step)
+    change = patch
     k = np.arange(deep, dtype=np.float64)[:, None, None]
-    outside = (k < surface[None] - 0.5) & patch[None]
+    outside = (k < surface[None] - 0.5) & change[None]
     slab = ((k >= surface[None] - 0.5) & (k < surface[None] - 0.5 + EAR_SLAB_MM / step)
-            & patch[None])
+            & change[None])
     v_rem[(slice(0, deep),) + box2] = head & outside
     v_fill[(slice(0, deep),) + box2] = ~head & slab
     under = ((k >= depth[None]) & (k < depth[None] + EAR_SLAB_MM / step) & ring[None])
