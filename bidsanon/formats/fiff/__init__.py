@@ -28,6 +28,7 @@ import datetime as dt
 import errno
 import functools
 import gzip
+import io
 import json
 import math
 import os
@@ -214,9 +215,14 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
     last_pos = last_kind = last_type = last_size = -1
     if passed is None:
         passed = [0, 0, None]
+    # The fast path (plain files with ``only``): a tag to pass over whose next tag
+    # follows it, with a sane size, is counted and stepped over with no other check;
+    # everything else (block starts and ends included) takes the full path below.
+    stop = None if fd is None or only is None else only | {ft.BLOCK_START, ft.BLOCK_END}
+    blen = 0
     while True:
         off = pos - at
-        if off < 0 or off + 16 > len(buf):
+        if off < 0 or off + 16 > blen:
             try:
                 if fd is not None:
                     buf = os.pread(fd, WINDOW, pos)
@@ -225,7 +231,7 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
                     buf = f.read(16)
             except (OSError, EOFError, zlib.error) as exc:
                 raise InputError(f"unreadable FIFF data ({exc})", path, pos) from None
-            at, off = pos, 0
+            at, off, blen = pos, 0, len(buf)
             if not buf and sequential:
                 if stack:
                     raise InputError(f"file ends inside block {_block_path(here)} "
@@ -239,6 +245,13 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
                                  f"{pos + len(buf)})", path, pos)
         kind, typ, tsize, nxt = unpack_from(buf, off)
         end = pos + 16 + tsize
+        if stop is not None and nxt == 0 and kind not in stop and 0 <= tsize and \
+                end <= limit and pos:
+            n_passed += 1
+            bytes_passed += end - pos
+            last_pos, last_kind, last_type, last_size = pos, kind, typ, tsize
+            pos, sequential = end, True
+            continue
         if pos == 0 or tsize < 0 or end > limit:
             if pos == 0 and kind != ft.FILE_ID:
                 raise InputError(f"not a FIFF file (first tag is kind {kind}, "
@@ -324,8 +337,11 @@ def read_payload(f: IO[bytes], tag: Tag, path: str | Path, limit: int | None = N
         limit = tag.size
     want = min(tag.size, limit)
     try:
-        f.seek(tag.pos + 16)
-        data = f.read(want)
+        if type(f) is io.FileIO:  # a plain file: one pread, not a seek and a read
+            data = os.pread(f.fileno(), want, tag.pos + 16)
+        else:
+            f.seek(tag.pos + 16)
+            data = f.read(want)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"unreadable FIFF data ({exc})", path, tag.pos) from None
     if len(data) < want:
@@ -634,14 +650,23 @@ class Plan:
     dropped: int = 0
     changes: list[Change] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Where a FIFF_NOP may follow an edited tag (see :func:`_align`): op index ->
+    #: length of that bytes op when it ended with the edited tag.
+    marks: dict[int, int] = field(default_factory=dict)
+    padding: int = 0  # bytes of FIFF_NOP inserted by _align
 
-    def emit(self, tag: Tag, nxt: int, edit: tuple[int, bytes] | None) -> None:
-        """Add one output tag: ``edit`` (new type and data) or the input's data."""
+    def emit(self, tag: Tag, nxt: int, edit: tuple[int, bytes] | None,
+             nop_after: bool = False) -> None:
+        """Add one output tag: ``edit`` (new type and data) or the input's data.
+
+        ``nop_after``: an edited tag after which a FIFF_NOP may be inserted."""
         ops = self.ops
         if edit is not None:
             typ, data = edit
             self._bytes(HEADER.pack(tag.kind, typ, len(data), nxt) + data)
             self.out_size += 16 + len(data)
+            if nop_after:
+                self.marks[len(ops) - 1] = len(ops[-1])
             return
         self.out_size += 16 + tag.size
         if tag.next != nxt:  # only the next pointer changes
@@ -659,6 +684,47 @@ class Plan:
             self.ops[-1] += data
         else:
             self.ops.append(data)
+
+
+#: Copied ranges from this size on are kept at their place in the 4 KiB page grid (a
+#: FIFF_NOP before them, see :func:`_align`), so the kernel copies them page to page.
+ALIGN_MIN = 1 << 18
+
+
+def _align(p: Plan) -> None:
+    """Insert a FIFF_NOP tag (void, 16 to 4111 bytes) after an edited tag that a long
+    copied range follows, where the edits before have moved the range off its input's
+    place in the 4 KiB page grid.
+
+    The kernel copies a shifted range at up to half the speed of one that keeps its
+    place, and through a buffer takes two copies of the data instead of one
+    (docs/performance.md). The NOP goes right after an edited tag (so at a tag
+    boundary, inside the same block; never at the top level or in a raw data block,
+    whose first tags MNE reads by their place) and depends only on the input, so the output stays a pure
+    function of it (``.fif`` and ``.fif.gz`` inputs give the same bytes). MNE writes
+    FIFF_NOP tags itself (every file ends with one); readers pass over them.
+    """
+    if not p.marks:
+        return
+    ops, pos = p.ops, 0
+    for i, op in enumerate(ops):
+        if isinstance(op, tuple):
+            pos += op[1]
+            continue
+        pos += len(op)
+        if p.marks.get(i) != len(op) or i + 1 >= len(ops):
+            continue
+        after = ops[i + 1]
+        if not isinstance(after, tuple) or after[1] < ALIGN_MIN:
+            continue
+        pad = (after[0] - pos) % _PAGE
+        if pad == 0:
+            continue
+        pad += _PAGE if pad < 16 else 0
+        ops[i] = op + HEADER.pack(ft.NOP, ft.T_VOID, pad - 16, 0) + bytes(pad - 16)
+        pos += pad
+        p.out_size += pad
+        p.padding += pad
 
 
 #: Action of a date that could not move by the offset into the allowed range (it is
@@ -862,7 +928,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
     # range [run_start, run_end) copied as one. Any other tag waits as ``pending`` until
     # the next kept tag is known, since the last one gets next -1; so does the last
     # tag of the run at the end.
-    pending: tuple[Tag, tuple[int, bytes] | None] | None = None
+    pending: tuple[Tag, tuple[int, bytes] | None, bool] | None = None
     run_start = run_end = 0
     expect = 0  # where the tag after the previous yielded one is
     kept: Tag | None = None  # the last yielded tag kept
@@ -874,7 +940,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         # start a new copied run there unless the current one already ends there
         nonlocal pending, run_start
         if pending is not None:
-            p.emit(pending[0], 0, pending[1])
+            p.emit(*pending)
             pending = None
         if expect != run_end:
             _flush_run(p, run_start, run_end)
@@ -896,7 +962,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
                                        mri_seen)
             changed += edit is not None
         if pending is not None:
-            p.emit(pending[0], 0, pending[1])
+            p.emit(*pending)
             pending = None
         kept = tag
         if edit is None and tag.next == 0:
@@ -907,7 +973,10 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         else:
             _flush_run(p, run_start, run_end)
             run_start = run_end = 0
-            pending = (tag, edit)
+            # a FIFF_NOP may follow an edited tag inside a block (MNE reads the top
+            # level's first tags by their place) other than raw data (_align)
+            pending = (tag, 0, edit, edit is not None and bool(stack)
+                       and stack[-1] not in ft.B_RAW_DATA)
     last = passed[2]
     if last is not None and (kept is None or last.pos > kept.pos):
         # The last tag kept was passed over: add the tags after the last yielded one
@@ -918,12 +987,13 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         _flush_run(p, run_start, last.pos)
         p.emit(last, -1, None)
     elif pending is not None:
-        p.emit(pending[0], -1, pending[1])
+        p.emit(pending[0], -1, pending[2])
     elif kept is not None:  # the run's last tag
         _flush_run(p, run_start, kept.pos)
         p.emit(kept, -1, None)
     p.tags, p.in_bytes = n_tags + passed[0], in_bytes + passed[1]
     p.changed, p.dropped = changed, dropped
+    _align(p)
     if clamped:
         shown = "; ".join(clamped[:5]) + (f"; and {len(clamped) - 5} more"
                                           if len(clamped) > 5 else "")
@@ -944,6 +1014,9 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
 
 #: Page size for :class:`_Sink`'s choice between copying in the kernel and in chunks.
 _PAGE = 4096
+#: Input ranges up to this size are read and buffered with the bytes written around
+#: them (one ``pread``, and one ``write`` for the lot) rather than copied on their own.
+SMALL_COPY = 1 << 16
 
 
 def _write_all(out: IO[bytes], data) -> None:
@@ -985,6 +1058,15 @@ class _Sink:
     def copy(self, src: IO[bytes], src_fd: int | None, start: int, length: int,
              path: str | Path) -> None:
         if length <= 0:
+            return
+        if length <= SMALL_COPY and src_fd is not None:
+            # e.g. the few tags between two edited ones: buffered with the new bytes
+            # around them, so they go out in one write instead of three system calls
+            data = os.pread(src_fd, length, start)
+            if len(data) < length:
+                raise InputError("file ended while copying data (changed while being "
+                                 "read?)", path, start + len(data))
+            self.write(data)
             return
         self.flush()
         done = 0
