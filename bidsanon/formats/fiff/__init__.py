@@ -27,9 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import functools
-import gzip
 import io
-import json
 import math
 import os
 import re
@@ -166,6 +164,7 @@ def open_fiff(path: str | Path) -> tuple[IO[bytes], int | None]:
         # exactly its size, so a buffer would only copy the bytes once more.
         f = open(path, "rb", buffering=0)
         if os.pread(f.fileno(), 2, 0) == GZIP_MAGIC:
+            import gzip
             f.close()
             return gzip.open(path, "rb"), None
     except OSError as exc:
@@ -212,7 +211,7 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
     new_tag = tuple.__new__
     limit = size if size is not None else math.inf
     n_passed = bytes_passed = 0
-    last_pos = last_kind = last_type = last_size = -1
+    last_pos, last_h = -1, (-1, -1, -1, 0)  # the last tag passed over
     if passed is None:
         passed = [0, 0, None]
     # The fast path (plain files with ``only``): a tag to pass over whose next tag
@@ -236,22 +235,35 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
                 if stack:
                     raise InputError(f"file ends inside block {_block_path(here)} "
                                      "(truncated?)", path, pos)
-                _passed(passed, n_passed, bytes_passed, last_pos, last_kind, last_type,
-                        last_size)
+                _passed(passed, n_passed, bytes_passed, last_pos, *last_h[:3])
                 return
             if len(buf) < 16:
                 what = "pointed to by a next pointer " if not sequential and pos else ""
                 raise InputError(f"truncated tag header {what}(file ends at byte "
                                  f"{pos + len(buf)})", path, pos)
-        kind, typ, tsize, nxt = unpack_from(buf, off)
+        h = unpack_from(buf, off)
+        kind, typ, tsize, nxt = h
+        if stop is not None and pos:
+            # The fast path: step over the window's tags to pass over, back to back.
+            start = pos
+            while not nxt and kind not in stop and tsize >= 0:
+                end = pos + 16 + tsize
+                if end > limit:
+                    break
+                n_passed += 1
+                last_pos, last_h = pos, h
+                pos = end
+                off += 16 + tsize
+                if off + 16 > blen:
+                    break
+                h = unpack_from(buf, off)
+                kind, typ, tsize, nxt = h
+            if pos != start:
+                bytes_passed += pos - start
+                sequential = True
+                if off + 16 > blen:
+                    continue  # the next header is not in the window: read from pos
         end = pos + 16 + tsize
-        if stop is not None and nxt == 0 and kind not in stop and 0 <= tsize and \
-                end <= limit and pos:
-            n_passed += 1
-            bytes_passed += end - pos
-            last_pos, last_kind, last_type, last_size = pos, kind, typ, tsize
-            pos, sequential = end, True
-            continue
         if pos == 0 or tsize < 0 or end > limit:
             if pos == 0 and kind != ft.FILE_ID:
                 raise InputError(f"not a FIFF file (first tag is kind {kind}, "
@@ -280,7 +292,7 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
         if nxt == 0 and only is not None and kind not in only:
             n_passed += 1
             bytes_passed += end - pos
-            last_pos, last_kind, last_type, last_size = pos, kind, typ, tsize
+            last_pos, last_h = pos, h
         else:
             passed[0] += n_passed
             passed[1] += bytes_passed
@@ -300,8 +312,7 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
             if stack:
                 raise InputError(f"tag chain ends inside block {_block_path(here)}",
                                  path, pos)
-            _passed(passed, n_passed, bytes_passed, last_pos, last_kind, last_type,
-                    last_size)
+            _passed(passed, n_passed, bytes_passed, last_pos, *last_h[:3])
             return
         elif nxt > 0:
             if size is not None and nxt + 16 > size:
@@ -422,6 +433,7 @@ def annotation_text(field: str, text: str, one: Callable[[str], str]) -> str:
             entries.append(f"{new}{sep}{code}")
         return ";".join(entries)
     if field in _JSON_FIELDS:
+        import json
         try:
             data = json.loads(text)
         except ValueError:
@@ -1146,6 +1158,7 @@ def anonymize_file(src: str | Path, dst: str | Path, settings: Settings) -> File
                     if os.fstat(out.fileno()).st_size != p.out_size:
                         raise InputError("the file changed while it was being read", src)
         except BaseException as exc:
+            import gzip  # (loaded already when a gzip file was read or written)
             if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
                 raise InputError(f"unreadable FIFF data ({exc})", src) from None
             if isinstance(exc, OSError):
