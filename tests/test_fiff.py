@@ -926,6 +926,29 @@ def test_mutated_files_never_hang_or_crash(mutations, cut, gz, flip):
             pass
 
 
+@pytest.mark.parametrize("cut", [None, 16, 60, 100, 112 * 200 + 8])
+def test_runs_of_tags_with_one_header_are_walked_like_any_other(cut, tmp_path):
+    """The walk counts a run of tags with one header (channel descriptions) at once:
+    the counts stay exact, the run is copied unchanged, and a run that the end of the
+    file cuts is refused at the tag that is cut, as tag by tag."""
+    run = tag(203, 30, b"\1" * 96) * 300
+    data = minimal(run, tag(212, 10, s("Some One")))
+    src, dst = tmp_path / "in.fif", tmp_path / "out.fif"
+    if cut is None:
+        src.write_bytes(data)
+        result = anonymize(src, dst)
+        assert result.metrics["tags"] == len(walk(src))  # walk: tag by tag
+        assert sum(t.kind == 203 for t, _, _ in walk(dst)) == 300
+        assert run in dst.read_bytes()
+        return
+    start = data.index(run)
+    src.write_bytes(data[:start + len(run) - cut])
+    with pytest.raises(InputError, match="runs past the end|truncated tag header") as exc:
+        anonymize(src, dst)
+    assert exc.value.position == start + (len(run) - cut) // 112 * 112
+    assert not dst.exists()
+
+
 def test_fixed_offset_measurement_date_after_latest_is_shifted_not_replaced(tmp_path):
     """The measurement date is never capped: a fixed offset that leaves it after
     dates.latest (but inside the FIFF range) shifts it, for the final check to report."""

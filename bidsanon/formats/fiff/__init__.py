@@ -33,7 +33,6 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterator, NamedTuple
 
@@ -247,13 +246,21 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
             # The fast path: step over the window's tags to pass over, back to back.
             start = pos
             while not nxt and kind not in stop and tsize >= 0:
-                end = pos + 16 + tsize
+                step = 16 + tsize
+                end = pos + step
                 if end > limit:
                     break
-                n_passed += 1
-                last_pos, last_h = pos, h
-                pos = end
-                off += 16 + tsize
+                n = 1
+                if buf[off:off + 16] == buf[off + step:off + step + 16]:
+                    # a run of tags with one header (channel descriptions): counted
+                    # at once, each of them within the file
+                    n = _repeats(buf, off, step)
+                    if pos + n * step > limit:
+                        n = 1
+                n_passed += n
+                last_pos, last_h = pos + (n - 1) * step, h
+                pos += n * step
+                off += n * step
                 if off + 16 > blen:
                     break
                 h = unpack_from(buf, off)
@@ -327,6 +334,23 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
             pos, sequential = nxt, False
         else:
             raise InputError(f"invalid next pointer {nxt}", path, pos)
+
+
+def _repeats(buf: bytes, off: int, step: int) -> int:
+    """How many tag headers, from the one at ``off`` on and ``step`` bytes apart, repeat
+    its 16 bytes exactly (itself included) while lying wholly in ``buf``.
+
+    Compares the headers column by column (each of the 16 byte positions, sliced with
+    the stride ``step``), so a run of 300 channel descriptions costs 16 slices rather
+    than 300 header reads in Python.
+    """
+    n = (len(buf) - off - 16) // step + 1
+    for k in range(16):
+        if n < 2:
+            break
+        column = buf[off + k:off + k + (n - 1) * step + 1:step]
+        n = min(n, len(column) - len(column.lstrip(column[:1])))
+    return max(n, 1)
 
 
 def _passed(passed: list, tags: int, size: int, pos: int, kind: int, typ: int,
@@ -484,17 +508,29 @@ def _name_parts(value: str) -> set[str]:
     return {n for n in names if n.lower() not in GENERIC_VALUES}
 
 
-@dataclass(frozen=True)
 class AnnotationScrub:
     """The ``scrub`` of free-text annotations (picklable: travels to CLI workers).
 
     ``text`` is the policy's ``text`` section; ``labels`` relabels original subject
     labels and replaces the plan's known values (the pipeline's
     :meth:`~bidsanon.context.TaskContext.scrub_labels`), None from the command line.
+    (A plain class, as the other classes of this module are named tuples or plain
+    classes: a dataclass costs its generated methods' compilation at every start-up.)
     """
 
-    text: dict = field(default_factory=dict)
-    labels: Callable[[str], str] | None = None
+    __hash__ = None  # type: ignore[assignment]  # holds a dict
+
+    def __init__(self, text: dict | None = None,
+                 labels: Callable[[str], str] | None = None):
+        self.text = {} if text is None else text
+        self.labels = labels
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is AnnotationScrub and (self.text, self.labels) == (
+            other.text, other.labels)
+
+    def __repr__(self) -> str:
+        return f"AnnotationScrub(text={self.text!r}, labels={self.labels!r})"
 
     @functools.cached_property
     def _scrubber(self):
@@ -515,8 +551,7 @@ class AnnotationScrub:
 # --------------------------------------------------------------------------- settings
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """What to write; built from the policy and the plan (:func:`settings_from_context`)
     or from the command line (:mod:`bidsanon.cli.fiff`).
 
@@ -541,10 +576,10 @@ class Settings:
     mne_environment: bool = True
     project_text: bool = False
     mri: str = "warn"
-    fields: dict = field(default_factory=dict)
+    fields: dict = {}  # (never changed: a shared default is safe)
     rename: Callable[[str], str] | None = None
     annotations: str = "keep"
-    scrub: AnnotationScrub = field(default_factory=AnnotationScrub)
+    scrub: AnnotationScrub = AnnotationScrub()
     latest: dt.date | None = None
 
     def replaced(self, rule: ft.TagRule) -> bool:
@@ -646,26 +681,23 @@ def settings_from_context(ctx) -> Settings:
 # --------------------------------------------------------------------------- planning
 
 
-@dataclass
 class Plan:
     """What pass 1 decided: the output as a list of operations, plus the report.
 
     ``ops`` items are ``(start, length)`` byte ranges of the input to copy, or ``bytes``
     to write; consecutive unchanged tags form one range, so the list stays short.
+    ``in_bytes``: bytes of the input reached by the chain; ``marks``: where a FIFF_NOP
+    may follow an edited tag (see :func:`_align`), op index -> length of that bytes op
+    when it ended with the edited tag; ``padding``: bytes of FIFF_NOP inserted.
     """
 
-    ops: list = field(default_factory=list)
-    out_size: int = 0
-    in_bytes: int = 0  # bytes of the input reached by the chain
-    tags: int = 0
-    changed: int = 0
-    dropped: int = 0
-    changes: list[Change] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    #: Where a FIFF_NOP may follow an edited tag (see :func:`_align`): op index ->
-    #: length of that bytes op when it ended with the edited tag.
-    marks: dict[int, int] = field(default_factory=dict)
-    padding: int = 0  # bytes of FIFF_NOP inserted by _align
+    def __init__(self) -> None:
+        self.ops: list = []
+        self.out_size = self.in_bytes = self.tags = self.changed = self.dropped = 0
+        self.changes: list[Change] = []
+        self.warnings: list[str] = []
+        self.marks: dict[int, int] = {}
+        self.padding = 0
 
     def emit(self, tag: Tag, nxt: int, edit: tuple[int, bytes] | None,
              nop_after: bool = False) -> None:
@@ -1182,8 +1214,7 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
 # --------------------------------------------------------------------------- inspecting
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One identifying value found in a file (see :func:`scan`)."""
 
     rule: ft.TagRule

@@ -10,7 +10,7 @@ the names against it) and of MEGIN's ``fiff_file.h`` for the few MNE does not de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Tag kinds the reader/rewriter handles for structure (not identifying).
 FILE_ID = 100
@@ -72,8 +72,7 @@ ACTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class TagRule:
+class TagRule(NamedTuple):
     """One identifying tag.
 
     Attributes
