@@ -1091,7 +1091,9 @@ class _Sink:
     (measured on Linux 6.18 / ext4, 400 MB: 0.21 s aligned, 0.28 s shifted by a few
     bytes, 0.47 s shifted by 4078, which a FIFF output 18 bytes longer than its input
     before the data gives), while a chunked copy through one 1 MiB buffer takes 0.21 s
-    whatever the shift (docs/performance.md).
+    whatever the shift (docs/performance.md). :func:`_align` keeps long ranges in
+    place, so they take the kernel path; one of 64 MiB or more in the 2 MiB grid is
+    copied from its first 2 MiB boundary on in one call, after the head before it.
     """
 
     def __init__(self, out: IO[bytes], fd: int | None):
