@@ -34,7 +34,8 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import IO, Callable, Iterator, NamedTuple
+from types import MappingProxyType
+from typing import IO, Callable, Iterator, Mapping, NamedTuple
 
 from bidsanon.formats.fiff import tags as ft
 from bidsanon.errors import BidsanonError, InputError
@@ -581,7 +582,7 @@ class Settings(NamedTuple):
     mne_environment: bool = True
     project_text: bool = False
     mri: str = "warn"
-    fields: dict = {}  # (never changed: a shared default is safe)
+    fields: Mapping[str, str] = MappingProxyType({})  # field -> keep|replace
     rename: Callable[[str], str] | None = None
     annotations: str = "keep"
     scrub: AnnotationScrub = AnnotationScrub()
