@@ -12,6 +12,9 @@ cross-talk matrix file; 47 kB to 1.4 MB) and times, as whole processes, interlea
 
 Prints the median of ``--repeat`` runs, the ratio to ``cp`` and the CPU time (user +
 system, workers included) of each case. Bytecode is cached (one warm-up run first).
+``--instructions`` also counts the user-space instructions of one run of each
+``bidsanon`` case under valgrind (deterministic to about 0.1 %, whatever the load;
+slow: about 50x).
 ``--root DIR`` (repeatable) times other checkouts, e.g. the commit before a change,
 interleaved with each other and the baseline. Usage: ``python
 benchmarks/bench_many_files.py [--files 100] [--repeat 5] [--per-file] [--root DIR ...]``.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -71,6 +75,14 @@ def timed(cmds: list[list[str]], env: dict[str, str]) -> tuple[float, float]:
     return time.perf_counter() - t, cpu_of_children() - cpu
 
 
+def instructions(cmd: list[str], env: dict[str, str]) -> int:
+    """User-space instructions of one run of ``cmd`` (valgrind's callgrind)."""
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                          *cmd], env=env, check=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, cwd=env["BENCH_CWD"]).stderr
+    return int(re.search(r"Collected : (\d+)", out).group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=100)
@@ -79,6 +91,8 @@ def main() -> None:
                     help="also time one bidsanon process per file")
     ap.add_argument("--root", type=Path, action="append",
                     help="a bidsanon checkout to time (repeatable; default: this one)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count each bidsanon case's instructions (valgrind)")
     args = ap.parse_args()
     roots = [r.resolve() for r in args.root or [ROOT]]
     envs = {root: child_env(root) for root in roots}
@@ -118,6 +132,12 @@ def main() -> None:
                 times[name].append(timed(cmds, e))
         outputs = list(inputs.glob("*_anonymized.fif"))
         assert len(outputs) == len(files), "bidsanon did not write every output"
+        counts = {}
+        if args.instructions:
+            for name, (cmds, before, e) in cases.items():
+                if name.startswith("bidsanon fiff, one call"):
+                    before()
+                    counts[name] = sum(instructions(cmd, e) for cmd in cmds)
     base = statistics.median(w for w, _ in times["cp (baseline)"])
     for i, root in enumerate(roots):
         print(f"[{i}] {root}")
@@ -128,8 +148,9 @@ def main() -> None:
         ts = [w for w, _ in runs]
         med = statistics.median(ts)
         cpu = statistics.median(c for _, c in runs)
+        ins = f"  {counts[name] / 1e6:.0f} M instructions" if name in counts else ""
         print(f"{name:<38} {med:7.3f} s  (min {min(ts):.3f}, max {max(ts):.3f})  "
-              f"{med / base:6.2f} x cp  CPU {cpu:.3f} s")
+              f"{med / base:6.2f} x cp  CPU {cpu:.3f} s{ins}")
     for name in (n for n in times if n.startswith("bidsanon fiff, one call")):
         ratio = statistics.median(w for w, _ in times[name]) / base
         print(f"{name} / cp = {ratio:.2f} (target <= {TARGET}: "

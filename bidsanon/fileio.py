@@ -1,13 +1,14 @@
-"""File-level helpers: hashing, deterministic gzip, atomic and private writes."""
+"""File-level helpers: hashing, deterministic gzip, atomic and private writes.
+
+``gzip``, ``hashlib`` and ``shutil`` are imported by the helpers that use them: the
+FIFF command line imports this module to write its outputs and needs none of them
+(``tests/test_imports.py``).
+"""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -23,6 +24,7 @@ GZIP_LEVEL = 4
 
 def sha256_file(path: str | Path) -> str:
     """SHA-256 hex digest of a file (a folder: of its files' names and digests)."""
+    import hashlib
     path = Path(path)
     h = hashlib.sha256()
     if path.is_dir():
@@ -55,6 +57,7 @@ def gzip_stream(raw: IO[bytes]) -> Iterator[IO[bytes]]:
     The BIDS validator warns on gzip headers that carry a name or a time, and both can
     identify; they also make output depend on the run, which breaks determinism.
     """
+    import gzip
     with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
                        compresslevel=GZIP_LEVEL) as gz:
         yield gz
@@ -91,7 +94,31 @@ def _read_cstring(f: IO[bytes]) -> str:
 
 def copy_exact(src: str | Path, dst: str | Path) -> None:
     """Copy a file's bytes exactly (no metadata: times and modes are not carried)."""
+    import shutil
     shutil.copyfile(src, dst)
+
+
+#: How :func:`_create_temp` opens: a new file only (never an existing one, nor through a
+#: symbolic link), not inherited by child processes; as ``tempfile.mkstemp`` does.
+_TEMP_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Create ``.<name>.<12 random hex digits>.tmp`` next to ``path``, mode 0600;
+    return (descriptor, its path).
+
+    What ``tempfile.mkstemp`` does, without importing ``tempfile`` (and ``random``,
+    ``shutil``...) into every process that writes a file, and without its
+    ``getcwd`` per call: the name is relative when ``path`` is.
+    """
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary file name next to {path}")
 
 
 @contextmanager
@@ -105,9 +132,9 @@ def atomic_file(path: str | Path, private: bool = False, fsync: bool = True,
     is no window in which it is readable by others.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
-        # mkstemp creates the file 0600 with O_EXCL; set the mode explicitly whatever the
+        # _create_temp creates the file 0600 with O_EXCL; set the mode explicitly whatever the
         # umask: owner-only for private files, 0644 for ordinary outputs
         os.fchmod(fd, 0o600 if private else 0o644)
         with os.fdopen(fd, "wb", buffering=buffering) as f:
@@ -132,6 +159,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir() and not tmp.is_symlink():
+            import shutil
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)

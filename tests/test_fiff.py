@@ -50,6 +50,22 @@ def structural(tag: fiff.Tag, stack: tuple) -> bool:
         not stack and tag.kind in (ft.DIR_POINTER, ft.FREE_LIST))
 
 
+def without_padding(kept_in: list, kept_out: list) -> list:
+    """``kept_out`` without the FIFF_NOP tags the rewriter inserted (void, zeros, at
+    most 4095 + 16 bytes before the short ranges of the test files: see
+    ``fiff._align``), checking that every other tag follows the input's order."""
+    out, j = [], 0
+    for item in kept_out:
+        if j < len(kept_in) and item == kept_in[j]:
+            out.append(item)
+            j += 1
+        else:
+            kind, typ, data = item
+            assert (kind, typ) == (ft.NOP, ft.T_VOID) and data == bytes(len(data))
+            assert len(data) < 4096
+    return out
+
+
 def ids_and_dates(path: Path) -> list[tuple[str, object]]:
     """(field, value) of every ID and date tag: machid and time, or (secs, usecs)."""
     return [(f.rule.field, f.value) for f in fiff.scan(path)
@@ -262,12 +278,41 @@ def test_real_file(name, tmp_path):
                and not ft.rule_for(t.kind, st_[-1] if st_ else None)]
     keep_out = [(t.kind, t.type, d) for t, st_, d in tags_out if not structural(t, st_)
                 and not ft.rule_for(t.kind, st_[-1] if st_ else None)]
-    assert keep_in == keep_out
+    assert keep_in == without_padding(keep_in, keep_out)
     assert all(t.next == 0 for t, _, _ in tags_out[:-1]) and tags_out[-1][0].next == -1
     if name != "ct_sparse.fif":
         raw_in, raw_out = mne.io.read_raw_fif(src), mne.io.read_raw_fif(dst)
         assert np.array_equal(raw_in.get_data(), raw_out.get_data())
         assert raw_out.info["experimenter"] in (None, "mne_anonymize")
+
+
+@pytest.mark.parametrize("grid", [4096, 2 << 20])
+@pytest.mark.parametrize("name", ["141027_cropped_90Hz_raw.fif",
+                                  "triux_bmlhus_erm_raw_sss.fif"])
+def test_data_keep_their_place_in_the_page_grid(name, grid, tmp_path, monkeypatch):
+    """The edits change the length of what comes before the data; one FIFF_NOP after
+    the last edited tag before them puts every data buffer back at its input offset
+    modulo 4 KiB, so the kernel copies them page to page; modulo 2 MiB before ranges
+    of 64 MiB or more (here lowered to 1 MiB, so the test files' data qualify), whose
+    copy then starts with the piece up to the first 2 MiB boundary."""
+    if grid > 4096:
+        monkeypatch.setattr(fiff, "BIG_ALIGN_MIN", 1 << 20)
+    src, dst = FIF / name, tmp_path / name
+    result = anonymize(src, dst)
+    assert dst.stat().st_size == result.metrics["bytes_out"]
+
+    def tags(path, kind):
+        return [t for t, _, _ in walk(path) if t.kind == kind]
+
+    before, after = tags(src, FIFF.FIFF_DATA_BUFFER), tags(dst, FIFF.FIFF_DATA_BUFFER)
+    assert len(before) == len(after) >= 1
+    assert all((b.pos - a.pos) % grid == 0 for a, b in zip(before, after))
+    nops = [t for t in tags(dst, ft.NOP) if t.size]  # MNE's files end with an empty one
+    assert len(nops) == 1 and 0 < nops[0].size < grid and nops[0].pos < after[0].pos
+    assert (after[0].pos - 16 - nops[0].size - before[0].pos) % grid  # it was needed
+    raw_in, raw_out = mne.io.read_raw_fif(src), mne.io.read_raw_fif(dst)
+    assert raw_out.first_samp == raw_in.first_samp
+    assert np.array_equal(raw_in.get_data(), raw_out.get_data())
 
 
 def test_real_file_scanner_finds_originals_and_output_has_none(tmp_path):
@@ -885,6 +930,29 @@ def test_mutated_files_never_hang_or_crash(mutations, cut, gz, flip):
             fiff.peek_dates(src)
         except InputError:
             pass
+
+
+@pytest.mark.parametrize("cut", [None, 16, 60, 100, 112 * 200 + 8])
+def test_runs_of_tags_with_one_header_are_walked_like_any_other(cut, tmp_path):
+    """The walk counts a run of tags with one header (channel descriptions) at once:
+    the counts stay exact, the run is copied unchanged, and a run that the end of the
+    file cuts is refused at the tag that is cut, as tag by tag."""
+    run = tag(203, 30, b"\1" * 96) * 300
+    data = minimal(run, tag(212, 10, s("Some One")))
+    src, dst = tmp_path / "in.fif", tmp_path / "out.fif"
+    if cut is None:
+        src.write_bytes(data)
+        result = anonymize(src, dst)
+        assert result.metrics["tags"] == len(walk(src))  # walk: tag by tag
+        assert sum(t.kind == 203 for t, _, _ in walk(dst)) == 300
+        assert run in dst.read_bytes()
+        return
+    start = data.index(run)
+    src.write_bytes(data[:start + len(run) - cut])
+    with pytest.raises(InputError, match="runs past the end|truncated tag header") as exc:
+        anonymize(src, dst)
+    assert exc.value.position == start + (len(run) - cut) // 112 * 112
+    assert not dst.exists()
 
 
 def test_fixed_offset_measurement_date_after_latest_is_shifted_not_replaced(tmp_path):

@@ -60,3 +60,25 @@ def test_probe_sees_a_heavy_import(tmp_path):
     res = _probe([["policy", "show"]], tmp_path)
     assert res["codes"] == [0]
     assert res["loaded"] == ["yaml"]
+
+
+#: Standard-library modules a run on a plain ``.fif`` file does not need either: each
+#: costs start-up time in every process (``hashlib`` loads OpenSSL's bindings,
+#: ``tempfile`` brings ``random``; docs/performance.md).
+FIFF_UNNEEDED = ("hashlib", "tempfile", "random", "json", "gzip")
+
+
+def test_plain_fiff_run_loads_no_hashing_temp_file_json_or_gzip_module(tmp_path):
+    src = tmp_path / "ct_sparse.fif"
+    shutil.copyfile(DATA / "meg" / "fiff" / "ct_sparse.fif", src)
+    probe = ("import sys\nfrom bidsanon.cli import main\n"
+             "code = main(['fiff', '-s', '-i', sys.argv[1]])\n"
+             "print(code, ','.join(sorted(set(sys.modules) & set(sys.argv[2].split(',')))))")
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run([sys.executable, "-c", probe, str(src), ",".join(FIFF_UNNEEDED)],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
+    code, loaded = (out.stdout.strip().splitlines()[-1].split(" ") + [""])[:2]
+    assert code == "0" and (tmp_path / "ct_sparse_anonymized.fif").stat().st_size > 0
+    assert loaded == ""

@@ -27,16 +27,15 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import functools
-import gzip
-import json
+import io
 import math
 import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator, NamedTuple
+from types import MappingProxyType
+from typing import IO, Callable, Iterator, Mapping, NamedTuple
 
 from bidsanon.formats.fiff import tags as ft
 from bidsanon.errors import BidsanonError, InputError
@@ -165,6 +164,7 @@ def open_fiff(path: str | Path) -> tuple[IO[bytes], int | None]:
         # exactly its size, so a buffer would only copy the bytes once more.
         f = open(path, "rb", buffering=0)
         if os.pread(f.fileno(), 2, 0) == GZIP_MAGIC:
+            import gzip
             f.close()
             return gzip.open(path, "rb"), None
     except OSError as exc:
@@ -176,6 +176,9 @@ def open_fiff(path: str | Path) -> tuple[IO[bytes], int | None]:
 #: measurement info (channel descriptions, ~100 bytes each) are read by the window-full
 #: instead of one seek and read per tag.
 WINDOW = 1 << 12
+#: Bytes read after a tag longer than a window: the next header (and a block start's
+#: kind), not a window (the 1 GB file's plan: 42 ms with windows, 28 ms so).
+HEADER_READ = 64
 
 
 def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
@@ -211,33 +214,68 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
     new_tag = tuple.__new__
     limit = size if size is not None else math.inf
     n_passed = bytes_passed = 0
-    last_pos = last_kind = last_type = last_size = -1
+    last_pos, last_h = -1, (-1, -1, -1, 0)  # the last tag passed over
     if passed is None:
         passed = [0, 0, None]
+    # The fast path (plain files with ``only``): a tag to pass over whose next tag
+    # follows it, with a sane size, is counted and stepped over with no other check;
+    # everything else (block starts and ends included) takes the full path below.
+    stop = None if fd is None or only is None else only | {ft.BLOCK_START, ft.BLOCK_END}
+    blen = tsize = 0
     while True:
         off = pos - at
-        if off < 0 or off + 16 > len(buf):
+        if off < 0 or off + 16 > blen:
             try:
-                if fd is not None:
-                    buf = os.pread(fd, WINDOW, pos)
+                if fd is not None:  # after a long tag (a data buffer) most likely
+                    # another: its header alone, not a window of small tags
+                    buf = os.pread(fd, HEADER_READ if tsize >= WINDOW else WINDOW, pos)
                 else:
                     f.seek(pos)
                     buf = f.read(16)
             except (OSError, EOFError, zlib.error) as exc:
                 raise InputError(f"unreadable FIFF data ({exc})", path, pos) from None
-            at, off = pos, 0
+            at, off, blen = pos, 0, len(buf)
             if not buf and sequential:
                 if stack:
                     raise InputError(f"file ends inside block {_block_path(here)} "
                                      "(truncated?)", path, pos)
-                _passed(passed, n_passed, bytes_passed, last_pos, last_kind, last_type,
-                        last_size)
+                _passed(passed, n_passed, bytes_passed, last_pos, *last_h[:3])
                 return
             if len(buf) < 16:
                 what = "pointed to by a next pointer " if not sequential and pos else ""
                 raise InputError(f"truncated tag header {what}(file ends at byte "
                                  f"{pos + len(buf)})", path, pos)
-        kind, typ, tsize, nxt = unpack_from(buf, off)
+        h = unpack_from(buf, off)
+        kind, typ, tsize, nxt = h
+        if stop is not None and pos:
+            # The fast path: step over the window's tags to pass over, back to back.
+            start = pos
+            while not nxt and kind not in stop and tsize >= 0:
+                step = 16 + tsize
+                end = pos + step
+                if end > limit:
+                    break
+                n = 1
+                if off + step + 16 <= blen and \
+                        buf[off:off + 16] == buf[off + step:off + step + 16]:
+                    # a run of tags with one header (channel descriptions): counted
+                    # at once, each of them within the file
+                    n = _repeats(buf, off, step)
+                    if pos + n * step > limit:
+                        n = 1
+                n_passed += n
+                last_pos, last_h = pos + (n - 1) * step, h
+                pos += n * step
+                off += n * step
+                if off + 16 > blen:
+                    break
+                h = unpack_from(buf, off)
+                kind, typ, tsize, nxt = h
+            if pos != start:
+                bytes_passed += pos - start
+                sequential = True
+                if off + 16 > blen:
+                    continue  # the next header is not in the window: read from pos
         end = pos + 16 + tsize
         if pos == 0 or tsize < 0 or end > limit:
             if pos == 0 and kind != ft.FILE_ID:
@@ -267,7 +305,7 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
         if nxt == 0 and only is not None and kind not in only:
             n_passed += 1
             bytes_passed += end - pos
-            last_pos, last_kind, last_type, last_size = pos, kind, typ, tsize
+            last_pos, last_h = pos, h
         else:
             passed[0] += n_passed
             passed[1] += bytes_passed
@@ -287,8 +325,7 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
             if stack:
                 raise InputError(f"tag chain ends inside block {_block_path(here)}",
                                  path, pos)
-            _passed(passed, n_passed, bytes_passed, last_pos, last_kind, last_type,
-                    last_size)
+            _passed(passed, n_passed, bytes_passed, last_pos, *last_h[:3])
             return
         elif nxt > 0:
             if size is not None and nxt + 16 > size:
@@ -303,6 +340,23 @@ def iter_tags(f: IO[bytes], path: str | Path, size: int | None,
             pos, sequential = nxt, False
         else:
             raise InputError(f"invalid next pointer {nxt}", path, pos)
+
+
+def _repeats(buf: bytes, off: int, step: int) -> int:
+    """How many tag headers, from the one at ``off`` on and ``step`` bytes apart, repeat
+    its 16 bytes exactly (itself included) while lying wholly in ``buf``.
+
+    Compares the headers column by column (each of the 16 byte positions, sliced with
+    the stride ``step``), so a run of 300 channel descriptions costs 16 slices rather
+    than 300 header reads in Python.
+    """
+    n = (len(buf) - off - 16) // step + 1
+    for k in range(16):
+        if n < 2:
+            break
+        column = buf[off + k:off + k + (n - 1) * step + 1:step]
+        n = min(n, len(column) - len(column.lstrip(column[:1])))
+    return max(n, 1)
 
 
 def _passed(passed: list, tags: int, size: int, pos: int, kind: int, typ: int,
@@ -324,8 +378,11 @@ def read_payload(f: IO[bytes], tag: Tag, path: str | Path, limit: int | None = N
         limit = tag.size
     want = min(tag.size, limit)
     try:
-        f.seek(tag.pos + 16)
-        data = f.read(want)
+        if type(f) is io.FileIO:  # a plain file: one pread, not a seek and a read
+            data = os.pread(f.fileno(), want, tag.pos + 16)
+        else:
+            f.seek(tag.pos + 16)
+            data = f.read(want)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"unreadable FIFF data ({exc})", path, tag.pos) from None
     if len(data) < want:
@@ -406,6 +463,7 @@ def annotation_text(field: str, text: str, one: Callable[[str], str]) -> str:
             entries.append(f"{new}{sep}{code}")
         return ";".join(entries)
     if field in _JSON_FIELDS:
+        import json
         try:
             data = json.loads(text)
         except ValueError:
@@ -456,17 +514,29 @@ def _name_parts(value: str) -> set[str]:
     return {n for n in names if n.lower() not in GENERIC_VALUES}
 
 
-@dataclass(frozen=True)
 class AnnotationScrub:
     """The ``scrub`` of free-text annotations (picklable: travels to CLI workers).
 
     ``text`` is the policy's ``text`` section; ``labels`` relabels original subject
     labels and replaces the plan's known values (the pipeline's
     :meth:`~bidsanon.context.TaskContext.scrub_labels`), None from the command line.
+    (A plain class, as the other classes of this module are named tuples or plain
+    classes: a dataclass costs its generated methods' compilation at every start-up.)
     """
 
-    text: dict = field(default_factory=dict)
-    labels: Callable[[str], str] | None = None
+    __hash__ = None  # type: ignore[assignment]  # holds a dict
+
+    def __init__(self, text: dict | None = None,
+                 labels: Callable[[str], str] | None = None):
+        self.text = {} if text is None else text
+        self.labels = labels
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is AnnotationScrub and (self.text, self.labels) == (
+            other.text, other.labels)
+
+    def __repr__(self) -> str:
+        return f"AnnotationScrub(text={self.text!r}, labels={self.labels!r})"
 
     @functools.cached_property
     def _scrubber(self):
@@ -487,8 +557,7 @@ class AnnotationScrub:
 # --------------------------------------------------------------------------- settings
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """What to write; built from the policy and the plan (:func:`settings_from_context`)
     or from the command line (:mod:`bidsanon.cli.fiff`).
 
@@ -513,10 +582,10 @@ class Settings:
     mne_environment: bool = True
     project_text: bool = False
     mri: str = "warn"
-    fields: dict = field(default_factory=dict)
+    fields: Mapping[str, str] = MappingProxyType({})  # field -> keep|replace
     rename: Callable[[str], str] | None = None
     annotations: str = "keep"
-    scrub: AnnotationScrub = field(default_factory=AnnotationScrub)
+    scrub: AnnotationScrub = AnnotationScrub()
     latest: dt.date | None = None
 
     def replaced(self, rule: ft.TagRule) -> bool:
@@ -618,30 +687,36 @@ def settings_from_context(ctx) -> Settings:
 # --------------------------------------------------------------------------- planning
 
 
-@dataclass
 class Plan:
     """What pass 1 decided: the output as a list of operations, plus the report.
 
     ``ops`` items are ``(start, length)`` byte ranges of the input to copy, or ``bytes``
     to write; consecutive unchanged tags form one range, so the list stays short.
+    ``in_bytes``: bytes of the input reached by the chain; ``marks``: where a FIFF_NOP
+    may follow an edited tag (see :func:`_align`), op index -> length of that bytes op
+    when it ended with the edited tag; ``padding``: bytes of FIFF_NOP inserted.
     """
 
-    ops: list = field(default_factory=list)
-    out_size: int = 0
-    in_bytes: int = 0  # bytes of the input reached by the chain
-    tags: int = 0
-    changed: int = 0
-    dropped: int = 0
-    changes: list[Change] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.ops: list = []
+        self.out_size = self.in_bytes = self.tags = self.changed = self.dropped = 0
+        self.changes: list[Change] = []
+        self.warnings: list[str] = []
+        self.marks: dict[int, int] = {}
+        self.padding = 0
 
-    def emit(self, tag: Tag, nxt: int, edit: tuple[int, bytes] | None) -> None:
-        """Add one output tag: ``edit`` (new type and data) or the input's data."""
+    def emit(self, tag: Tag, nxt: int, edit: tuple[int, bytes] | None,
+             nop_after: bool = False) -> None:
+        """Add one output tag: ``edit`` (new type and data) or the input's data.
+
+        ``nop_after``: an edited tag after which a FIFF_NOP may be inserted."""
         ops = self.ops
         if edit is not None:
             typ, data = edit
             self._bytes(HEADER.pack(tag.kind, typ, len(data), nxt) + data)
             self.out_size += 16 + len(data)
+            if nop_after:
+                self.marks[len(ops) - 1] = len(ops[-1])
             return
         self.out_size += 16 + tag.size
         if tag.next != nxt:  # only the next pointer changes
@@ -659,6 +734,54 @@ class Plan:
             self.ops[-1] += data
         else:
             self.ops.append(data)
+
+
+#: Copied ranges from this size on are kept at their place in the 4 KiB page grid (a
+#: FIFF_NOP before them, see :func:`_align`), so the kernel copies them page to page;
+#: from ``BIG_ALIGN_MIN`` on, in the 2 MiB grid of the page cache's large folios
+#: (a NOP of up to 2 MiB, at most 3 % of such a range).
+ALIGN_MIN = 1 << 18
+BIG_ALIGN_MIN = 1 << 26
+_BIG_GRID = 1 << 21
+
+
+def _align(p: Plan) -> None:
+    """Insert a FIFF_NOP tag (void, 16 bytes to 4 KiB + 15, or to 2 MiB + 15 before a
+    range of 64 MiB or more) after an edited tag that a long copied range follows,
+    where the edits before have moved the range off its input's place in the 4 KiB
+    page grid (the 2 MiB grid for the long ones).
+
+    The kernel copies a shifted range at up to half the speed of one that keeps its
+    place, and through a buffer takes two copies of the data instead of one; a range
+    in the same 4 KiB grid but not the same 2 MiB grid still takes about 40 % more
+    system time than ``cp`` of the whole file (docs/performance.md). The NOP goes right after an edited tag (so at a tag
+    boundary, inside the same block; never at the top level or in a raw data block,
+    whose first tags MNE reads by their place) and depends only on the input, so the output stays a pure
+    function of it (``.fif`` and ``.fif.gz`` inputs give the same bytes). MNE writes
+    FIFF_NOP tags itself (every file ends with one); readers pass over them.
+    """
+    if not p.marks:
+        return
+    ops, pos = p.ops, 0
+    for i, op in enumerate(ops):
+        if isinstance(op, tuple):
+            pos += op[1]
+            continue
+        pos += len(op)
+        if p.marks.get(i) != len(op) or i + 1 >= len(ops):
+            continue
+        after = ops[i + 1]
+        if not isinstance(after, tuple) or after[1] < ALIGN_MIN:
+            continue
+        grid = _BIG_GRID if after[1] >= BIG_ALIGN_MIN else _PAGE
+        pad = (after[0] - pos) % grid
+        if pad == 0:
+            continue
+        pad += grid if pad < 16 else 0
+        ops[i] = op + HEADER.pack(ft.NOP, ft.T_VOID, pad - 16, 0) + bytes(pad - 16)
+        pos += pad
+        p.out_size += pad
+        p.padding += pad
 
 
 #: Action of a date that could not move by the offset into the allowed range (it is
@@ -862,7 +985,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
     # range [run_start, run_end) copied as one. Any other tag waits as ``pending`` until
     # the next kept tag is known, since the last one gets next -1; so does the last
     # tag of the run at the end.
-    pending: tuple[Tag, tuple[int, bytes] | None] | None = None
+    pending: tuple[Tag, tuple[int, bytes] | None, bool] | None = None
     run_start = run_end = 0
     expect = 0  # where the tag after the previous yielded one is
     kept: Tag | None = None  # the last yielded tag kept
@@ -874,7 +997,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         # start a new copied run there unless the current one already ends there
         nonlocal pending, run_start
         if pending is not None:
-            p.emit(pending[0], 0, pending[1])
+            p.emit(*pending)
             pending = None
         if expect != run_end:
             _flush_run(p, run_start, run_end)
@@ -896,7 +1019,7 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
                                        mri_seen)
             changed += edit is not None
         if pending is not None:
-            p.emit(pending[0], 0, pending[1])
+            p.emit(*pending)
             pending = None
         kept = tag
         if edit is None and tag.next == 0:
@@ -907,7 +1030,10 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         else:
             _flush_run(p, run_start, run_end)
             run_start = run_end = 0
-            pending = (tag, edit)
+            # a FIFF_NOP may follow an edited tag inside a block (MNE reads the top
+            # level's first tags by their place) other than raw data (_align)
+            pending = (tag, 0, edit, edit is not None and bool(stack)
+                       and stack[-1] not in ft.B_RAW_DATA)
     last = passed[2]
     if last is not None and (kept is None or last.pos > kept.pos):
         # The last tag kept was passed over: add the tags after the last yielded one
@@ -918,12 +1044,13 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
         _flush_run(p, run_start, last.pos)
         p.emit(last, -1, None)
     elif pending is not None:
-        p.emit(pending[0], -1, pending[1])
+        p.emit(pending[0], -1, pending[2])
     elif kept is not None:  # the run's last tag
         _flush_run(p, run_start, kept.pos)
         p.emit(kept, -1, None)
     p.tags, p.in_bytes = n_tags + passed[0], in_bytes + passed[1]
     p.changed, p.dropped = changed, dropped
+    _align(p)
     if clamped:
         shown = "; ".join(clamped[:5]) + (f"; and {len(clamped) - 5} more"
                                           if len(clamped) > 5 else "")
@@ -944,6 +1071,9 @@ def plan(f: IO[bytes], path: str | Path, size: int | None, s: Settings) -> Plan:
 
 #: Page size for :class:`_Sink`'s choice between copying in the kernel and in chunks.
 _PAGE = 4096
+#: Input ranges up to this size are read and buffered with the bytes written around
+#: them (one ``pread``, and one ``write`` for the lot) rather than copied on their own.
+SMALL_COPY = 1 << 16
 
 
 def _write_all(out: IO[bytes], data) -> None:
@@ -962,7 +1092,9 @@ class _Sink:
     (measured on Linux 6.18 / ext4, 400 MB: 0.21 s aligned, 0.28 s shifted by a few
     bytes, 0.47 s shifted by 4078, which a FIFF output 18 bytes longer than its input
     before the data gives), while a chunked copy through one 1 MiB buffer takes 0.21 s
-    whatever the shift (docs/performance.md).
+    whatever the shift (docs/performance.md). :func:`_align` keeps long ranges in
+    place, so they take the kernel path; one of 64 MiB or more in the 2 MiB grid is
+    copied from its first 2 MiB boundary on in one call, after the head before it.
     """
 
     def __init__(self, out: IO[bytes], fd: int | None):
@@ -986,12 +1118,27 @@ class _Sink:
              path: str | Path) -> None:
         if length <= 0:
             return
+        if length <= SMALL_COPY and src_fd is not None:
+            # e.g. the few tags between two edited ones: buffered with the new bytes
+            # around them, so they go out in one write instead of three system calls
+            data = os.pread(src_fd, length, start)
+            if len(data) < length:
+                raise InputError("file ended while copying data (changed while being "
+                                 "read?)", path, start + len(data))
+            self.write(data)
+            return
         self.flush()
         done = 0
         if self.fast and src_fd is not None and (start - self.pos) % _PAGE == 0:
+            # a long range in the 2 MiB grid: its head up to the first 2 MiB boundary
+            # first, so the rest starts on one in both files (docs/performance.md)
+            head = min(-start % _BIG_GRID, length) if length >= BIG_ALIGN_MIN and (
+                start - self.pos) % _BIG_GRID == 0 else 0
             try:
                 while done < length:
-                    n = os.copy_file_range(src_fd, self.fd, length - done, start + done)
+                    n = os.copy_file_range(src_fd, self.fd, (head or length) - done,
+                                           start + done)
+                    head = 0 if done + n >= head else head
                     if n == 0:
                         raise InputError("file ended while copying data (changed while "
                                          "being read?)", path, start + done)
@@ -1064,6 +1211,7 @@ def anonymize_file(src: str | Path, dst: str | Path, settings: Settings) -> File
                     if os.fstat(out.fileno()).st_size != p.out_size:
                         raise InputError("the file changed while it was being read", src)
         except BaseException as exc:
+            import gzip  # (loaded already when a gzip file was read or written)
             if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
                 raise InputError(f"unreadable FIFF data ({exc})", src) from None
             if isinstance(exc, OSError):
@@ -1087,8 +1235,7 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
 # --------------------------------------------------------------------------- inspecting
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One identifying value found in a file (see :func:`scan`)."""
 
     rule: ft.TagRule

@@ -10,7 +10,7 @@ the names against it) and of MEGIN's ``fiff_file.h`` for the few MNE does not de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Tag kinds the reader/rewriter handles for structure (not identifying).
 FILE_ID = 100
@@ -20,14 +20,18 @@ BLOCK_START = 104
 BLOCK_END = 105
 FREE_LIST = 106
 FREE_BLOCK = 107
+NOP = 108  # no operation (void); MNE ends every file with one
 
 # Tag types (FIFFT_*) the rewriter writes or parses.
-T_INT, T_FLOAT, T_DOUBLE, T_STRING = 3, 4, 5, 10
+T_VOID, T_INT, T_FLOAT, T_DOUBLE, T_STRING = 0, 3, 4, 5, 10
 
 # Block kinds (FIFFB_*) the table refers to.
 B_MEAS = 100
 B_MEAS_INFO = 101
 B_EVOKED = 104
+#: Blocks whose readers look at tags by their place (MNE's raw reader: the first
+#: sample and the initial skip lead the raw data block).
+B_RAW_DATA = (102, 112, 119)  # raw, continuous, IAS raw
 B_MNE_EVENTS = 361
 B_MNE_EPOCHS = 373
 B_ANNOTATIONS = 3810
@@ -68,8 +72,7 @@ ACTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class TagRule:
+class TagRule(NamedTuple):
     """One identifying tag.
 
     Attributes
