@@ -8,21 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import DATA
+from test_face import t1, t1_front  # noqa: F401 - the sample head and its front render
 
 from bidsanon.deface import face, mtcnn
 
 pytestmark = pytest.mark.skipif(not mtcnn.available(), reason="torch not installed")
-T1 = DATA / "anat" / "sample" / "T1.mgz"
-
-
-@pytest.fixture(scope="module")
-def t1():
-    return nib.load(T1)
-
-
-@pytest.fixture(scope="module")
-def t1_front(t1):
-    return face.render_head(t1, "front")
 
 #: What facenet-pytorch 2.5.3's ``MTCNN(min_face_size=40, keep_all=True).detect`` gave
 #: (torch 2.14.1, one thread, 2026-12-02) on these renders of real heads: x1, y1, x2, y2,
