@@ -28,7 +28,8 @@ QC_CAPTIONS = {"sagittal": "sagittal slice, before | after",
                "render_yaw+60": "3D render after defacing, turned 60° (left cheek and ear)",
                "render_yaw-60": "3D render after defacing, turned -60° (right cheek and ear)",
                "render_pitch-20": "3D render after defacing, seen from 20° below",
-               "contours": "after defacing (nilearn): removed region red, protected brain cyan"}
+               "contours": "after defacing (nilearn): removed region red, protected brain "
+                           "cyan, cover yellow"}
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _MAX_VALUE = 200
@@ -182,7 +183,8 @@ def _qc_figures(f: dict) -> str:
         out.append("<p>" + "; ".join(f"{_e(k.replace('_', ' '))}: {_fmt(v)}"
                                       for k, v in metrics.items()) + "</p>")
     out.append('<p class="info">Red outline: removed region; cyan outline: protected '
-               "(dilated) brain.</p>")
+               "(dilated) brain; yellow outline: the cover written over the cut and the "
+               "ears.</p>")
     return "\n".join(out)
 
 

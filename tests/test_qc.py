@@ -28,8 +28,9 @@ def _has(rgb, color):
 
 def test_slice_panels_show_removed_and_protected(defaced):
     img, res = defaced
-    panels = qc.slice_panels(img, res.image, res.removed, res.protected)
+    panels = qc.slice_panels(img, res.image, res.removed, res.protected, cover=res.cover)
     assert set(panels) == {"sagittal", "axial"}
+    assert _has(panels["sagittal"], qc.COVER_RGB)  # the cover over the cut, mid-sagittal
     for name, rgb in panels.items():
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
         assert _has(rgb, qc.REMOVED_RGB), name

@@ -16,6 +16,8 @@ from scipy import ndimage as ndi
 
 REMOVED_RGB = (255, 40, 40)
 PROTECTED_RGB = (0, 220, 255)
+#: The new surface written over the cut and the ears (:mod:`bidsanon.deface.surface`).
+COVER_RGB = (255, 210, 0)
 TARGET_MM = 1.0  # slice pixels are resampled to this size in world space
 
 
@@ -35,8 +37,11 @@ def _plane(vol: np.ndarray, aff: np.ndarray, origin, u, v, nu: int, nv: int, ord
 
 
 def slice_panels(img, new_img, removed: np.ndarray, protected: np.ndarray,
-                 res: float = TARGET_MM) -> dict[str, np.ndarray]:
-    """RGB panels: ``sagittal``/``axial``, each before | after, masks outlined."""
+                 res: float = TARGET_MM, cover: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
+    """RGB panels: ``sagittal``/``axial``, each before | after, masks outlined (the
+    removed region red, the protected brain cyan, the ``cover`` written over the cut
+    yellow)."""
     from bidsanon.deface.geometry import apply_affine, corners
 
     aff = np.asarray(img.affine, float)
@@ -65,12 +70,16 @@ def slice_panels(img, new_img, removed: np.ndarray, protected: np.ndarray,
         pics = []
         rem = _plane(removed, aff, origin, u, v, nu, nv, 0, res) > 0.5
         pro = _plane(protected, aff, origin, u, v, nu, nv, 0, res) > 0.5
+        cov = (_plane(cover, aff, origin, u, v, nu, nv, 0, res) > 0.5
+               if cover is not None and cover.any() else None)
         for vol in (before, after):
             g = _plane(vol, aff, origin, u, v, nu, nv, 1, res)
             g = np.clip(g / scale * 255.0, 0, 255).astype(np.uint8)
             rgb = np.repeat(g[..., None], 3, axis=-1)
             rgb[_outline(pro)] = PROTECTED_RGB
             rgb[_outline(rem)] = REMOVED_RGB
+            if cov is not None:
+                rgb[_outline(cov)] = COVER_RGB
             pics.append(rgb)
         gap = np.zeros((nu, 4, 3), dtype=np.uint8)
         out[name] = np.concatenate([pics[0], gap, pics[1]], axis=1)
@@ -86,7 +95,8 @@ def save_png(rgb: np.ndarray, path: str | Path) -> None:
 
 def contour_figure(result, path: str | Path) -> None:
     """The defaced image in three planes (nilearn ``plot_anat``, as in fMRIPrep and MRIQC
-    reports) with the removed region (red) and the protected brain (cyan) as contours."""
+    reports) with the removed region (red), the protected brain (cyan) and the cover
+    written over the cut (yellow) as contours."""
     import matplotlib
     matplotlib.use("Agg")  # no display: figures are written to files only
     import nibabel as nib
@@ -99,7 +109,8 @@ def contour_figure(result, path: str | Path) -> None:
     affine = image.affine
     removed = nib.Nifti1Image(result.removed.astype(np.uint8), affine)
     protected = nib.Nifti1Image(result.protected.astype(np.uint8), affine)
-    image, removed, protected = _axis_aligned(image, removed, protected)
+    cover = nib.Nifti1Image(result.cover.astype(np.uint8), affine)
+    image, removed, protected, cover = _axis_aligned(image, removed, protected, cover)
     cut = None  # through the middle of the removed region, where the face was
     if result.removed.any():
         centre = np.argwhere(result.removed).mean(0)
@@ -111,6 +122,8 @@ def contour_figure(result, path: str | Path) -> None:
             display.add_contours(removed, levels=[0.5], colors=["#ff2828"], linewidths=1.5)
         if result.protected.any():
             display.add_contours(protected, levels=[0.5], colors=["#00dcff"], linewidths=1.0)
+        if result.cover.any():
+            display.add_contours(cover, levels=[0.5], colors=["#ffd200"], linewidths=1.0)
         display.savefig(str(path), dpi=90)
     finally:
         display.close()
@@ -150,7 +163,8 @@ def write_qc(img, result, path_for: Callable[[str], Path | None]) -> dict[str, s
     from bidsanon.deface.face import VIEWPOINTS, head_volume, render_head, render_view
 
     written = {}
-    panels = slice_panels(img, result.image, result.removed, result.protected)
+    panels = slice_panels(img, result.image, result.removed, result.protected,
+                          cover=result.cover)
     head = head_volume(result.image)  # prepared once for the four renders
     panels["render_front"] = render_head(head, "front")
     for view in ("yaw+60", "yaw-60", "pitch-20"):  # where the cut and the ears show
