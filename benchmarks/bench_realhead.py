@@ -78,6 +78,8 @@ if mode == "stages":
         timed(*stage)
 for stage in WALL_STAGES:
     walled(*stage)
+if mode == "dask":  # the workers' warm-up (thread caps, the run's modules imported)
+    walled("bidsanon.distributed", "warm_cluster", "warm")
 scheduler = None
 watch = contextlib.ExitStack()
 if mode == "dask":  # a cluster a user already has running: its start-up is not timed
@@ -103,7 +105,7 @@ with watch, tree:
         outcome = "refused by the final check: " + str(exc).split(":")[0]
     seconds = time.perf_counter() - t0
 cpu_all = time.process_time() - own0 + tree.seconds - cpu0
-wall["files"] = seconds - sum(wall.values())  # workers, start-up and the key
+wall["files"] = seconds - sum(v for k, v in wall.items() if k != "warm")  # workers, start-up, key
 tasks = []
 if mode == "dask":  # where the cluster ran each task, and when (s after the start)
     for t in stream.data:
@@ -181,8 +183,9 @@ def main(argv=None) -> int:
             print(f"run {mode}: {r['seconds']:.1f} s wall, {r['cpu_all']:.1f} s CPU in "
                   f"{r['processes'] + 1} processes ({r['cpu']:.1f} s counted by getrusage); "
                   f"plan {t['plan']:.1f}, files {t['files']:.1f}, verify "
-                  f"{t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f} s; "
-                  f"{r['outcome']}", flush=True)
+                  f"{t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f} s"
+                  + (f" (warm-up {t['warm']:.1f} s, in files)" if "warm" in t else "")
+                  + f"; {r['outcome']}", flush=True)
             workers = sorted({w for _, w, _, _ in r["tasks"]})
             for key, worker, start, secs in r["tasks"]:
                 if secs >= 1:  # the long tasks: which worker, from when, how long
