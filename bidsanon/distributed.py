@@ -49,26 +49,53 @@ def cap_worker_threads(tasks_on_host: int) -> int:
     return threads
 
 
-def warm_worker(tasks_on_host: int, modules: Iterable[str] = ()) -> int:
+#: Below this ``MALLOC_TRIM_THRESHOLD_`` (Dask's nanny sets 65536), glibc's mmap threshold
+#: stays at 128 KiB and every larger array is fresh zero-filled memory (docs/scaling.md).
+SLOW_TRIM = 1 << 20
+
+
+def slow_settings() -> list[str]:
+    """This Dask worker's settings that make CPU-bound tasks cost more (the defacing: ~70 %
+    more CPU than in a local worker, docs/scaling.md)."""
+    import os
+
+    import dask
+    slow = []
+    if dask.config.get("distributed.worker.profile.enabled", False):
+        slow.append("the profiler on")
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+    if trim.isdigit() and int(trim) < SLOW_TRIM:
+        slow.append(f"MALLOC_TRIM_THRESHOLD_={trim}")
+    return slow
+
+
+def warm_worker(tasks_on_host: int, modules: Iterable[str] = ()) -> dict:
     """Prepare this Dask worker for a run: cap its native threads
     (:func:`cap_worker_threads`), then import ``modules`` (what the local fork server
-    preloads for the run, :func:`bidsanon.execute.preloaded`). Returns the thread cap."""
+    preloads for the run, :func:`bidsanon.execute.preloaded`). Returns the thread cap
+    (``threads``) and the worker's :func:`slow_settings` (``slow``)."""
     threads = cap_worker_threads(tasks_on_host)
     import_modules(modules)
-    return threads
+    return {"threads": threads, "slow": slow_settings()}
 
 
-def warm_cluster(client, modules: Iterable[str] = ()) -> dict[str, int]:
+def warm_cluster(client, modules: Iterable[str] = (), timeout: float = 300,
+                 token: str = "") -> dict[str, dict]:
     """Run :func:`warm_worker` once on every worker of the cluster, all at once, and
-    wait for them; returns each worker's thread cap.
+    wait for them (at most ``timeout`` seconds); returns what each warmed worker's
+    :func:`warm_worker` returned (its thread cap and slow settings).
 
     The cap is the worker's host's cores ÷ the tasks the host runs at once (its
     workers × their threads), the rule of local workers. It runs as a task pinned to
     each worker (in the thread that runs its tasks, not in its event loop, which an
-    import of several seconds would block). Workers that join the cluster later start
-    without it: their first task imports what it needs.
+    import of several seconds would block). The warm-up only saves time: a worker that
+    leaves before it is done, or does not finish in time, is skipped (its pinned task
+    cancelled), and workers that join the cluster later start without it; their first
+    task imports what it needs. ``token`` ends the tasks' keys (``bidsanon-warm-0-...``).
     """
     from collections import Counter
+
+    from dask.distributed import wait
 
     workers = client.scheduler_info().get("workers", {})
     per_host: Counter = Counter()
@@ -77,9 +104,13 @@ def warm_cluster(client, modules: Iterable[str] = ()) -> dict[str, int]:
     modules = sorted(set(modules))
     futures = {address: client.submit(warm_worker, per_host[w.get("host")], modules,
                                       workers=[address], allow_other_workers=False,
-                                      pure=False, key=f"bidsanon-warm-{i}")
+                                      pure=False, key=f"bidsanon-warm-{i}{token}")
                for i, (address, w) in enumerate(sorted(workers.items()))}
-    return dict(zip(futures, client.gather(list(futures.values()))))
+    try:
+        wait(list(futures.values()), timeout=timeout)
+    except TimeoutError:
+        client.cancel([f for f in futures.values() if f.status == "pending"])
+    return {address: f.result() for address, f in futures.items() if f.status == "finished"}
 
 
 def batches(tasks: list, workers: int, per_worker: int = 8, largest: int = 64) -> list[list]:
@@ -106,7 +137,12 @@ class Cluster:
     """
 
     def __init__(self, address):
+        import uuid
+
         self.address = address
+        #: ends every task key of this run: a key the scheduler still holds from an
+        #: earlier run would otherwise hand back that run's result
+        self.token = "-" + uuid.uuid4().hex[:8]
         self.client = None
         self._owned = False
         self._shared: tuple | None = None
@@ -124,10 +160,13 @@ class Cluster:
         """How many workers the cluster has now (at least 1)."""
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
-    def warm(self, modules: Iterable[str] = ()) -> dict[str, int]:
+    def warm(self, modules: Iterable[str] = ()) -> dict[str, dict]:
         """Cap every worker's native threads and import ``modules`` there
         (:func:`warm_cluster`)."""
-        return warm_cluster(self.client, modules)
+        return warm_cluster(self.client, modules, token=self.token)
+
+    def _keys(self, stage: str, n: int) -> list[str]:
+        return [f"bidsanon-{stage}-{i}{self.token}" for i in range(n)]
 
     def _scatter(self, shared):
         if self._shared is None or self._shared[0] is not shared:
@@ -164,7 +203,7 @@ class Cluster:
         groups = batches(tasks, self.workers())
         futures = self.client.map(execute_batch, groups, shared=shared_future, fn=fn,
                                   pure=False,
-                                  key=[f"bidsanon-{stage}-{i}" for i in range(len(groups))])
+                                  key=self._keys(stage, len(groups)))
         try:
             for fut in as_completed(futures):
                 yield from fut.result()
@@ -180,7 +219,7 @@ class Cluster:
             return
         groups = batches(items, self.workers())
         futures = self.client.map(map_batch, groups, fn=fn, pure=False,
-                                  key=[f"bidsanon-{stage}-{i}" for i in range(len(groups))])
+                                  key=self._keys(stage, len(groups)))
         try:
             for fut in futures:
                 yield from fut.result()

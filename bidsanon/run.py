@@ -313,7 +313,12 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
                     known=plan.known)
     jobs = jobs or os.cpu_count() or 1
     if cluster is not None:  # the modules of every stage, the final check's too
-        cluster.warm(preloaded(plan.tasks, shared))
+        warmed = cluster.warm(preloaded(plan.tasks, shared))
+        slow = sorted({s for w in warmed.values() for s in w["slow"]})
+        if slow and any(t.handler == "anat" for t in todo):
+            echo(f"note: the Dask workers run with {' and '.join(slow)}: defacing costs "
+                 "them up to 70 % more CPU than local workers (docs/scaling.md, worker "
+                 "settings for bidsanon)")
     if resumed:
         echo(f"resuming: {resumed} of {resumed + len(todo)} files already done")
     progress = Progress(len(todo), "files", quiet=quiet)
