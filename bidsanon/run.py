@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 from bidsanon._version import __version__
 from bidsanon.errors import FindingsError, InputError, UsageError
-from bidsanon.execute import Shared, input_signature, iter_results
+from bidsanon.execute import Shared, execute_task, input_signature, iter_results, preloaded
 from bidsanon.fileio import sha256_file, write_text_atomic
 from bidsanon.key import KeyData, check_paths, now_iso, read_key, write_key
 from bidsanon.labels import EMPTYROOM
@@ -92,13 +93,22 @@ def work_dir(output_dir: str | Path) -> Path:
     return out.parent / f".{out.name}.bidsanon-work"
 
 
-def results_of(tasks: list[FileTask], shared: Shared, jobs: int,
-               scheduler: str | None) -> Iterator[dict]:
-    """Task results as they complete: on the Dask cluster at ``scheduler``, or locally."""
-    if scheduler:
-        from bidsanon.distributed import iter_results_dask
-        return iter_results_dask(tasks, shared, scheduler)
-    return iter_results(tasks, shared, jobs=jobs)
+def results_of(tasks: list[FileTask], shared: Shared, jobs: int, cluster=None,
+               fn: Callable = execute_task, stage: str = "files") -> Iterator[dict]:
+    """``fn(task, shared)`` of every task as they complete: on the Dask ``cluster``
+    (a :class:`bidsanon.distributed.Cluster`), or in ``jobs`` local workers."""
+    if cluster is not None:
+        return cluster.results(tasks, shared, fn=fn, stage=stage)
+    return iter_results(tasks, shared, jobs=jobs, fn=fn)
+
+
+def connect(scheduler) -> contextlib.AbstractContextManager:
+    """The run's Dask cluster at ``scheduler`` (an address or a cluster object), or
+    nothing (``None``: local workers)."""
+    if not scheduler:
+        return contextlib.nullcontext()
+    from bidsanon.distributed import Cluster
+    return Cluster(scheduler)
 
 
 # --- progress --------------------------------------------------------------------
@@ -262,7 +272,20 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
                  jobs: int | None = None, scheduler: str | None = None, quiet: bool = False,
                  passphrase: str | None = None, echo: Callable[[str], None] = print,
                  timings: dict | None = None) -> RunSummary:
-    """Execute every task into staging, check, write the key, publish atomically."""
+    """Execute every task into staging, check, write the key, publish atomically.
+
+    With ``scheduler``, every per-file stage (the handlers, the read-back verification,
+    the final check) runs on that Dask cluster, whose workers are first prepared once
+    (threads capped, the run's modules imported); otherwise in ``jobs`` local workers.
+    """
+    with connect(scheduler) as cluster:
+        return _execute(plan, output_dir, key_path, pdigest, jobs=jobs, cluster=cluster,
+                        quiet=quiet, passphrase=passphrase, echo=echo, timings=timings)
+
+
+def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
+             jobs: int | None, cluster, quiet: bool, passphrase: str | None,
+             echo: Callable[[str], None], timings: dict | None) -> RunSummary:
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     work = work_dir(output_dir)
@@ -289,6 +312,13 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
                     qc_dir=str(qc_dir(key_path)) if plan.policy["run"]["qc"] else None,
                     known=plan.known)
     jobs = jobs or os.cpu_count() or 1
+    if cluster is not None:  # the modules of every stage, the final check's too
+        warmed = cluster.warm(preloaded(plan.tasks, shared))
+        slow = sorted({s for w in warmed.values() for s in w["slow"]})
+        if slow and any(t.handler == "anat" for t in todo):
+            echo(f"note: the Dask workers run with {' and '.join(slow)}: defacing costs "
+                 "them up to 70 % more CPU than local workers (docs/scaling.md, worker "
+                 "settings for bidsanon)")
     if resumed:
         echo(f"resuming: {resumed} of {resumed + len(todo)} files already done")
     progress = Progress(len(todo), "files", quiet=quiet)
@@ -298,7 +328,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         if not done:
             mf.write(json.dumps(header) + "\n")
         try:
-            for res in results_of(todo, shared, jobs, scheduler):
+            for res in results_of(todo, shared, jobs, cluster):
                 task = by_out[res["out"]]
                 results[res["out"]] = res
                 if "error" in res:
@@ -316,7 +346,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     timings["files"] = time.perf_counter() - t0
     if plan.policy["run"]["verify"]:
         t2 = time.perf_counter()
-        opened = verify_outputs(plan, results, shared, jobs, quiet, failed)
+        opened = verify_outputs(plan, results, shared, jobs, quiet, failed, cluster)
         timings["verify"] = time.perf_counter() - t2
     summary = RunSummary(output=output_dir, key=key_path, counts=plan.summary(),
                          excluded=list(plan.excluded), warnings=list(plan.warnings),
@@ -345,7 +375,7 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     # the final gate: the same check a CI job runs, on what is about to be published
     t1 = time.perf_counter()
     findings = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path), jobs=jobs,
-                           quiet=quiet)
+                           quiet=quiet, mapper=cluster.map if cluster is not None else None)
     summary.findings = findings
     timings["check"] = time.perf_counter() - t1
     plan.key.runs[-1]["timings"] = {k: round(v, 3) for k, v in timings.items()}
@@ -365,9 +395,10 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
 
 
 def verify_outputs(plan: Plan, results: dict[str, dict], shared: Shared, jobs: int,
-                   quiet: bool, failed: list[str]) -> dict:
-    """Read every output back with its format's reader (:mod:`bidsanon.verify`), then
-    open the staged dataset with pybids and mne_bids.read_raw_bids.
+                   quiet: bool, failed: list[str], cluster=None) -> dict:
+    """Read every output back with its format's reader (:mod:`bidsanon.verify`), on the
+    Dask ``cluster`` or in ``jobs`` local workers, then open the staged dataset with
+    pybids and mne_bids.read_raw_bids (here).
 
     A file that does not verify fails like a file whose handler failed: with
     ``run.on_error: stop`` the run stops (nothing published), with ``skip`` the file is
@@ -378,7 +409,7 @@ def verify_outputs(plan: Plan, results: dict[str, dict], shared: Shared, jobs: i
     tasks = [t for t in plan.tasks if t.out in results and "error" not in results[t.out]]
     progress = Progress(len(tasks), "verify", quiet=quiet)
     try:
-        for res in iter_results(tasks, shared, jobs=jobs, fn=verify_task):
+        for res in results_of(tasks, shared, jobs, cluster, fn=verify_task, stage="verify"):
             progress.update()
             if "error" in res:
                 if plan.policy["run"]["on_error"] == "stop":
@@ -498,9 +529,11 @@ def drop_scans_rows(gone: set[str], tasks: list[FileTask], staging: Path) -> lis
 
 
 def final_check(staging: Path, plan: Plan, policy: dict, render_dir: Path | None = None,
-                jobs: int = 1, quiet: bool = False) -> list:
+                jobs: int = 1, quiet: bool = False, mapper: Callable | None = None) -> list:
     """Run ``bidsanon check`` on the staged output (face renders go to the private QC
-    folder: a face found there must not be shown anywhere public)."""
+    folder: a face found there must not be shown anywhere public); its per-file work
+    in ``jobs`` local workers, or through ``mapper`` (a Dask cluster's
+    :meth:`~bidsanon.distributed.Cluster.map`)."""
     if not policy["run"]["check"]:
         return []
     from bidsanon.check.engine import scan_dataset
@@ -513,7 +546,7 @@ def final_check(staging: Path, plan: Plan, policy: dict, render_dir: Path | None
         bar.update(done - bar.done)
     try:
         return scan_dataset(staging, policy=policy, key=plan.key, render_dir=render_dir,
-                            jobs=jobs, progress=progress).findings
+                            jobs=jobs, progress=progress, mapper=mapper).findings
     finally:
         if bar is not None:
             bar.close()

@@ -64,6 +64,22 @@ def preload(modules: Iterable[str]) -> None:
         mp.get_context("forkserver").set_forkserver_preload(["__main__", *modules])
 
 
+def import_modules(modules: Iterable[str]) -> list[str]:
+    """Import ``modules`` in this process now (a Dask worker's warm-up: what
+    :func:`preload` has the fork server do for local workers); a module that cannot be
+    imported is skipped, as the fork server skips it. Returns those imported."""
+    import importlib
+
+    done = []
+    for name in sorted(set(modules)):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a missing extra: the task that needs it says so
+            continue
+        done.append(name)
+    return done
+
+
 def process_pool(jobs: int, initializer: Callable | None = None, initargs: tuple = ()):
     """A ``ProcessPoolExecutor`` of ``jobs`` workers started by a fork server (``spawn``
     where there is none).

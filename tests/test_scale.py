@@ -47,16 +47,37 @@ def test_deterministic_across_jobs(reference, tmp_path):
     assert tree(tmp_path / "out") == expected
 
 
-def test_dask_local_cluster_is_byte_identical(reference, tmp_path):
-    from dask.distributed import LocalCluster
+def _no_local_pool(*args, **kwargs):
+    raise AssertionError("a local worker pool started beside the Dask cluster")
+
+
+def test_dask_local_cluster_is_byte_identical(reference, tmp_path, monkeypatch):
+    """Every per-file stage runs on the cluster (files, read-back verification, the
+    final check): no local pool starts, and the output, the verification records and
+    the findings are those of the single-process run."""
+    from dask.distributed import Client, LocalCluster, get_task_stream
+
+    import bidsanon.execute
+    import bidsanon.workers
+    monkeypatch.setattr(bidsanon.execute, "process_pool", _no_local_pool)
+    monkeypatch.setattr(bidsanon.workers, "process_pool", _no_local_pool)
     src, key, expected = reference
+    key = with_key(key, tmp_path)
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=None) as cluster, Client(cluster) as client, \
+            get_task_stream(client=client) as stream:
         assert len(cluster.workers) == 2
-        summary = run_dataset(src, tmp_path / "out", key_path=with_key(key, tmp_path),
+        summary = run_dataset(src, tmp_path / "out", key_path=key,
                               scheduler=cluster.scheduler_address, quiet=True)
-    assert summary.published
+    assert summary.published and not summary.failed, summary.failed
     assert tree(tmp_path / "out") == expected
+    stages = {t["key"].split("-")[1] for t in stream.data
+              if isinstance(t["key"], str) and t["key"].startswith("bidsanon-")}
+    assert stages == {"warm", "files", "verify", "check"}, stages
+    ref, got = (json.loads(reference[1].read_text()), json.loads(key.read_text()))
+    assert got["runs"][-1]["findings"] == ref["runs"][-1]["findings"]
+    assert [f["verified"] for f in got["files"]] == [f["verified"] for f in ref["files"]]
+    assert all(f["verified"] for f in got["files"])
 
 
 def interrupt(cmd: list[str], manifest: Path, sig: int, entries: int = 30) -> str:

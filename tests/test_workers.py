@@ -46,16 +46,47 @@ def test_threads_per_worker_divides_the_cores():
     assert threads_per_worker(3, cores=2) == 1
 
 
-def test_dask_workers_get_their_share_of_the_cores():
+def _loaded(name: str) -> bool:
+    import sys
+    return name in sys.modules
+
+
+def test_dask_workers_get_their_share_of_the_cores_and_the_run_modules():
+    """Each Dask worker is warmed once: threads capped and the run's modules imported
+    (a module that cannot be imported is skipped, as the fork server skips it)."""
     from dask.distributed import Client, LocalCluster
 
-    from bidsanon.distributed import cap_cluster_threads
+    from bidsanon.distributed import warm_cluster
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        cap_cluster_threads(client)
-        caps = client.run(_threads_now)
-    assert len(caps) == 2
-    assert all(c == [threads_per_worker(2)] for c in caps.values()), caps
+        assert not any(client.run(_loaded, "colorsys").values())
+        caps = warm_cluster(client, ["colorsys", "no_such_module_here"])
+        threads = client.run(_threads_now)
+        loaded = client.run(_loaded, "colorsys")
+    assert sorted(caps) == sorted(threads) and len(caps) == 2
+    assert {w["threads"] for w in caps.values()} == {threads_per_worker(2)}
+    # Dask's defaults: its profiler, and its nanny's MALLOC_TRIM_THRESHOLD_ (scaling.md)
+    assert all(w["slow"] == ["the profiler on", "MALLOC_TRIM_THRESHOLD_=65536"]
+               for w in caps.values()), caps
+    assert all(t == [threads_per_worker(2)] for t in threads.values()), threads
+    assert all(loaded.values()), loaded
+
+
+def test_tuned_dask_workers_have_no_slow_settings(monkeypatch):
+    """The worker settings docs/scaling.md recommends remove both slow settings: the
+    profiler off, glibc's malloc thresholds in the environment the nanny starts from
+    (it keeps a value the environment has over its own 65536)."""
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    from bidsanon.distributed import slow_settings
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", str(128 << 20))
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", str(32 << 20))
+    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
+                         dashboard_address=None) as cluster, Client(cluster) as client:
+        found = client.run(slow_settings)
+    assert list(found.values()) == [[]], found
 
 
 _PRELOAD_PROBE = """

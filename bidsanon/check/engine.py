@@ -422,7 +422,8 @@ def dataset_items(root: Path, policy: dict) -> tuple[list[tuple[str, bool]], lis
 
 def scan_dataset(root: str | Path, policy: dict | None = None, key=None, *,
                  faces: bool = True, render_dir: str | Path | None = None, jobs: int = 1,
-                 progress: Callable[[int, int], None] | None = None) -> CheckResult:
+                 progress: Callable[[int, int], None] | None = None,
+                 mapper: Callable | None = None) -> CheckResult:
     """Inspect every file of a BIDS dataset.
 
     Parameters
@@ -442,6 +443,10 @@ def scan_dataset(root: str | Path, policy: dict | None = None, key=None, *,
         Worker processes.
     progress : callable | None
         Called as ``progress(done, total)``.
+    mapper : callable | None
+        Runs the per-file work elsewhere instead of ``jobs`` local workers:
+        ``mapper(fn, items)`` returns ``fn(item)`` of every item, in order
+        (``bidsanon run --scheduler`` passes its Dask cluster's).
     """
     from bidsanon.key import real
     t0 = time.perf_counter()
@@ -459,7 +464,7 @@ def scan_dataset(root: str | Path, policy: dict | None = None, key=None, *,
     items, findings = dataset_items(root, s.policy)
     result = CheckResult(root=root, findings=list(findings))
     done = 0
-    for rel, is_dir, found, renders in _run(items, root, scan, jobs):
+    for rel, is_dir, found, renders in _run(items, root, scan, jobs, mapper):
         result.files.append(rel)
         result.findings += found
         if renders:
@@ -488,8 +493,11 @@ def _one(args: tuple[Path, str, bool, Scan]) -> tuple[str, bool, list[Finding], 
     return rel, is_dir, found, renders
 
 
-def _run(items, root: Path, scan: Scan, jobs: int):
+def _run(items, root: Path, scan: Scan, jobs: int, mapper: Callable | None = None):
     tasks = [(root, rel, is_dir, scan) for rel, is_dir in items]
+    if mapper is not None:
+        yield from mapper(_one, tasks)
+        return
     if jobs <= 1 or len(tasks) <= 1:
         yield from map(_one, tasks)
         return
