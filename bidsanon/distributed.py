@@ -195,21 +195,10 @@ class Cluster:
         dict
             Each task's result, in the order the tasks complete.
         """
-        from dask.distributed import as_completed
-
         if not tasks:
             return
-        shared_future = self._scatter(shared)
-        groups = batches(tasks, self.workers())
-        futures = self.client.map(execute_batch, groups, shared=shared_future, fn=fn,
-                                  pure=False,
-                                  key=self._keys(stage, len(groups)))
-        try:
-            for fut in as_completed(futures):
-                yield from fut.result()
-        except BaseException:
-            self.client.cancel(futures)
-            raise
+        yield from self._batched(execute_batch, tasks, stage, in_order=False,
+                                 shared=self._scatter(shared), fn=fn)
 
     def map(self, fn: Callable, items: Iterable, stage: str = "check") -> Iterator:
         """Yield ``fn(item)`` for every item, in the items' order, computed on the
@@ -217,11 +206,20 @@ class Cluster:
         items = list(items)
         if not items:
             return
+        yield from self._batched(map_batch, items, stage, in_order=True, fn=fn)
+
+    def _batched(self, run: Callable, items: list, stage: str, in_order: bool,
+                 **kwargs) -> Iterator:
+        """``run(batch, **kwargs)`` on the cluster for each of :func:`batches`, the
+        results flattened (in the items' order, or as batches complete); every batch
+        left is cancelled when the caller stops or fails."""
+        from dask.distributed import as_completed
+
         groups = batches(items, self.workers())
-        futures = self.client.map(map_batch, groups, fn=fn, pure=False,
-                                  key=self._keys(stage, len(groups)))
+        futures = self.client.map(run, groups, pure=False, key=self._keys(stage, len(groups)),
+                                  **kwargs)
         try:
-            for fut in futures:
+            for fut in (futures if in_order else as_completed(futures)):
                 yield from fut.result()
         except BaseException:
             self.client.cancel(futures)

@@ -232,22 +232,22 @@ def detect(pic: np.ndarray, min_face: int = 20, thresholds: tuple[float, float, 
                 wh = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
                 boxes = torch.cat([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], 1)
                 boxes = _square(boxes)
-            for stage, net, size, nms_method in ((1, rnet, 24, "union"),
-                                                 (2, onet, 48, "min")):
+            for stage, (name, net, size) in enumerate((("rnet", rnet, 24),
+                                                        ("onet", onet, 48)), start=1):
                 if not len(boxes):
                     break
                 data, ok = _crops(img, boxes, size)
                 boxes = boxes[ok]
-                reg, prob = net(data, w["rnet" if stage == 1 else "onet"])
+                reg, prob = net(data, w[name])
                 keep = prob[:, 1] > thresholds[stage]
                 boxes = torch.cat([boxes[keep, :4], prob[keep, 1:2]], dim=1)
                 reg = reg[keep]
-                if stage == 1:
+                if name == "rnet":  # suppress, then regress and square for the next net
                     pick = _nms(boxes, 0.7)
                     boxes = _square(_regress(boxes[pick], reg[pick]))
-                else:
+                else:  # regress, then suppress by the smaller box's share
                     boxes = _regress(boxes, reg)
-                    boxes = boxes[_nms(boxes, 0.7, nms_method)]
+                    boxes = boxes[_nms(boxes, 0.7, "min")]
     finally:
         torch.set_num_threads(threads)
     return boxes.numpy().astype(np.float64).reshape(-1, 5)

@@ -197,17 +197,9 @@ def _disk(mask: np.ndarray, radius_mm: float, zooms2) -> np.ndarray:
     return ndi.distance_transform_edt(~mask, sampling=zooms2) <= radius_mm
 
 
-def _quadric(uv: tuple[np.ndarray, np.ndarray], depth: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients of depth = a + b u + c v + d u^2 + e uv + f v^2."""
-    u, v = uv
-    a = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
-    coef, *_ = np.linalg.lstsq(a, depth, rcond=None)
-    return coef
-
-
-def _eval_quadric(coef: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return (coef[0] + coef[1] * u + coef[2] * v + coef[3] * u * u + coef[4] * u * v
-            + coef[5] * v * v)
+def _quadric_terms(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The terms 1, u, v, u^2, uv, v^2 of a quadric in u, v (last axis)."""
+    return np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
 
 
 def harmonic_fill(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
@@ -305,13 +297,14 @@ def ear_patch(vol: np.ndarray, ear: np.ndarray, axis: int, outward: int, zooms,
         for _ in range(EAR_TRIM_ROUNDS):
             if keep.sum() < 6:
                 return remove, fill, 0.0
-            coef = _quadric((u[keep], v[keep]), depth[keep])
-            off = (_eval_quadric(coef, u, v) - depth) * step  # mm outside the fitted scalp
+            coef, *_ = np.linalg.lstsq(_quadric_terms(u[keep], v[keep]), depth[keep],
+                                       rcond=None)
+            base = _quadric_terms(u, v) @ coef
+            off = (base - depth) * step  # mm outside the fitted scalp
             keep = ring & (off < EAR_TRIM_MM)
         near = _disk(patch, EAR_SEARCH_MM, z2)
         patch = patch | _disk(near & found & (off > EAR_STANDOFF_MM), 2.0, z2)
     ring = _disk(patch, EAR_RING_MM, z2) & ~patch & found & (off < EAR_TRIM_MM)
-    base = _eval_quadric(coef, u, v)
     resid = np.where(ring, depth - base, 0.0)
     # outside the patch and its ring the deviation is pinned to 0: a closed boundary
     surface = base + harmonic_fill(resid, patch)
