@@ -13,7 +13,8 @@ from typing import Callable, Iterable, Iterator
 
 from bidsanon.errors import UsageError
 from bidsanon.execute import execute_task
-from bidsanon.workers import import_modules, limit_native_threads, threads_per_worker
+from bidsanon.workers import (batches, import_modules, limit_native_threads, map_batch,
+                              threads_per_worker)
 
 
 def _client(address):
@@ -34,11 +35,6 @@ def execute_batch(tasks: list, shared, fn: Callable = execute_task) -> list[dict
     """Run ``fn(task, shared)`` for a batch of tasks on one worker (one scheduler round
     trip for the batch)."""
     return [fn(t, shared) for t in tasks]
-
-
-def map_batch(items: list, fn: Callable) -> list:
-    """``fn(item)`` for a batch of items on one worker, in order."""
-    return [fn(item) for item in items]
 
 
 def cap_worker_threads(tasks_on_host: int) -> int:
@@ -113,13 +109,6 @@ def warm_cluster(client, modules: Iterable[str] = (), timeout: float = 300,
     return {address: f.result() for address, f in futures.items() if f.status == "finished"}
 
 
-def batches(tasks: list, workers: int, per_worker: int = 8, largest: int = 64) -> list[list]:
-    """Split tasks into batches: about ``per_worker`` batches per worker (so the load
-    still balances), never more than ``largest`` tasks in one."""
-    size = max(1, min(largest, len(tasks) // max(1, workers * per_worker)))
-    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
-
-
 class Cluster:
     """One run's connection to a Dask cluster (a context manager).
 
@@ -175,7 +164,7 @@ class Cluster:
         return self._shared[1]
 
     def results(self, tasks: list, shared, fn: Callable = execute_task,
-                stage: str = "files") -> Iterator[dict]:
+                stage: str = "files", singles: int = 0) -> Iterator[dict]:
         """Yield ``fn(task, shared)`` for every task as the cluster completes them.
 
         Parameters
@@ -189,6 +178,9 @@ class Cluster:
             :func:`bidsanon.execute.verify_task` (the read-back verification).
         stage : str
             Names the cluster's tasks (``bidsanon-files-0``, ...).
+        singles : int
+            The first ``singles`` tasks (the heaviest) go one per cluster task
+            (:func:`bidsanon.workers.batches`).
 
         Yields
         ------
@@ -197,25 +189,27 @@ class Cluster:
         """
         if not tasks:
             return
-        yield from self._batched(execute_batch, tasks, stage, in_order=False,
+        yield from self._batched(execute_batch, tasks, stage, False, singles,
                                  shared=self._scatter(shared), fn=fn)
 
-    def map(self, fn: Callable, items: Iterable, stage: str = "check") -> Iterator:
+    def map(self, fn: Callable, items: Iterable, singles: int = 0,
+            stage: str = "check") -> Iterator:
         """Yield ``fn(item)`` for every item, in the items' order, computed on the
-        cluster (what :func:`bidsanon.check.engine.scan_dataset` takes as ``mapper``)."""
+        cluster, the first ``singles`` one per cluster task (what
+        :func:`bidsanon.check.engine.scan_dataset` takes as ``mapper``)."""
         items = list(items)
         if not items:
             return
-        yield from self._batched(map_batch, items, stage, in_order=True, fn=fn)
+        yield from self._batched(map_batch, items, stage, True, singles, fn=fn)
 
     def _batched(self, run: Callable, items: list, stage: str, in_order: bool,
-                 **kwargs) -> Iterator:
+                 singles: int, **kwargs) -> Iterator:
         """``run(batch, **kwargs)`` on the cluster for each of :func:`batches`, the
         results flattened (in the items' order, or as batches complete); every batch
         left is cancelled when the caller stops or fails."""
         from dask.distributed import as_completed
 
-        groups = batches(items, self.workers())
+        groups = batches(items, self.workers(), singles=singles)
         futures = self.client.map(run, groups, pure=False, key=self._keys(stage, len(groups)),
                                   **kwargs)
         try:

@@ -8,7 +8,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from bidsanon.context import TaskContext
 from bidsanon.errors import BidsanonError
@@ -16,7 +16,8 @@ from bidsanon.fileio import sha256_file
 from bidsanon.formats import load
 from bidsanon.labels import Labels
 from bidsanon.plan import FileTask
-from bidsanon.workers import limit_native_threads, preload, process_pool, threads_per_worker
+from bidsanon.workers import (batches, limit_native_threads, map_batch, preload, process_pool,
+                              threads_per_worker)
 
 #: What local workers import once in the fork server (:func:`bidsanon.workers.preload`)
 #: when a run has tasks of these handlers: each worker of the file, verification and
@@ -30,16 +31,41 @@ PRELOAD = {
 }
 #: Added for defaced images when the run writes QC pictures (the contour figure).
 PRELOAD_QC = ("matplotlib.pyplot", "nilearn.plotting", "bidsanon.deface.qc")
+#: Added for defaced images when the final check looks for faces: the check engine and
+#: MTCNN's torch (when installed; about 2 s of CPU to import).
+PRELOAD_CHECK = ("bidsanon.check.engine", "bidsanon.deface.mtcnn", "torch")
+#: Handlers whose tasks take seconds rather than milliseconds (defacing, the face rule).
+HEAVY = frozenset({"anat"})
 
 
-def preloaded(tasks: list[FileTask], shared: Shared, qc: bool = True) -> set[str]:
+def preloaded(tasks: list[FileTask], shared: Shared, qc: bool = True,
+              check: bool = False) -> set[str]:
     """The modules a run's workers need before their first task (:data:`PRELOAD`);
     ``qc``: the workers write the QC pictures (the file tasks do, the read-back
-    verification does not: on a Dask cluster the fork server starts for it)."""
+    verification does not); ``check``: they run the final check's face rule."""
     modules = {m for t in tasks for m in PRELOAD.get(t.handler, ())}
-    if qc and shared.qc_dir and any(t.handler == "anat" for t in tasks):
-        modules.update(PRELOAD_QC)
+    if any(t.handler == "anat" for t in tasks):
+        if qc and shared.qc_dir:
+            modules.update(PRELOAD_QC)
+        if check:
+            modules.update(PRELOAD_CHECK)
     return modules
+
+
+def heaviest_first(tasks: list[FileTask], root: str | Path) -> tuple[list[FileTask], int]:
+    """The tasks in the order to hand them to workers, and how many lead as heavy.
+
+    The :data:`HEAVY` handlers' tasks come first, largest input first, then the others
+    by input size: the longest tasks start first, so a stage does not end with one
+    worker defacing its last head while the others idle (longest processing time first).
+    """
+    def size(t: FileTask) -> int:
+        try:
+            return (Path(root) / t.rel).stat().st_size
+        except OSError:
+            return 0
+    ordered = sorted(tasks, key=lambda t: (t.handler not in HEAVY, -size(t)))
+    return ordered, sum(t.handler in HEAVY for t in tasks)
 
 
 @dataclass(frozen=True)
@@ -136,30 +162,91 @@ def _init_worker(shared: Shared, threads: int = 1) -> None:
     limit_native_threads(threads)
 
 
-def _run_in_worker(task: FileTask, fn=None) -> dict:
+def _run_batch_in_worker(tasks: list[FileTask], fn: Callable) -> list[dict]:
     assert _WORKER_SHARED is not None
-    return (fn or execute_task)(task, _WORKER_SHARED)
+    return [fn(t, _WORKER_SHARED) for t in tasks]
+
+
+class LocalPool:
+    """``jobs`` local worker processes for every stage of one run (a context manager),
+    with the interface of :class:`bidsanon.distributed.Cluster`: :meth:`results` and
+    :meth:`map`.
+
+    The same workers run the handlers, the read-back verification and the final
+    check's per-file work, so each imports the defacing and face-rule stack and loads
+    the detectors' models once per run, not once per stage (a pool per stage made 2
+    workers slower than 1 in the final check of 4 real heads: docs/performance.md).
+    Each worker's native threads are limited so that the ``jobs`` workers together use
+    the cores this process may run on (:func:`~bidsanon.workers.threads_per_worker`).
+
+    Parameters
+    ----------
+    jobs : int
+        Worker processes.
+    shared : Shared
+        What every task needs besides itself (sent to each worker once, at its start).
+    modules : iterable of str
+        Imported once by the fork server before it starts the workers
+        (:func:`~bidsanon.workers.preload`).
+    """
+
+    def __init__(self, jobs: int, shared: Shared, modules: Iterable[str] = ()):
+        self.jobs, self.shared, self.modules = jobs, shared, set(modules)
+        self._pool = None
+
+    def __enter__(self) -> "LocalPool":
+        preload(self.modules)
+        self._pool = process_pool(self.jobs, _init_worker,
+                                  (self.shared, threads_per_worker(self.jobs)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
+    def warm(self, modules: Iterable[str] = ()) -> dict[str, dict]:
+        """Nothing to do (the interface of :meth:`bidsanon.distributed.Cluster.warm`):
+        the fork server imports the modules given at the start before any worker."""
+        return {}
+
+    def results(self, tasks: list[FileTask], shared: Shared, fn: Callable = execute_task,
+                stage: str = "files", singles: int = 0) -> Iterator[dict]:
+        """Yield ``fn(task, shared)`` for every task as the workers complete them, the
+        first ``singles`` one per worker task (:func:`~bidsanon.workers.batches`)."""
+        if shared is not self.shared:
+            raise ValueError("a LocalPool runs tasks with the Shared its workers started with")
+        yield from self._submitted(_run_batch_in_worker, tasks, singles, False, fn)
+
+    def map(self, fn: Callable, items: Iterable, singles: int = 0,
+            stage: str = "check") -> Iterator:
+        """Yield ``fn(item)`` for every item, in the items' order, the first ``singles``
+        one per worker task (what :func:`bidsanon.check.engine.scan_dataset` takes as
+        ``mapper``)."""
+        yield from self._submitted(map_batch, list(items), singles, True, fn)
+
+    def _submitted(self, run: Callable, items: list, singles: int, in_order: bool,
+                   fn: Callable) -> Iterator:
+        from concurrent.futures import as_completed
+
+        futures = [self._pool.submit(run, group, fn)
+                   for group in batches(items, self.jobs, singles=singles)]
+        try:
+            for fut in (futures if in_order else as_completed(futures)):
+                yield from fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
 
 
 def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1,
                  fn=execute_task) -> Iterator[dict]:
     """Yield ``fn(task, shared)`` (default: :func:`execute_task`) as tasks complete, in
-    this process or ``jobs`` local workers.
-
-    Each worker's native threads are limited so that the ``jobs`` workers together use
-    the cores this process may run on (:func:`threads_per_worker`)."""
+    this process or in a :class:`LocalPool` of ``jobs`` workers (heaviest first)."""
     if jobs <= 1 or len(tasks) <= 1:
         for t in tasks:
             yield fn(t, shared)
         return
-    from concurrent.futures import as_completed
-    preload(preloaded(tasks, shared, qc=fn is execute_task))
-    with process_pool(jobs, _init_worker, (shared, threads_per_worker(jobs))) as pool:
-        futures = [pool.submit(_run_in_worker, t, fn) for t in tasks]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    ordered, heavy = heaviest_first(tasks, shared.root)
+    with LocalPool(jobs, shared, preloaded(tasks, shared, qc=fn is execute_task)) as pool:
+        yield from pool.results(ordered, shared, fn=fn, singles=heavy)

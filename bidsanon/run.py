@@ -17,7 +17,8 @@ from typing import Callable, Iterable, Iterator
 
 from bidsanon._version import __version__
 from bidsanon.errors import FindingsError, InputError, UsageError
-from bidsanon.execute import Shared, execute_task, input_signature, iter_results, preloaded
+from bidsanon.execute import (LocalPool, Shared, execute_task, heaviest_first, input_signature,
+                              iter_results, preloaded)
 from bidsanon.fileio import sha256_file, write_text_atomic
 from bidsanon.key import KeyData, check_paths, now_iso, read_key, write_key
 from bidsanon.labels import EMPTYROOM
@@ -95,11 +96,24 @@ def work_dir(output_dir: str | Path) -> Path:
 
 def results_of(tasks: list[FileTask], shared: Shared, jobs: int, cluster=None,
                fn: Callable = execute_task, stage: str = "files") -> Iterator[dict]:
-    """``fn(task, shared)`` of every task as they complete: on the Dask ``cluster``
-    (a :class:`bidsanon.distributed.Cluster`), or in ``jobs`` local workers."""
+    """``fn(task, shared)`` of every task as they complete: on ``cluster`` (the run's
+    :class:`bidsanon.distributed.Cluster` or :class:`bidsanon.execute.LocalPool`),
+    heaviest first, or in this process (``jobs`` local workers of their own)."""
     if cluster is not None:
-        return cluster.results(tasks, shared, fn=fn, stage=stage)
+        ordered, heavy = heaviest_first(tasks, shared.root)
+        return cluster.results(ordered, shared, fn=fn, stage=stage, singles=heavy)
     return iter_results(tasks, shared, jobs=jobs, fn=fn)
+
+
+def run_workers(cluster, jobs: int, tasks: list[FileTask], shared: Shared, check: bool
+                ) -> contextlib.AbstractContextManager:
+    """The workers of every stage of a run: the Dask ``cluster`` when given, else a
+    :class:`~bidsanon.execute.LocalPool` of ``jobs`` processes (the fork server first
+    imports what the tasks and, with ``check``, the final check need), else none (this
+    process does the work)."""
+    if cluster is not None or jobs <= 1 or len(tasks) <= 1:
+        return contextlib.nullcontext(cluster)
+    return LocalPool(jobs, shared, preloaded(tasks, shared, check=check))
 
 
 def connect(scheduler) -> contextlib.AbstractContextManager:
@@ -278,13 +292,21 @@ def execute_plan(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     the final check) runs on that Dask cluster, whose workers are first prepared once
     (threads capped, the run's modules imported); otherwise in ``jobs`` local workers.
     """
-    with connect(scheduler) as cluster:
-        return _execute(plan, output_dir, key_path, pdigest, jobs=jobs, cluster=cluster,
-                        quiet=quiet, passphrase=passphrase, echo=echo, timings=timings)
+    shared = Shared(root=str(plan.root), staging=str(work_dir(output_dir) / "staging"),
+                    policy=plan.policy, labels=plan.labels, secret=plan.key.secret_bytes,
+                    qc_dir=str(qc_dir(key_path)) if plan.policy["run"]["qc"] else None,
+                    known=plan.known)
+    jobs = jobs or os.cpu_count() or 1
+    check = bool(plan.policy["run"]["check"])
+    with connect(scheduler) as cluster, \
+            run_workers(cluster, jobs, plan.tasks, shared, check) as workers:
+        return _execute(plan, output_dir, key_path, pdigest, shared, jobs=jobs,
+                        cluster=workers, quiet=quiet, passphrase=passphrase, echo=echo,
+                        timings=timings)
 
 
-def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
-             jobs: int | None, cluster, quiet: bool, passphrase: str | None,
+def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, shared: Shared, *,
+             jobs: int, cluster, quiet: bool, passphrase: str | None,
              echo: Callable[[str], None], timings: dict | None) -> RunSummary:
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -307,13 +329,8 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         else:
             todo.append(t)
     resumed = len(results)
-    shared = Shared(root=str(plan.root), staging=str(staging), policy=plan.policy,
-                    labels=plan.labels, secret=plan.key.secret_bytes,
-                    qc_dir=str(qc_dir(key_path)) if plan.policy["run"]["qc"] else None,
-                    known=plan.known)
-    jobs = jobs or os.cpu_count() or 1
     if cluster is not None:  # the modules of every stage, the final check's too
-        warmed = cluster.warm(preloaded(plan.tasks, shared))
+        warmed = cluster.warm(preloaded(plan.tasks, shared, check=plan.policy["run"]["check"]))
         slow = sorted({s for w in warmed.values() for s in w["slow"]})
         if slow and any(t.handler == "anat" for t in todo):
             echo(f"note: the Dask workers run with {' and '.join(slow)}: defacing costs "
@@ -344,9 +361,10 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
         finally:
             progress.close()
     timings["files"] = time.perf_counter() - t0
+    recordings = None
     if plan.policy["run"]["verify"]:
         t2 = time.perf_counter()
-        opened = verify_outputs(plan, results, shared, jobs, quiet, failed, cluster)
+        recordings = verify_outputs(plan, results, shared, jobs, quiet, failed, cluster)
         timings["verify"] = time.perf_counter() - t2
     summary = RunSummary(output=output_dir, key=key_path, counts=plan.summary(),
                          excluded=list(plan.excluded), warnings=list(plan.warnings),
@@ -370,12 +388,16 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
     ordered = [results[t.out] for t in plan.tasks if t.out in results
                and "error" not in results[t.out] and t.out not in gone]
     update_key(plan.key, ordered, summary, plan.known)
-    if plan.policy["run"]["verify"]:
-        plan.key.runs[-1]["verified_dataset"] = opened
-    # the final gate: the same check a CI job runs, on what is about to be published
     t1 = time.perf_counter()
-    findings = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path), jobs=jobs,
-                           quiet=quiet, mapper=cluster.map if cluster is not None else None)
+    if recordings is not None:
+        recordings = [r for r in recordings if r not in gone]
+    with open_dataset(staging, recordings, background=cluster is not None) as opened:
+        # the final gate: the same check a CI job runs, on what is about to be published
+        findings = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path),
+                               jobs=jobs, quiet=quiet,
+                               mapper=cluster.map if cluster is not None else None)
+    if recordings is not None:
+        plan.key.runs[-1]["verified_dataset"] = opened.result()
     summary.findings = findings
     timings["check"] = time.perf_counter() - t1
     plan.key.runs[-1]["timings"] = {k: round(v, 3) for k, v in timings.items()}
@@ -397,15 +419,15 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, *,
 def verify_outputs(plan: Plan, results: dict[str, dict], shared: Shared, jobs: int,
                    quiet: bool, failed: list[str], cluster=None) -> dict:
     """Read every output back with its format's reader (:mod:`bidsanon.verify`), on the
-    Dask ``cluster`` or in ``jobs`` local workers, then open the staged dataset with
-    pybids and mne_bids.read_raw_bids (here).
+    run's workers (``cluster``) or in ``jobs`` local workers.
 
     A file that does not verify fails like a file whose handler failed: with
     ``run.on_error: stop`` the run stops (nothing published), with ``skip`` the file is
-    left out. Each result gets a ``verified`` record for the key.
+    left out. Each result gets a ``verified`` record for the key. Returns the outputs
+    MNE read back, for :func:`open_dataset`.
     """
     from bidsanon.execute import verify_task
-    from bidsanon.verify import VerificationError, dataset
+    from bidsanon.verify import VerificationError
     tasks = [t for t in plan.tasks if t.out in results and "error" not in results[t.out]]
     progress = Progress(len(tasks), "verify", quiet=quiet)
     try:
@@ -420,10 +442,35 @@ def verify_outputs(plan: Plan, results: dict[str, dict], shared: Shared, jobs: i
                 results[res["out"]]["verified"] = res["verified"]
     finally:
         progress.close()
-    recordings = [out for out, r in results.items() if "error" not in r
-                  and str(r.get("verified", {}).get("reader", "")).startswith("mne.io.")
-                  and r["verified"].get("checked")]
-    return dataset(Path(shared.staging), recordings)
+    return [out for out, r in results.items() if "error" not in r
+            and str(r.get("verified", {}).get("reader", "")).startswith("mne.io.")
+            and r["verified"].get("checked")]
+
+
+@contextlib.contextmanager
+def open_dataset(staging: Path, recordings: list[str] | None, background: bool
+                 ) -> Iterator:
+    """Open the staged dataset as a user would (:func:`bidsanon.verify.dataset`:
+    pybids, then mne_bids.read_raw_bids of each of ``recordings``) while the body runs.
+
+    Yields a future whose ``result()`` is what was opened (``None`` when
+    ``recordings`` is ``None``: no verification). With ``background`` it opens in a
+    thread of this process, beside the workers' final check, which takes this
+    process's CPU only to collect results; otherwise first. A dataset that does not
+    open raises :class:`bidsanon.verify.VerificationError` when the body has run.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from bidsanon.verify import dataset
+    if recordings is None or not background:
+        fut: Future = Future()
+        fut.set_result(None if recordings is None else dataset(staging, recordings))
+        yield fut
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="bidsanon-dataset") as pool:
+        fut = pool.submit(dataset, staging, recordings)
+        yield fut
+    fut.result()  # raises here, after the check, when the dataset does not open
 
 
 def k_anonymity_lines(result: dict) -> list[str]:

@@ -80,6 +80,24 @@ def import_modules(modules: Iterable[str]) -> list[str]:
     return done
 
 
+def batches(items: list, workers: int, per_worker: int = 8, largest: int = 64,
+            singles: int = 0) -> list[list]:
+    """Split items into batches for ``workers`` workers: the first ``singles`` (the
+    heaviest, put first by the caller) one per batch, so that none waits behind another
+    in one worker while the other workers idle; the rest about ``per_worker`` batches per
+    worker (so the load still balances) of at most ``largest`` items, so that thousands
+    of small files do not cost one round trip each."""
+    head = [[item] for item in items[:singles]]
+    rest = items[singles:]
+    size = max(1, min(largest, len(rest) // max(1, workers * per_worker)))
+    return head + [rest[i:i + size] for i in range(0, len(rest), size)]
+
+
+def map_batch(items: list, fn: Callable) -> list:
+    """``fn(item)`` for a batch of items in one worker, in order."""
+    return [fn(item) for item in items]
+
+
 def process_pool(jobs: int, initializer: Callable | None = None, initargs: tuple = ()):
     """A ``ProcessPoolExecutor`` of ``jobs`` workers started by a fork server (``spawn``
     where there is none).

@@ -386,3 +386,23 @@ def test_docs_list_every_rule_of_the_table():
     from bidsanon.check import doc_table
     table = doc.split("<!-- table: check -->\n", 1)[1].split("<!-- /table -->", 1)[0]
     assert table == doc_table()
+
+
+def test_face_checked_images_go_to_the_workers_first(tmp_path):
+    """The face rule takes seconds per image and every other rule milliseconds: the
+    images go out first, largest first, so the check does not end on one of them."""
+    from bidsanon.check.engine import Scan, Settings, face_checked_first
+    names = {"README": 10, "sub-01/anat/sub-01_T1w.nii.gz": 300,
+             "sub-01/meg/sub-01_task-a_meg.fif": 5000, "sub-02/anat/sub-02_T2w.nii.gz": 900,
+             "sub-02/func/sub-02_task-a_bold.nii.gz": 800}
+    for rel, size in names.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * size)
+    items = [(rel, False) for rel in names]
+    settings = Settings.build(None)
+    ordered, heavy = face_checked_first(items, tmp_path, Scan(settings, None, True))
+    assert heavy == 2
+    assert ordered[:2] == [("sub-02/anat/sub-02_T2w.nii.gz", False),
+                           ("sub-01/anat/sub-01_T1w.nii.gz", False)]
+    assert ordered[2:] == [i for i in items if "anat" not in i[0]]  # the rest as they were
+    assert face_checked_first(items, tmp_path, Scan(settings, None, False)) == (items, 0)

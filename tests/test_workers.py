@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bidsanon.workers import process_pool, threads_per_worker
+from bidsanon.workers import batches, map_batch, process_pool, threads_per_worker
 
 
 def _threads_now() -> list[int]:
@@ -38,6 +38,17 @@ def test_pool_after_native_threads_ran_in_the_parent_finishes():
     with process_pool(2) as pool:
         found = list(pool.map(face.detect_faces_cnn, [pic, pic], timeout=120))
     assert found == [[], []]
+
+
+def test_batches_send_the_heavy_items_alone_and_the_rest_in_groups():
+    items = list(range(100))
+    groups = batches(items, workers=2, singles=3)
+    assert groups[:3] == [[0], [1], [2]]
+    assert [i for g in groups for i in g] == items  # every item once, in order
+    assert {len(g) for g in groups[3:-1]} == {97 // 16}  # about 8 batches per worker
+    assert batches(list(range(10_000)), workers=2)[0] == list(range(64))  # at most 64
+    assert batches([], workers=2, singles=5) == []
+    assert map_batch([1, 2, 3], _square) == [1, 4, 9]
 
 
 def test_threads_per_worker_divides_the_cores():

@@ -445,8 +445,9 @@ def scan_dataset(root: str | Path, policy: dict | None = None, key=None, *,
         Called as ``progress(done, total)``.
     mapper : callable | None
         Runs the per-file work elsewhere instead of ``jobs`` local workers:
-        ``mapper(fn, items)`` returns ``fn(item)`` of every item, in order
-        (``bidsanon run --scheduler`` passes its Dask cluster's).
+        ``mapper(fn, items, singles=n)`` returns ``fn(item)`` of every item, in order,
+        the first ``n`` (the images the face rule renders) one per worker task
+        (``bidsanon run`` passes the ``map`` of its Dask cluster or local pool).
     """
     from bidsanon.key import real
     t0 = time.perf_counter()
@@ -473,6 +474,7 @@ def scan_dataset(root: str | Path, policy: dict | None = None, key=None, *,
         if progress:
             progress(done, len(items))
     result.files.sort()
+    result.renders = dict(sorted(result.renders.items()))
     result.findings = sort_findings(_dedupe(result.findings))
     result.seconds = time.perf_counter() - t0
     return result
@@ -493,17 +495,48 @@ def _one(args: tuple[Path, str, bool, Scan]) -> tuple[str, bool, list[Finding], 
     return rel, is_dir, found, renders
 
 
+def face_checked_first(items: list[tuple[str, bool]], root: Path, scan: Scan
+                       ) -> tuple[list[tuple[str, bool]], int]:
+    """The items in the order to hand them to workers, and how many lead: the images the
+    face rule renders (seconds each, the rest take milliseconds), largest first, so the
+    check does not end with one worker rendering its last head while the others idle."""
+    from bidsanon.formats import detect
+
+    if not scan.faces:
+        return items, 0
+
+    def faced(rel: str, is_dir: bool) -> bool:
+        fmt, _ = detect(rel, is_dir, scan.settings.policy, refused_too=True)
+        return fmt is not None and fmt.name == "anat"
+
+    heavy = [(rel, is_dir) for rel, is_dir in items if faced(rel, is_dir)]
+    chosen = set(heavy)
+    heavy.sort(key=lambda item: -_size(root / item[0]))
+    return heavy + [item for item in items if item not in chosen], len(heavy)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _run(items, root: Path, scan: Scan, jobs: int, mapper: Callable | None = None):
+    items, heavy = face_checked_first(list(items), root, scan)
     tasks = [(root, rel, is_dir, scan) for rel, is_dir in items]
     if mapper is not None:
-        yield from mapper(_one, tasks)
+        yield from mapper(_one, tasks, singles=heavy)
         return
     if jobs <= 1 or len(tasks) <= 1:
         yield from map(_one, tasks)
         return
-    from bidsanon.workers import limit_native_threads, process_pool, threads_per_worker
+    from bidsanon.workers import (batches, limit_native_threads, map_batch, process_pool,
+                                  threads_per_worker)
+    groups = batches(tasks, jobs, singles=heavy)
     with process_pool(jobs, limit_native_threads, (threads_per_worker(jobs),)) as pool:
-        yield from pool.map(_one, tasks, chunksize=8)
+        for done in pool.map(map_batch, groups, [_one] * len(groups)):
+            yield from done
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
