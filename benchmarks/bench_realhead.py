@@ -218,7 +218,8 @@ def main(argv=None) -> int:
                   "stages (CPU s):")
             for name in ("registration", "masks", "deface (all)", "NIfTI write",
                          "QC pictures", "face rule", "FIFF"):
-                print(f"  {name:13s} {st.get(name, 0.0):6.2f}  ({100 * st.get(name, 0.0) / total:.0f}%)")
+                # a small FIFF's rewrite takes milliseconds: three decimals, not "0.00"
+                print(f"  {name:13s} {st.get(name, 0.0):7.3f}  ({100 * st.get(name, 0.0) / total:.1f}%)")
             t = r["timings"]
             print(f"  run stages (wall): plan {t['plan']:.1f}, files {t['files']:.1f}, "
                   f"verify {t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f}")
