@@ -32,16 +32,6 @@ IDENTIFYING_FIELD = re.compile(r"name|birth|institution|address|station|serial|e
                                r"technician|subject|participant", re.IGNORECASE)
 
 
-#: Values identifying fields hold that identify nobody (placeholders of acquisition
-#: software, empty-room "subjects", shared system accounts): not recorded as originals,
-#: so `bidsanon check --key` does not flag "empty room" in every MEG README.
-NOT_IDENTIFYING = frozenset({
-    "empty", "room", "empty room", "emptyroom", "noise", "phantom", "test", "anonymous",
-    "unknown", "none", "n/a", "subject", "patient", "mne_anonymize", "anonymized",
-    "neuromag", "meg", "user", "operator", "admin", "root", "guest", "default",
-    "name"})
-
-
 @dataclass
 class RunSummary:
     """What a run did: counts, failures, paths (returned by :func:`run_dataset`)."""
@@ -636,7 +626,8 @@ def update_key(key: KeyData, results: Iterable[dict], summary: RunSummary,
                     and not old.strip().replace(".", "").isdigit():
                 originals.add(old.strip())
     originals |= {s for s, e in key.subjects.items() if e.label != s and len(s) >= 3}
-    originals = {o for o in originals if o.lower() not in NOT_IDENTIFYING}
+    from bidsanon.scrub import GENERIC_VALUES  # placeholders that identify nobody
+    originals = {o for o in originals if o.lower() not in GENERIC_VALUES}
     # labels that stay in the output (sub-emptyroom, kept labels) are not secrets
     kept = {e.label for e in key.subjects.values()} | {EMPTYROOM}
     originals = {o for o in originals if not (o in kept or o.removeprefix("sub-") in kept)}

@@ -352,12 +352,13 @@ def find(text: str, names: list[str] | tuple[str, ...] = tuple(PATTERNS),
 
 #: Values that identifying fields hold but that identify nobody: placeholders of
 #: acquisition and anonymisation software, empty-room "subjects", shared accounts.
-#: They are never hunted for in free text (they would be replaced in every README).
+#: They are never hunted for in free text (they would be replaced in every README) nor
+#: recorded in the key as original values (``bidsanon check --key`` would flag them).
 GENERIC_VALUES = frozenset({
     "empty", "room", "empty room", "emptyroom", "noise", "phantom", "test", "anonymous",
     "unknown", "none", "n/a", "subject", "patient", "mne_anonymize", "anonymized",
     "anonymised", "neuromag", "meg", "eeg", "mri", "user", "operator", "admin", "root",
-    "guest", "default", "x", "xx", "xxx", "case"})
+    "guest", "default", "name", "x", "xx", "xxx", "case"})
 
 
 @functools.lru_cache(maxsize=8)
