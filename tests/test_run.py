@@ -293,3 +293,31 @@ def test_images_without_content_are_copied_not_defaced(tmp_path):
                               equal_nan=True)
         assert np.allclose(a.affine, b.affine) and not b.header.extensions
         assert b.header["descrip"].item() == b""
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_the_staged_dataset_opens_beside_the_final_check(tmp_path, background):
+    """pybids opens the staged dataset in a thread while the workers check it (or
+    first, with no workers); a dataset that does not open fails the run either way,
+    once the check is done."""
+    from bidsanon.run import open_dataset
+    from bidsanon.verify import VerificationError
+    good = tmp_path / "good"
+    (good / "sub-01" / "anat").mkdir(parents=True)
+    (good / "dataset_description.json").write_text(
+        json.dumps({"Name": "x", "BIDSVersion": "1.9.0"}))
+    (good / "sub-01" / "anat" / "sub-01_T1w.json").write_text("{}")
+    ran = []
+    with open_dataset(good, [], background=background) as opened:
+        ran.append("check")
+    assert ran == ["check"] and opened.result()["pybids"] >= 2
+    with open_dataset(good, None, background=background) as opened:  # verify: false
+        pass
+    assert opened.result() is None
+    bad = tmp_path / "bad"
+    bad.mkdir()  # no dataset_description.json: pybids refuses it
+    with pytest.raises(VerificationError, match="pybids cannot open"):
+        with open_dataset(bad, [], background=background):
+            ran.append("check of the bad one")
+    # beside the check it fails after it; with no workers before it
+    assert (ran[-1] == "check of the bad one") == background
