@@ -8,7 +8,10 @@ fields are ``record._replace(...)``; a named tuple also equals a plain tuple of 
 same values, which no caller relies on.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` in this module: ``typing.NamedTuple``
+# compiles every string annotation (a ForwardRef), and the first ``compile()`` of a
+# process builds the AST types, 10 M instructions on every ``bidsanon fiff`` run
+# (docs/performance.md). Forward references elsewhere are quoted.
 
 from typing import NamedTuple
 
@@ -69,7 +72,7 @@ class Finding(NamedTuple):
         del out["value"]
         return out
 
-    def with_severity(self, severity: str) -> Finding:
+    def with_severity(self, severity: str) -> "Finding":
         """The same finding at another severity (the value kept)."""
         return self._replace(severity=severity)
 

@@ -6,10 +6,10 @@ them, and generates ``configs/default.yaml`` and ``docs/policy.md`` from the doc
 so the schema is the one place where a policy key is defined.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` (named tuples: see bidsanon.records).
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from bidsanon.errors import PolicyError
 
@@ -50,8 +50,8 @@ class Key(NamedTuple):
     min: float | None = None
     max: float | None = None
     nullable: bool = False
-    item: Key | None = None
-    values: Key | None = None
+    item: Self | None = None
+    values: Self | None = None
     check: Callable[[Any], str | None] | None = None
 
     @property

@@ -8,7 +8,7 @@ module that cannot be imported, or that lacks part of the contract, is an error
 (:func:`load`), never a silent fallback.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` (named tuples: see bidsanon.records).
 
 import fnmatch
 import importlib

@@ -22,7 +22,7 @@ reported. The transform is a pure function of the input value, so the IDs in spl
 files and their ``FIFF_REF_FILE_ID`` stay consistent and re-runs are byte-identical.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` (named tuples: see bidsanon.records).
 
 import datetime as dt
 import errno
