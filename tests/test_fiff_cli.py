@@ -292,13 +292,15 @@ def test_version_and_module_entry_point(capsys):
     assert main([]) == 2  # -i is required: one line, exit 2
 
 
-_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    [str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])}
+#: The children import this checkout, and their piped stdout is block-buffered (what
+#: reaches the pipe at the end is what the exit flushed).
+_ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def _program(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    """``python -m bidsanon ...`` (the console script's path: :func:`console`), piped,
-    importing this checkout."""
+    """``python -m bidsanon ...`` (the console script's path: :func:`console`), piped."""
     return subprocess.run([sys.executable, "-m", "bidsanon", *args], check=False,
                           capture_output=True, text=True, cwd=cwd, env=_ENV, **kw)
 
