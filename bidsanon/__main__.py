@@ -1,3 +1,3 @@
-from bidsanon.cli import main
+from bidsanon.cli import console
 
-raise SystemExit(main())
+console()

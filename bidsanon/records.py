@@ -1,14 +1,24 @@
-"""Plain records passed between handlers, the runner, the key and the checker."""
+"""Plain records passed between handlers, the runner, the key and the checker.
 
-from __future__ import annotations
+The immutable ones are named tuples, the result of a file a small class: the
+``dataclasses`` module imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``) and
+compiles the generated methods of each class at import, which a one-file ``bidsanon
+fiff`` run paid for in full (about a tenth of its start-up). Copies with changed
+fields are ``record._replace(...)``; a named tuple also equals a plain tuple of the
+same values, which no caller relies on.
+"""
 
-from dataclasses import asdict, dataclass, field, replace
+# No ``from __future__ import annotations`` in this module: ``typing.NamedTuple``
+# compiles every string annotation (a ForwardRef), and the first ``compile()`` of a
+# process builds the AST types, 10 M instructions on every ``bidsanon fiff`` run
+# (docs/performance.md). Forward references elsewhere are quoted.
+
+from typing import NamedTuple
 
 SEVERITIES = ("info", "warning", "error")
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One field a handler changed.
 
     ``old`` is the original value (private: it goes to the key and, masked, to the
@@ -22,11 +32,10 @@ class Change:
     new: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class PartField:
+class PartField(NamedTuple):
     """One identifying part of a file kind without header fields (photos, head shapes):
     what it is, where it is, what is done to it, and the check rule that reports it."""
 
@@ -36,14 +45,13 @@ class PartField:
     rule: str
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """One thing ``bidsanon check`` (or a handler) found still identifying.
 
     ``message`` says what kind of value was found ("a patient name of 9 characters"),
     never the value: messages go to CI logs, which are often public. ``value`` is the
     value itself, private: no output renders it except ``bidsanon check --show-values``;
-    :meth:`to_dict` leaves it out.
+    :meth:`to_dict` and the ``repr`` leave it out.
     """
 
     path: str  # relative to the dataset root, POSIX separators
@@ -51,29 +59,61 @@ class Finding:
     severity: str  # info | warning | error
     message: str
     location: str = ""
-    value: str | None = field(default=None, repr=False)
+    value: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"Finding(path={self.path!r}, rule={self.rule!r}, "
+                f"severity={self.severity!r}, message={self.message!r}, "
+                f"location={self.location!r})")
 
     def to_dict(self) -> dict:
         """The public fields (everything but ``value``)."""
-        out = asdict(self)
+        out = self._asdict()
         del out["value"]
         return out
 
     def with_severity(self, severity: str) -> "Finding":
         """The same finding at another severity (the value kept)."""
-        return replace(self, severity=severity)
+        return self._replace(severity=severity)
 
 
-@dataclass
 class FileResult:
-    """What a handler reports for one output file (or folder)."""
+    """What a handler reports for one output file (or folder).
 
-    changes: list[Change] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    #: extra private artefacts (e.g. QC images) written next to the key: name -> path
-    qc: dict[str, str] = field(default_factory=dict)
-    #: handler-specific numbers for the report (e.g. restored voxels)
-    metrics: dict[str, float] = field(default_factory=dict)
+    Parameters
+    ----------
+    changes : list of Change | None
+        The fields changed.
+    warnings : list of str | None
+        Warnings for the report (never identifying values).
+    qc : dict | None
+        Extra private artefacts (e.g. QC images) written next to the key: name -> path.
+    metrics : dict | None
+        Handler-specific numbers for the report (e.g. restored voxels).
+    """
+
+    __slots__ = ("changes", "warnings", "qc", "metrics")  # noqa: RUF023 - the positional order
+    __hash__ = None  # mutable
+
+    def __init__(self, changes: list[Change] | None = None,
+                 warnings: list[str] | None = None, qc: dict[str, str] | None = None,
+                 metrics: dict[str, float] | None = None) -> None:
+        self.changes = [] if changes is None else changes
+        self.warnings = [] if warnings is None else warnings
+        self.qc = {} if qc is None else qc
+        self.metrics = {} if metrics is None else metrics
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"FileResult({inner})"
 
 
 def sized(what: str, value: object) -> str:

@@ -6,11 +6,10 @@ them, and generates ``configs/default.yaml`` and ``docs/policy.md`` from the doc
 so the schema is the one place where a policy key is defined.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` (named tuples: see bidsanon.records).
 
-import difflib
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, NamedTuple, Self
 
 from bidsanon.errors import PolicyError
 
@@ -18,9 +17,9 @@ _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a 
                list: "a list", dict: "a mapping"}
 
 
-@dataclass(frozen=True)
-class Key:
-    """One policy key.
+class Key(NamedTuple):
+    """One policy key (a named tuple: see :mod:`bidsanon.records` for why not a
+    dataclass).
 
     Parameters
     ----------
@@ -51,8 +50,8 @@ class Key:
     min: float | None = None
     max: float | None = None
     nullable: bool = False
-    item: "Key | None" = None
-    values: "Key | None" = None
+    item: Self | None = None
+    values: Self | None = None
     check: Callable[[Any], str | None] | None = None
 
     @property
@@ -95,6 +94,7 @@ def all_paths(section: Section, prefix: str = "") -> list[str]:
 
 
 def _suggest(path: str, name: str, siblings: list[str], every: list[str]) -> str:
+    import difflib  # only for an unknown key: not loaded for every process
     close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
     if close:
         parent = path.rsplit(".", 1)[0] + "." if "." in path else ""
@@ -142,6 +142,7 @@ def check_value(value: Any, spec: Key, path: str, source: str) -> None:
     if not isinstance(value, types):
         raise PolicyError(f"`{path}` must be {_expected(types)}, got {_describe(value)}", source)
     if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
+        import difflib
         close = difflib.get_close_matches(value, [str(c) for c in spec.choices], n=1)
         hint = f" (did you mean `{close[0]}`?)" if close else ""
         raise PolicyError(f"`{path}` must be one of {', '.join(map(str, spec.choices))}; "

@@ -932,6 +932,22 @@ def test_mutated_files_never_hang_or_crash(mutations, cut, gz, flip):
             pass
 
 
+@pytest.mark.parametrize("name", REAL)
+def test_the_read_window_changes_no_plan(name, monkeypatch):
+    """The walk reads the chain by windows of ``WINDOW`` bytes: any size gives the same
+    operations, changes and counts (runs of one header are cut at other places)."""
+    def planned():
+        f, size = fiff.open_fiff(FIF / name)
+        with f:
+            return fiff.plan(f, FIF / name, size, fiff.Settings(meas_offset_days=-3))
+
+    default = planned()
+    assert default.tags and default.ops
+    for window in (16, 100, 4096):
+        monkeypatch.setattr(fiff, "WINDOW", window)
+        assert vars(planned()) == vars(default)
+
+
 @pytest.mark.parametrize("cut", [None, 16, 60, 100, 112 * 200 + 8])
 def test_runs_of_tags_with_one_header_are_walked_like_any_other(cut, tmp_path):
     """The walk counts a run of tags with one header (channel descriptions) at once:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
 import shutil
 import subprocess
 import sys
@@ -289,6 +290,61 @@ def test_version_and_module_entry_point(capsys):
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "--measurement_date_offset" in proc.stdout
     assert main([]) == 2  # -i is required: one line, exit 2
+
+
+#: The children import this checkout, and their piped stdout is block-buffered (what
+#: reaches the pipe at the end is what the exit flushed).
+_ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def _program(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    """``python -m bidsanon ...`` (the console script's path: :func:`console`), piped."""
+    return subprocess.run([sys.executable, "-m", "bidsanon", *args], check=False,
+                          capture_output=True, text=True, cwd=cwd, env=_ENV, **kw)
+
+
+def test_program_exit_code_and_flushed_output(work, capsys, monkeypatch):
+    """The program ends without the interpreter's shutdown (``os._exit``) after a
+    ``fiff`` run: its exit code and every line it printed to the pipes, in order, are
+    the ones :func:`main` gives in process."""
+    names = [RAW, "ct_sparse.fif", "triux_bmlhus_erm_raw_sss.fif"]
+    bad = work / "bad_raw.fif"
+    bad.write_bytes((FIF / RAW).read_bytes()[:5000])
+    argv = ["fiff", "-v", *(a for n in [*names, "bad_raw.fif"] for a in ("-i", n))]
+    proc = _program(argv, work)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "bad_raw.fif (byte " in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split(" -> ")[0] for line in lines if not line.startswith(" ")] == names
+    changed = sum(int(line.split(": ")[-1].split(" ")[0]) for line in lines
+                  if not line.startswith(" "))
+    assert changed > 0 and len(lines) == len(names) + changed  # -v: one line per field
+    for n in names:
+        default_output(work / n).unlink()
+    monkeypatch.chdir(work)
+    assert cli_main(argv) == 2
+    inproc = capsys.readouterr()
+    assert (proc.stdout, proc.stderr) == (inproc.out, inproc.err)
+    assert _program(["fiff", "-s", "-i", names[1]], work).returncode == 0
+    assert _program(["fiff", "--version"], work).stdout.startswith("bidsanon fiff ")
+    usage = _program(["fiff"], work)  # -i is required
+    assert usage.returncode == 2 and "the following arguments are required" in usage.stderr
+
+
+def test_program_exits_the_usual_way_when_shutdown_has_work(work):
+    """An ``atexit`` callback (logging, temporary folders, coverage register one) still
+    runs: the shortcut is taken only when the shutdown has nothing but memory to free."""
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('atexit ran', flush=True))\n"
+             "sys.argv = ['bidsanon', 'fiff', '-i', sys.argv[1]]\n"
+             "from bidsanon.cli import console\n"
+             "console()\n")
+    proc = subprocess.run([sys.executable, "-c", probe, "ct_sparse.fif"], check=False, cwd=work,
+                          capture_output=True, text=True, env=_ENV)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "atexit ran"
+    assert "ct_sparse.fif -> ct_sparse_anonymized.fif:" in proc.stdout
 
 
 def test_annotations_option(work):

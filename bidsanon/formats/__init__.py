@@ -8,13 +8,13 @@ module that cannot be imported, or that lacks part of the contract, is an error
 (:func:`load`), never a silent fallback.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` (named tuples: see bidsanon.records).
 
 import fnmatch
 import importlib
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from types import ModuleType
+from typing import NamedTuple
 
 from bidsanon.errors import BidsanonError
 
@@ -22,9 +22,9 @@ from bidsanon.errors import BidsanonError
 CONTRACT = ("POLICY", "FIELDS", "handle", "check_file", "peek_dates", "verify", "doc_table")
 
 
-@dataclass(frozen=True)
-class Format:
-    """One registered format.
+class Format(NamedTuple):
+    """One registered format (a named tuple: ``dataclasses`` costs every process that
+    imports a format module its import, see :mod:`bidsanon.records`).
 
     Attributes
     ----------

@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import struct
-from dataclasses import dataclass, field as dc_field, replace
+from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
 from bidsanon import schema
@@ -852,7 +852,7 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
             dst.rmdir()
     if job.late:
         late = set(job.late)
-        result.changes = [replace(c, action="replace") if (c.old, c.new) in late else c
+        result.changes = [c._replace(action="replace") if (c.old, c.new) in late else c
                           for c in result.changes]
         result.warnings.append(
             f"{len(job.late)} date(s) other than the acquisition date fall after "

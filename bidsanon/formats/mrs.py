@@ -181,8 +181,7 @@ def handle(src: Path, dst: Path, ctx: TaskContext) -> FileResult:
                 sub = dataclasses.replace(ctx, policy=extension_policy(ctx.policy))
                 data, found = scrub_sidecar(data, sub, ctx.secret,
                                             Scrubber.from_policy(ctx.section("text")))
-                changes += [dataclasses.replace(c, location="NIfTI-MRS header extension")
-                            for c in found]
+                changes += [c._replace(location="NIfTI-MRS header extension") for c in found]
                 content = json.dumps(data, ensure_ascii=False).encode("utf-8")
                 esize = -(-(len(content) + 8) // 16) * 16
                 tail = (b"\x01\0\0\0" + struct.pack(order + "ii", esize, ECODE_MRS)

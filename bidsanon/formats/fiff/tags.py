@@ -8,7 +8,7 @@ non-placeholder value. Kind numbers are those of ``mne.io.constants.FIFF`` (a te
 the names against it) and of MEGIN's ``fiff_file.h`` for the few MNE does not define.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` (named tuples: see bidsanon.records).
 
 from typing import NamedTuple
 
