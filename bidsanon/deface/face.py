@@ -43,10 +43,17 @@ class FaceBox:
     score: float
 
 
+#: dlib's HOG frontal face detector as its serialiser writes it (bidsanon/data/dlib):
+#: read in 1 ms, where ``dlib.get_frontal_face_detector()`` takes 0.23 s to decode it.
+HOG_MODEL = Path(__file__).resolve().parents[1] / "data" / "dlib" / "frontal_face_detector.svm"
+
+
 @functools.lru_cache(maxsize=1)
 def _detector():
     import dlib
 
+    if HOG_MODEL.is_file():
+        return dlib.fhog_object_detector(str(HOG_MODEL))
     return dlib.get_frontal_face_detector()
 
 
