@@ -174,3 +174,16 @@ def test_hog_model_file_is_dlibs_detector(tmp_path, t1_front):
                  for d, s in zip(dets, scores) if s > -1.0]
     got = face.detect_faces(pic, threshold=-1.0)
     assert want and [(b.left, b.top, b.right, b.bottom, b.score) for b in got] == want
+
+
+def test_hog_in_threads_finds_what_it_finds_in_one(t1):
+    # dlib's HOG run releases the GIL; one detector shared by threads crashed (double
+    # free) or returned other boxes: each thread has its own
+    from concurrent.futures import ThreadPoolExecutor
+
+    pics, _ = face.multi_view_faces(t1, detectors=())
+    pics = list(pics.values()) * 2
+    one = [face.detect(p, "hog") for p in pics]
+    with ThreadPoolExecutor(2) as pool:
+        two = list(pool.map(lambda p: face.detect(p, "hog"), pics))
+    assert any(one) and two == one

@@ -11,6 +11,7 @@ exposed orbits (see docs/deface.md). ``bidsanon check`` reuses :func:`check_file
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,13 +49,23 @@ class FaceBox:
 HOG_MODEL = Path(__file__).resolve().parents[1] / "data" / "dlib" / "frontal_face_detector.svm"
 
 
-@functools.lru_cache(maxsize=1)
-def _detector():
-    import dlib
+_hog = threading.local()
 
-    if HOG_MODEL.is_file():
-        return dlib.fhog_object_detector(str(HOG_MODEL))
-    return dlib.get_frontal_face_detector()
+
+def _detector():
+    """This thread's HOG detector. dlib's ``run`` releases the GIL and a detector shared
+    by two threads crashes (double free) or returns wrong boxes, e.g. in a Dask worker
+    running check tasks in several threads; reading one from the file costs 1 ms."""
+    det = getattr(_hog, "detector", None)
+    if det is None:
+        import dlib
+
+        if HOG_MODEL.is_file():
+            det = dlib.fhog_object_detector(str(HOG_MODEL))
+        else:
+            det = dlib.get_frontal_face_detector()
+        _hog.detector = det
+    return det
 
 
 @dataclass(frozen=True)
