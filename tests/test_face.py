@@ -155,3 +155,35 @@ def test_check_file(tmp_path, t1):
     junk = tmp_path / "junk.nii.gz"
     junk.write_bytes(b"no image here" * 10)
     assert [f.rule for f in face.check_file(junk, "junk.nii.gz")] == ["anat.unreadable"]
+
+
+def test_hog_model_file_is_dlibs_detector(tmp_path, t1_front):
+    # the shipped file must be the installed dlib's own detector, byte for byte (a new
+    # dlib release that changes its detector fails here), and find what it finds
+    import dlib
+
+    own = tmp_path / "own.svm"
+    builtin = dlib.get_frontal_face_detector()
+    builtin.save(str(own))
+    assert face.HOG_MODEL.read_bytes() == own.read_bytes()
+    pic = np.ascontiguousarray(t1_front)
+    want = []
+    for up in (0, 1):
+        dets, scores, _ = builtin.run(pic, up, -1.0)
+        want += [(d.left(), d.top(), d.right(), d.bottom(), s)
+                 for d, s in zip(dets, scores) if s > -1.0]
+    got = face.detect_faces(pic, threshold=-1.0)
+    assert want and [(b.left, b.top, b.right, b.bottom, b.score) for b in got] == want
+
+
+def test_hog_in_threads_finds_what_it_finds_in_one(t1):
+    # dlib's HOG run releases the GIL; one detector shared by threads crashed (double
+    # free) or returned other boxes: each thread has its own
+    from concurrent.futures import ThreadPoolExecutor
+
+    pics, _ = face.multi_view_faces(t1, detectors=())
+    pics = list(pics.values()) * 2
+    one = [face.detect(p, "hog") for p in pics]
+    with ThreadPoolExecutor(2) as pool:
+        two = list(pool.map(lambda p: face.detect(p, "hog"), pics))
+    assert any(one) and two == one
