@@ -54,13 +54,15 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _upsample(small: np.ndarray, f: np.ndarray, shape) -> np.ndarray:
+def _upsample(small: np.ndarray, f: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+    """The voxels in ``box`` (slices of the image grid) of the coarse grid ``small`` of
+    block factors ``f``: each voxel takes its block's value, voxels beyond the last
+    whole block the nearest block's."""
     up = small
-    for ax in range(3):
-        up = np.repeat(up, f[ax], axis=ax)
-    # voxels beyond the last whole block take the nearest block's value
-    pad = [(0, max(s - u, 0)) for s, u in zip(shape[:3], up.shape)]
-    return np.pad(up, pad, mode="edge")[tuple(slice(0, s) for s in shape[:3])]
+    for ax, sl in enumerate(box[:3]):
+        up = np.take(up, np.minimum(np.arange(sl.start, sl.stop) // f[ax],
+                                    small.shape[ax] - 1), axis=ax)
+    return up
 
 
 def coarse(zooms) -> np.ndarray:
@@ -133,17 +135,17 @@ def new_surface(vol: np.ndarray, removed: np.ndarray, protected: np.ndarray,
     ex = [ex[a] + box[a].start for a in range(3)]
     front = float(ahead(ex).max()) + COVER_MM if len(ex[0]) else COVER_MM
     front = min(max(front, COVER_MM), MAX_FORWARD_MM)
-    f = coarse(zooms)
-    head = head_outline(vol, f, threshold)
-    # the coarse outline misses the outermost voxels of the skin: tissue within one
-    # coarse voxel of it counts as inside, so no strip of original skin lines the cover
-    inside = _upsample(head, f, vol.shape)
-    inside |= _upsample(ndi.binary_dilation(head), f, vol.shape) & (vol > threshold)
     ramp = ramp_width(zooms)
     # everything written lies within a ramp of the removed region: work in its box
     pad = np.ceil(ramp / zooms).astype(int) + 1
     rbox = bbox(removed, pad)
-    rem, ins, pro = removed[rbox], inside[rbox], protected[rbox]
+    rem, pro = removed[rbox], protected[rbox]
+    f = coarse(zooms)
+    head = head_outline(vol, f, threshold)
+    # the coarse outline misses the outermost voxels of the skin: tissue within one
+    # coarse voxel of it counts as inside, so no strip of original skin lines the cover
+    ins = _upsample(head, f, rbox)
+    ins |= _upsample(ndi.binary_dilation(head), f, rbox) & (vol[rbox] > threshold)
     # the signed distance of every voxel, separably: d[i, j, k] = i l0 + j l1 + k l2 + off
     axes = [(np.arange(sl.start, sl.stop, dtype=np.float32) * np.float32(lin[a]))
             for a, sl in enumerate(rbox)]
@@ -160,7 +162,7 @@ def new_surface(vol: np.ndarray, removed: np.ndarray, protected: np.ndarray,
     t = np.clip((front - d[near]) / ramp + 0.5, 0.0, 1.0)
     writable = np.zeros(removed.shape, dtype=bool)
     writable[rbox] = near
-    value = cover_value(vol, removed & inside, threshold)
+    value = cover_value(vol[rbox], rem & ins, threshold)
     return writable, (fill + (value - fill) * t).astype(np.float32)
 
 
