@@ -49,6 +49,8 @@ class RunSummary:
     report: Path | None = None
     #: k-anonymity of participant tables: "participants.tsv: k = 1 -> 5 (target 5), ..."
     privacy: list[str] = field(default_factory=list)
+    #: where the time went (:func:`stage_times`)
+    stages: dict = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [f"bidsanon {__version__}: "
@@ -66,6 +68,10 @@ class RunSummary:
             lines.append(f"  warning: {w}")
         for f in self.failed:
             lines.append(f"  FAILED: {f}")
+        if self.timings:
+            lines.append("  time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                  self.timings.items()))
+        lines += stage_lines(self.stages)
         lines.append(f"  key (private): {self.key}")
         if self.report:
             lines.append(f"  report (private): {self.report}")
@@ -383,14 +389,17 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, shared:
         recordings = [r for r in recordings if r not in gone]
     with open_dataset(staging, recordings, background=cluster is not None) as opened:
         # the final gate: the same check a CI job runs, on what is about to be published
-        findings = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path),
-                               jobs=jobs, quiet=quiet,
-                               mapper=cluster.map if cluster is not None else None)
+        scan = final_check(staging, plan, plan.policy, render_dir=qc_dir(key_path),
+                           jobs=jobs, quiet=quiet,
+                           mapper=cluster.map if cluster is not None else None)
+    findings = scan.findings if scan is not None else []
     if recordings is not None:
         plan.key.runs[-1]["verified_dataset"] = opened.result()
     summary.findings = findings
     timings["check"] = time.perf_counter() - t1
+    summary.stages = stage_times(ordered, scan.file_seconds if scan is not None else {})
     plan.key.runs[-1]["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    plan.key.runs[-1]["stages"] = summary.stages
     plan.key.runs[-1]["findings"] = [f.to_dict() for f in findings]
     write_key(key_path, plan.key, passphrase)
     _write_report(plan, key_path)
@@ -461,6 +470,54 @@ def open_dataset(staging: Path, recordings: list[str] | None, background: bool
         fut = pool.submit(dataset, staging, recordings)
         yield fut
     fut.result()  # raises here, after the check, when the dataset does not open
+
+
+#: The stages of a defaced image, in the order they run (``seconds.*`` metrics of the
+#: anat handler): reading the voxels, registration to the template, masks (labels, ears,
+#: brain protection), the cover, the NIfTI write, the QC pictures.
+DEFACE_STAGES = ("read", "registration", "masks", "cover", "write", "qc")
+
+
+def stage_times(results: Iterable[dict], check_seconds: dict[str, float]) -> dict:
+    """Where a run's time went, summed over its files (seconds of the tasks, whichever
+    worker ran them): each defacing stage (:data:`DEFACE_STAGES`) and their images'
+    count, the final check of those images (its face rule, mostly), every handler's
+    tasks in all, and the rest of the final check.
+    """
+    results = list(results)
+    defaced = [r for r in results if "seconds.registration" in r.get("metrics", {})]
+    out: dict = {"defaced_images": len(defaced)}
+    for stage in DEFACE_STAGES:
+        out[f"deface.{stage}"] = round(sum(r["metrics"].get(f"seconds.{stage}", 0.0)
+                                           for r in defaced), 3)
+    images = {r["out"] for r in defaced}
+    out["check.defaced_images"] = round(sum(v for k, v in check_seconds.items()
+                                            if k in images), 3)
+    out["check.other_files"] = round(sum(v for k, v in check_seconds.items()
+                                         if k not in images), 3)
+    for r in results:
+        key = f"handler.{r['handler']}"
+        out[key] = round(out.get(key, 0.0) + float(r.get("seconds", 0.0)), 3)
+    return out
+
+
+def stage_lines(stages: dict) -> list[str]:
+    """The run summary's lines of :func:`stage_times`."""
+    if not stages:
+        return []
+    lines = []
+    n = stages.get("defaced_images", 0)
+    if n:
+        parts = ", ".join(f"{s} {stages[f'deface.{s}'] / n:.1f}" for s in DEFACE_STAGES
+                          if stages.get(f"deface.{s}", 0.0) > 0)
+        lines.append(f"  time per defaced image (s): {parts}, final check "
+                     f"{stages['check.defaced_images'] / n:.1f}")
+    handlers = sorted((k.removeprefix("handler."), v) for k, v in stages.items()
+                      if k.startswith("handler."))
+    lines.append("  time by handler (s, all files): " + ", ".join(
+        f"{h} {v:.2f}" for h, v in handlers) + f"; final check of the other files "
+        f"{stages.get('check.other_files', 0.0):.2f}")
+    return lines
 
 
 def k_anonymity_lines(result: dict) -> list[str]:
@@ -566,13 +623,14 @@ def drop_scans_rows(gone: set[str], tasks: list[FileTask], staging: Path) -> lis
 
 
 def final_check(staging: Path, plan: Plan, policy: dict, render_dir: Path | None = None,
-                jobs: int = 1, quiet: bool = False, mapper: Callable | None = None) -> list:
+                jobs: int = 1, quiet: bool = False, mapper: Callable | None = None):
     """Run ``bidsanon check`` on the staged output (face renders go to the private QC
     folder: a face found there must not be shown anywhere public); its per-file work
-    in ``jobs`` local workers, or through ``mapper`` (a Dask cluster's
-    :meth:`~bidsanon.distributed.Cluster.map`)."""
+    in ``jobs`` local workers, or through ``mapper`` (the ``map`` of the run's Dask
+    cluster or local pool). Returns the :class:`~bidsanon.check.engine.CheckResult`, or
+    None when the policy turns the check off (``run.check: false``)."""
     if not policy["run"]["check"]:
-        return []
+        return None
     from bidsanon.check.engine import scan_dataset
     bar: Progress | None = None
 
@@ -583,7 +641,7 @@ def final_check(staging: Path, plan: Plan, policy: dict, render_dir: Path | None
         bar.update(done - bar.done)
     try:
         return scan_dataset(staging, policy=policy, key=plan.key, render_dir=render_dir,
-                            jobs=jobs, progress=progress, mapper=mapper).findings
+                            jobs=jobs, progress=progress, mapper=mapper)
     finally:
         if bar is not None:
             bar.close()

@@ -87,6 +87,19 @@ def test_the_runs_deface_a_head_and_rewrite_a_fiff(three_runs):
     assert not any("JS042" in f for f in files)
 
 
+@pytest.mark.parametrize("name", ["jobs1", "jobs2"])
+def test_the_summary_says_where_a_real_heads_time_went(three_runs, name):
+    """Issue 18: the run summary breaks a real-head subject down by stage."""
+    summary = three_runs[name][2]
+    st = summary.stages
+    assert st["defaced_images"] == 1
+    for stage in ("read", "registration", "masks", "cover", "write", "qc"):
+        assert st[f"deface.{stage}"] > 0, stage
+    assert st["handler.fiff"] > 0 and st["handler.anat"] >= st["deface.registration"]
+    text = summary.text()
+    assert "time per defaced image (s): read" in text and "fiff" in text
+
+
 @pytest.mark.parametrize("other", ["jobs1-again", "jobs2"])
 def test_every_output_byte_is_identical(three_runs, other):
     ref, ref_qc, _ = three_runs["jobs1"]

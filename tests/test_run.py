@@ -321,3 +321,24 @@ def test_the_staged_dataset_opens_beside_the_final_check(tmp_path, background):
             ran.append("check of the bad one")
     # beside the check it fails after it; with no workers before it
     assert (ran[-1] == "check of the bad one") == background
+
+
+def test_stage_times_break_a_run_down_by_defacing_stage_and_handler():
+    from bidsanon.run import DEFACE_STAGES, stage_lines, stage_times
+    head = {"out": "sub-A/anat/sub-A_T1w.nii.gz", "handler": "anat", "seconds": 10.0,
+            "metrics": {f"seconds.{s}": float(i + 1) for i, s in enumerate(DEFACE_STAGES)}}
+    other = {**head, "out": "sub-B/anat/sub-B_T1w.nii.gz", "seconds": 8.0}
+    fiff = {"out": "sub-A/meg/sub-A_meg.fif", "handler": "fiff", "seconds": 0.004,
+            "metrics": {}}
+    checked = {head["out"]: 3.0, other["out"]: 5.0, fiff["out"]: 0.01, "README": 0.002}
+    st = stage_times([head, other, fiff], checked)
+    assert st["defaced_images"] == 2
+    assert st["deface.registration"] == 4.0 and st["deface.qc"] == 12.0  # both images
+    assert st["check.defaced_images"] == 8.0 and st["check.other_files"] == 0.012
+    assert st["handler.anat"] == 18.0 and st["handler.fiff"] == 0.004
+    lines = stage_lines(st)
+    assert lines[0].startswith("  time per defaced image (s): read 1.0, registration 2.0")
+    assert lines[0].endswith("final check 4.0")
+    assert "anat 18.00" in lines[1] and "fiff 0.00" in lines[1]
+    # no defaced image: only the handlers' line
+    assert len(stage_lines(stage_times([fiff], {}))) == 1 and stage_lines({}) == []

@@ -193,6 +193,8 @@ class CheckResult:
     renders: dict[str, list[str]] = field(default_factory=dict)
     #: findings a baseline accepted (:mod:`bidsanon.check.baseline`): not in ``findings``
     accepted: list[Finding] = field(default_factory=list)
+    #: seconds each file's rules took (the face rule's images take most)
+    file_seconds: dict[str, float] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in SEVERITIES}
@@ -465,8 +467,9 @@ def scan_dataset(root: str | Path, policy: dict | None = None, key=None, *,
     items, findings = dataset_items(root, s.policy)
     result = CheckResult(root=root, findings=list(findings))
     done = 0
-    for rel, is_dir, found, renders in _run(items, root, scan, jobs, mapper):
+    for rel, is_dir, found, renders, seconds in _run(items, root, scan, jobs, mapper):
         result.files.append(rel)
+        result.file_seconds[rel] = seconds
         result.findings += found
         if renders:
             result.renders[rel] = renders
@@ -475,13 +478,16 @@ def scan_dataset(root: str | Path, policy: dict | None = None, key=None, *,
             progress(done, len(items))
     result.files.sort()
     result.renders = dict(sorted(result.renders.items()))
+    result.file_seconds = dict(sorted(result.file_seconds.items()))
     result.findings = sort_findings(_dedupe(result.findings))
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _one(args: tuple[Path, str, bool, Scan]) -> tuple[str, bool, list[Finding], list[str]]:
+def _one(args: tuple[Path, str, bool, Scan]
+         ) -> tuple[str, bool, list[Finding], list[str], float]:
     root, rel, is_dir, scan = args
+    started = time.perf_counter()
     try:
         found, renders = check_path(root / rel, rel, scan, is_dir)
     except (OSError, InputError) as exc:
@@ -492,7 +498,7 @@ def _one(args: tuple[Path, str, bool, Scan]) -> tuple[str, bool, list[Finding], 
         found, renders = [finding(rel, "check.failed", f"a rule failed on this file "
                                   f"({type(exc).__name__}); it was not fully inspected "
                                   "(please report it)", value=str(exc))], []
-    return rel, is_dir, found, renders
+    return rel, is_dir, found, renders, round(time.perf_counter() - started, 4)
 
 
 def face_checked_first(items: list[tuple[str, bool]], root: Path, scan: Scan

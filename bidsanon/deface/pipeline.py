@@ -64,6 +64,9 @@ class DefaceResult:
     registration: Registration | None = None
     #: the voxels of the cover over the cut (:func:`~bidsanon.deface.surface.new_surface`)
     cover: np.ndarray | None = None
+    #: seconds (wall) of each stage: ``read`` (the voxels), ``registration``, ``masks``
+    #: (template labels, ears, brain protection), ``cover`` (the new surface, the fill)
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def changed_mask(self) -> np.ndarray:
@@ -209,6 +212,7 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         raise InputError(f"cannot read the voxel data ({type(exc).__name__}: "
                          f"{str(exc)[:100]}); is the file truncated?", name) from None
     check_image(img, raw, name)
+    stages = {"read": time.perf_counter() - t0}
     affine = img.affine.astype(float)
     shape = raw.shape[:3]
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
@@ -239,6 +243,7 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     except InputError as exc:
         raise InputError(exc.message + "; use method `box` with an explicit box", name) \
             from None
+    stages["registration"] = time.perf_counter() - t0 - sum(stages.values())
     tmpl = load_template(float(tsec["resolution_mm"]))
     if not reg.ok:
         min_sim = float(tsec["min_similarity"]) * (
@@ -302,6 +307,7 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     removed, protected, restored = protect(candidate, brain, vol, zooms,
                                            float(sec["brain_margin_mm"]), refine,
                                            reach_mm=ramp_width(zooms), no_growth=no_growth)
+    stages["masks"] = time.perf_counter() - t0 - sum(stages.values())
     layer = np.zeros(shape, dtype=bool)
     if sec["cover"] and sec["fill"] == "value" and reg.ok and method != "box":
         fill_raw = float(_fill_raw(raw, float(sec["fill_value"]), slope, inter))
@@ -335,11 +341,12 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     diff = out[touched] != raw[touched]
     changed = int(diff.any(axis=-1).sum() if diff.ndim == 2 else diff.sum())
     new = _new_image(img, out, slope, inter)
+    stages["cover"] = time.perf_counter() - t0 - sum(stages.values())
     return DefaceResult(image=new, removed=removed, protected=protected,
                         restored_voxels=restored, method=method, changed_voxels=changed,
                         similarity=reg.similarity, head_dice=reg.head_dice,
                         seconds=time.perf_counter() - t0, warnings=warnings,
-                        registration=reg, cover=layer)
+                        registration=reg, cover=layer, stages=stages)
 
 
 #: How far (mm) beyond the template's face region the brain refinement may not grow.

@@ -8,6 +8,7 @@ reports a warning.
 
 from __future__ import annotations
 
+import time
 import zlib
 from pathlib import Path, PurePosixPath
 
@@ -90,7 +91,9 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
     if not isinstance(out, (nib.Nifti1Image, nib.Nifti2Image)):
         out = nib.Nifti1Image(np.asanyarray(out.dataobj), out.affine)
     changes.extend(nifti.scrub_image(out))
+    started = time.perf_counter()
     nifti.save_image(out, dst)
+    stages = {**res.stages, "write": time.perf_counter() - started}
     ml = res.voxel_ml()
     changes.append(Change(field="voxels.face", action="remove", location=res.method,
                           old=None, new=f"{res.removed_voxels} voxels set to "
@@ -113,8 +116,12 @@ def handle(src: Path, dst: Path, ctx) -> FileResult:
     if sec["qc"]["enabled"] and ctx.qc_dir is not None:
         from bidsanon.deface import qc
 
+        started = time.perf_counter()
         stem = ctx.rename(src.name).split(".")[0]
         result.qc.update(qc.write_qc(img, res, lambda n: ctx.qc_path(f"{stem}_{n}")))
+        stages["qc"] = time.perf_counter() - started
+    # where a defaced image's time went, for the run summary (run.stage_times)
+    result.metrics.update({f"seconds.{k}": round(v, 4) for k, v in stages.items()})
     return result
 
 
