@@ -395,30 +395,17 @@ def caret_parts(value: str) -> set[str]:
     return {value.strip()} | (parts if "^" in value else set())
 
 
-#: Identifying header fields of recordings whose values are searched for in free text:
-#: format -> field -> "a name" (also part by part) or "a value" (whole). Free-text
-#: fields (descriptions, comments, aims) are not: their words are not identifiers.
-HEADER_IDENTIFIERS: dict[str, dict[str, str]] = {
-    "fiff": {"subject_first_name": "a name", "subject_middle_name": "a name",
-             "subject_last_name": "a name", "experimenter": "a name",
-             "project_persons": "a name", "project_name": "a value",
-             "device_site": "a value", "device_serial": "a value",
-             "subject_his_id": "a value"},
-    "ctf": {"origin": "a value", "nf_operator": "a name", "nf_subject_id": "a name"},
-    "edf": {"patient.code": "a value", "patient.name": "a name",
-            "recording.admin": "a value", "recording.technician": "a name"},
-}
-
-
 def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict) -> tuple[str, ...]:
     """Identifying values in identifying fields (deny-listed sidecar keys, identifying
-    participants.tsv columns, the identifying header fields of FIFF, CTF and EDF files in
-    :data:`HEADER_IDENTIFIERS`): free text elsewhere that repeats them gets them replaced.
+    participants.tsv columns, the header fields each format names in its
+    ``FREE_TEXT_IDENTIFIERS``: FIFF, CTF, EDF): free text elsewhere that repeats them
+    gets them replaced.
 
     Values that identify nobody (placeholders, "empty room") and values that are also
     BIDS entity labels of the dataset (a project named like its task) are left out: they
     would be replaced in every file name and text.
     """
+    from bidsanon.formats import load
     from bidsanon.formats.sidecars import IDENTIFYING_KEYS
     from bidsanon.formats.participants import IDENTIFYING_COLUMNS
     from bidsanon.formats.tsv import normalise_column, read_tsv
@@ -461,7 +448,7 @@ def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict)
                     if v not in ("n/a", "") and len(v) >= 3:
                         known |= name_variants(v) if kind == "a name" else {v}
     for fmt, name, value in header_identifiers(root, items, policy):
-        kind = HEADER_IDENTIFIERS[fmt][name]
+        kind = load(fmt).FREE_TEXT_IDENTIFIERS[name]
         known |= name_variants(value) if kind == "a name" else caret_parts(value)
     from bidsanon.scrub import GENERIC_VALUES
     entity_values = {m.lower() for rel, _ in items
@@ -473,51 +460,29 @@ def collect_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict)
 
 def header_identifiers(root: Path, items: list[tuple[str, bool]], policy: dict
                        ) -> list[tuple[str, str, str]]:
-    """(format, field, value) of every non-empty field of :data:`HEADER_IDENTIFIERS` in
-    the dataset's FIFF, CTF and EDF/BDF files that the policy replaces (headers only;
-    unreadable files are left to their handlers, which report them)."""
-    from bidsanon.formats import classify
+    """(format, field, value) of every non-empty field that a dataset file's format
+    names in its ``FREE_TEXT_IDENTIFIERS`` (read by the format's own
+    ``free_text_identifiers``: headers only, the fields the policy replaces); unreadable
+    files are left to their handlers, which report them."""
+    from bidsanon.formats import classify, load
+    readers: dict[str, object] = {}
     out: list[tuple[str, str, str]] = []
     for rel, is_dir in items:
-        fmt = classify(rel, is_dir, policy)[0] if rel.lower().endswith(
-            (".fif", ".fif.gz", ".ds", ".edf", ".bdf")) else None
-        if fmt not in HEADER_IDENTIFIERS:
+        fmt = classify(rel, is_dir, policy)[0]
+        if fmt is None:
             continue
-        wanted = HEADER_IDENTIFIERS[fmt]
+        if fmt not in readers:
+            module = load(fmt)
+            readers[fmt] = getattr(module, "free_text_identifiers", None)
+        read = readers[fmt]
+        if read is None:
+            continue
         try:
-            out += [(fmt, k, v.strip()) for k, v in _header_values(fmt, root / rel, policy)
-                    if k in wanted and isinstance(v, str) and len(v.strip()) >= 3]
+            out += [(fmt, k, v.strip()) for k, v in read(root / rel, policy)
+                    if isinstance(v, str) and len(v.strip()) >= 3]
         except (OSError, ValueError, InputError):
             continue
     return out
-
-
-def _header_values(fmt: str, path: Path, policy: dict) -> list[tuple[str, object]]:
-    if fmt == "fiff":
-        # only the tags the policy replaces: a kept one (the project name by default)
-        # is not a secret, and the final check would refuse the output that keeps it
-        from bidsanon.formats import fiff, settings
-        rules = fiff.settings_from_policy(settings("fiff", policy), None)
-        return [(f.rule.field, f.value) for f in fiff.scan(path) if rules.replaced(f.rule)]
-    if fmt == "ctf":
-        from bidsanon.formats import ctf
-        res4 = sorted(path.glob("*.res4"))
-        if not res4:
-            return []
-        return [(f.name, v) for f, v in ctf.general_fields(res4[0].read_bytes())]
-    from bidsanon.formats import edf
-    raw = edf.read_header(path).raw
-    # EDF+ subfields (bytes 8-88 patient, 88-168 recording): spaces separate them and
-    # "_" stands for a space inside one (edf.FIELDS)
-    patient, recording = raw[8:88].decode("latin-1").split(), raw[88:168].decode(
-        "latin-1").split()
-    values = []
-    if len(patient) >= 4:
-        values += [("patient.code", patient[0]), ("patient.name", patient[3].replace("_", " "))]
-    if len(recording) >= 4 and recording[0] == "Startdate":
-        values += [("recording.admin", recording[2]),
-                   ("recording.technician", recording[3].replace("_", " "))]
-    return [(k, v) for k, v in values if v.upper() != "X"]
 
 
 def table_participants(root: Path, items: list[tuple[str, bool]]) -> set[str]:

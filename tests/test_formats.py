@@ -198,3 +198,22 @@ def test_a_registered_module_that_is_missing_fails_loudly(monkeypatch):
                                                                "test"))
     with pytest.raises(ModuleNotFoundError):
         formats.load("gone")
+
+
+def test_free_text_identifiers_are_fields_of_the_formats_own_table():
+    """The fields whose values the planner hunts for in free text are named by the
+    format module beside its identifying-field table, and are fields of that table."""
+    from bidsanon.formats import FORMATS, load
+    having = []
+    for fmt in FORMATS:
+        module = load(fmt.name)
+        table = getattr(module, "FREE_TEXT_IDENTIFIERS", None)
+        if table is None:
+            assert not hasattr(module, "free_text_identifiers"), fmt.name
+            continue
+        having.append(fmt.name)
+        assert callable(module.free_text_identifiers), fmt.name
+        names = {getattr(f, "field", None) or getattr(f, "name", None) for f in module.FIELDS}
+        assert set(table) <= names, (fmt.name, set(table) - names)
+        assert set(table.values()) <= {"a name", "a value"}, fmt.name
+    assert sorted(having) == ["ctf", "edf", "fiff"]

@@ -3,6 +3,12 @@
 Every module in :data:`bidsanon.formats.FORMATS` provides these names. A new format is
 one module with them; its registry entry says which files it takes and where its policy
 section is mounted.
+
+A format whose headers name people or places that free text elsewhere in a dataset may
+repeat (FIFF, CTF, EDF) also provides ``FREE_TEXT_IDENTIFIERS`` (field -> ``"a name"``
+or ``"a value"``) and ``free_text_identifiers(path, policy)`` (the (field, value) pairs
+of one file, headers only): the planner collects those values and every text handler
+replaces them (:func:`bidsanon.plan.collect_identifiers`).
 """
 
 from __future__ import annotations

@@ -450,6 +450,24 @@ def _fixed_fields() -> list[Field]:
     return [f for f in FIELDS if f.file == "res4" and f.layout == "fixed"]
 
 
+#: Fields whose values :func:`bidsanon.plan.collect_identifiers` looks for in the
+#: dataset's free text (READMEs, sidecar descriptions, other headers): field -> "a name"
+#: (also looked for part by part) or "a value" (whole). Free-text fields (descriptions,
+#: comments) are not in it: their words are not identifiers.
+FREE_TEXT_IDENTIFIERS: dict[str, str] = {
+    "origin": "a value", "nf_operator": "a name", "nf_subject_id": "a name"}
+
+
+def free_text_identifiers(path: Path, policy: dict) -> list[tuple[str, object]]:
+    """(field, value) of the :data:`FREE_TEXT_IDENTIFIERS` fields of a ``.ds`` folder's
+    ``.res4`` (none when it has none)."""
+    res4 = sorted(Path(path).glob("*.res4"))
+    if not res4:
+        return []
+    return [(f.name, v) for f, v in general_fields(res4[0].read_bytes())
+            if f.name in FREE_TEXT_IDENTIFIERS]
+
+
 def general_fields(buf: bytes, shift: int = 0) -> list[tuple[Field, str]]:
     """The fixed-width .res4 fields in ``buf`` (which starts at res4 byte ``shift``).
 

@@ -467,6 +467,32 @@ class _AnnotationRewriter:
                         tals[i][1][j].decode("utf-8", "replace")))
 
 
+#: Fields whose values :func:`bidsanon.plan.collect_identifiers` looks for in the
+#: dataset's free text (READMEs, sidecar descriptions, other headers): field -> "a name"
+#: (also looked for part by part) or "a value" (whole). Free-text fields (descriptions,
+#: comments) are not in it: their words are not identifiers.
+FREE_TEXT_IDENTIFIERS: dict[str, str] = {
+    "patient.code": "a value", "patient.name": "a name", "recording.admin": "a value",
+    "recording.technician": "a name"}
+
+
+def free_text_identifiers(path: Path, policy: dict) -> list[tuple[str, object]]:
+    """(field, value) of the :data:`FREE_TEXT_IDENTIFIERS` subfields of an EDF+/BDF+
+    header ("X", EDF+'s "not known", is left out)."""
+    raw = read_header(Path(path)).raw
+    # EDF+ subfields (bytes 8-88 patient, 88-168 recording): spaces separate them and
+    # "_" stands for a space inside one (FIELDS)
+    patient, recording = raw[8:88].decode("latin-1").split(), raw[88:168].decode(
+        "latin-1").split()
+    values = []
+    if len(patient) >= 4:
+        values += [("patient.code", patient[0]), ("patient.name", patient[3].replace("_", " "))]
+    if len(recording) >= 4 and recording[0] == "Startdate":
+        values += [("recording.admin", recording[2]),
+                   ("recording.technician", recording[3].replace("_", " "))]
+    return [(k, v) for k, v in values if v.upper() != "X"]
+
+
 def known_identifiers(header: Header) -> re.Pattern | None:
     """A pattern of the header's own patient code and name parts, to find them in text.
 

@@ -1227,6 +1227,27 @@ def anonymize_file(src: str | Path, dst: str | Path, settings: Settings) -> File
     return FileResult(changes=p.changes, warnings=p.warnings, metrics=metrics)
 
 
+#: Fields whose values :func:`bidsanon.plan.collect_identifiers` looks for in the
+#: dataset's free text (READMEs, sidecar descriptions, other headers): field -> "a name"
+#: (also looked for part by part) or "a value" (whole). Free-text fields (descriptions,
+#: comments) are not in it: their words are not identifiers.
+FREE_TEXT_IDENTIFIERS: dict[str, str] = {
+    "subject_first_name": "a name", "subject_middle_name": "a name",
+    "subject_last_name": "a name", "experimenter": "a name", "project_persons": "a name",
+    "project_name": "a value", "device_site": "a value", "device_serial": "a value",
+    "subject_his_id": "a value"}
+
+
+def free_text_identifiers(path: Path, policy: dict) -> list[tuple[str, object]]:
+    """(field, value) of the :data:`FREE_TEXT_IDENTIFIERS` tags of one file that the
+    policy replaces: a kept one (the project name by default) is not a secret, and the
+    final check would refuse the output that keeps it."""
+    from bidsanon.formats import settings as format_settings
+    rules = settings_from_policy(format_settings("fiff", policy), None)
+    return [(f.rule.field, f.value) for f in scan(path)
+            if rules.replaced(f.rule) and f.rule.field in FREE_TEXT_IDENTIFIERS]
+
+
 def handle(src: Path, dst: Path, ctx) -> FileResult:
     """Runner entry point: de-identify ``src`` into ``dst`` with the task's policy.
 
