@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 from bidsanon.context import TaskContext
 from bidsanon.errors import BidsanonError
-from bidsanon.fileio import sha256_file
+from bidsanon.fileio import file_size, sha256_file
 from bidsanon.formats import load
 from bidsanon.labels import Labels
 from bidsanon.plan import FileTask
@@ -59,12 +59,8 @@ def heaviest_first(tasks: list[FileTask], root: str | Path) -> tuple[list[FileTa
     by input size: the longest tasks start first, so a stage does not end with one
     worker defacing its last head while the others idle (longest processing time first).
     """
-    def size(t: FileTask) -> int:
-        try:
-            return (Path(root) / t.rel).stat().st_size
-        except OSError:
-            return 0
-    ordered = sorted(tasks, key=lambda t: (t.handler not in HEAVY, -size(t)))
+    ordered = sorted(tasks, key=lambda t: (t.handler not in HEAVY,
+                                           -file_size(Path(root) / t.rel)))
     return ordered, sum(t.handler in HEAVY for t in tasks)
 
 
@@ -237,16 +233,3 @@ class LocalPool:
             for fut in futures:
                 fut.cancel()
             raise
-
-
-def iter_results(tasks: list[FileTask], shared: Shared, jobs: int = 1,
-                 fn=execute_task) -> Iterator[dict]:
-    """Yield ``fn(task, shared)`` (default: :func:`execute_task`) as tasks complete, in
-    this process or in a :class:`LocalPool` of ``jobs`` workers (heaviest first)."""
-    if jobs <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            yield fn(t, shared)
-        return
-    ordered, heavy = heaviest_first(tasks, shared.root)
-    with LocalPool(jobs, shared, preloaded(tasks, shared, qc=fn is execute_task)) as pool:
-        yield from pool.results(ordered, shared, fn=fn, singles=heavy)

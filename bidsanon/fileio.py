@@ -22,6 +22,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 GZIP_LEVEL = 4
 
 
+def file_size(path: Path) -> int:
+    """Size of ``path`` in bytes; 0 when it cannot be read (gone, no permission)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def sha256_file(path: str | Path) -> str:
     """SHA-256 hex digest of a file (a folder: of its files' names and digests)."""
     import hashlib

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 from bidsanon._version import __version__
 from bidsanon.errors import FindingsError, InputError, UsageError
 from bidsanon.execute import (LocalPool, Shared, execute_task, heaviest_first, input_signature,
-                              iter_results, preloaded)
+                              preloaded)
 from bidsanon.fileio import sha256_file, write_text_atomic
 from bidsanon.key import KeyData, check_paths, now_iso, read_key, write_key
 from bidsanon.labels import EMPTYROOM
@@ -90,15 +90,15 @@ def work_dir(output_dir: str | Path) -> Path:
     return out.parent / f".{out.name}.bidsanon-work"
 
 
-def results_of(tasks: list[FileTask], shared: Shared, jobs: int, cluster=None,
+def results_of(tasks: list[FileTask], shared: Shared, cluster=None,
                fn: Callable = execute_task, stage: str = "files") -> Iterator[dict]:
     """``fn(task, shared)`` of every task as they complete: on ``cluster`` (the run's
-    :class:`bidsanon.distributed.Cluster` or :class:`bidsanon.execute.LocalPool`),
-    heaviest first, or in this process (``jobs`` local workers of their own)."""
+    :class:`bidsanon.distributed.Cluster` or :class:`bidsanon.execute.LocalPool`,
+    :func:`run_workers`), heaviest first, or in this process."""
     if cluster is not None:
         ordered, heavy = heaviest_first(tasks, shared.root)
         return cluster.results(ordered, shared, fn=fn, stage=stage, singles=heavy)
-    return iter_results(tasks, shared, jobs=jobs, fn=fn)
+    return (fn(t, shared) for t in tasks)
 
 
 def run_workers(cluster, jobs: int, tasks: list[FileTask], shared: Shared, check: bool
@@ -341,7 +341,7 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, shared:
         if not done:
             mf.write(json.dumps(header) + "\n")
         try:
-            for res in results_of(todo, shared, jobs, cluster):
+            for res in results_of(todo, shared, cluster):
                 task = by_out[res["out"]]
                 results[res["out"]] = res
                 if "error" in res:
@@ -360,7 +360,7 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, shared:
     recordings = None
     if plan.policy["run"]["verify"]:
         t2 = time.perf_counter()
-        recordings = verify_outputs(plan, results, shared, jobs, quiet, failed, cluster)
+        recordings = verify_outputs(plan, results, shared, quiet, failed, cluster)
         timings["verify"] = time.perf_counter() - t2
     summary = RunSummary(output=output_dir, key=key_path, counts=plan.summary(),
                          excluded=list(plan.excluded), warnings=list(plan.warnings),
@@ -415,10 +415,10 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, shared:
     return summary
 
 
-def verify_outputs(plan: Plan, results: dict[str, dict], shared: Shared, jobs: int,
-                   quiet: bool, failed: list[str], cluster=None) -> dict:
+def verify_outputs(plan: Plan, results: dict[str, dict], shared: Shared, quiet: bool,
+                   failed: list[str], cluster=None) -> list[str]:
     """Read every output back with its format's reader (:mod:`bidsanon.verify`), on the
-    run's workers (``cluster``) or in ``jobs`` local workers.
+    run's workers (``cluster``) or in this process.
 
     A file that does not verify fails like a file whose handler failed: with
     ``run.on_error: stop`` the run stops (nothing published), with ``skip`` the file is
@@ -430,7 +430,7 @@ def verify_outputs(plan: Plan, results: dict[str, dict], shared: Shared, jobs: i
     tasks = [t for t in plan.tasks if t.out in results and "error" not in results[t.out]]
     progress = Progress(len(tasks), "verify", quiet=quiet)
     try:
-        for res in results_of(tasks, shared, jobs, cluster, fn=verify_task, stage="verify"):
+        for res in results_of(tasks, shared, cluster, fn=verify_task, stage="verify"):
             progress.update()
             if "error" in res:
                 if plan.policy["run"]["on_error"] == "stop":
@@ -495,10 +495,11 @@ def stage_times(results: Iterable[dict], check_seconds: dict[str, float]) -> dic
                                             if k in images), 3)
     out["check.other_files"] = round(sum(v for k, v in check_seconds.items()
                                          if k not in images), 3)
+    by_handler: dict[str, float] = {}
     for r in results:
         key = f"handler.{r['handler']}"
-        out[key] = round(out.get(key, 0.0) + float(r.get("seconds", 0.0)), 3)
-    return out
+        by_handler[key] = by_handler.get(key, 0.0) + float(r.get("seconds", 0.0))
+    return {**out, **{k: round(v, 3) for k, v in by_handler.items()}}
 
 
 def stage_lines(stages: dict) -> list[str]:

@@ -506,6 +506,7 @@ def face_checked_first(items: list[tuple[str, bool]], root: Path, scan: Scan
     """The items in the order to hand them to workers, and how many lead: the images the
     face rule renders (seconds each, the rest take milliseconds), largest first, so the
     check does not end with one worker rendering its last head while the others idle."""
+    from bidsanon.fileio import file_size
     from bidsanon.formats import detect
 
     if not scan.faces:
@@ -517,15 +518,8 @@ def face_checked_first(items: list[tuple[str, bool]], root: Path, scan: Scan
 
     heavy = [(rel, is_dir) for rel, is_dir in items if faced(rel, is_dir)]
     chosen = set(heavy)
-    heavy.sort(key=lambda item: -_size(root / item[0]))
+    heavy.sort(key=lambda item: -file_size(root / item[0]))
     return heavy + [item for item in items if item not in chosen], len(heavy)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _run(items, root: Path, scan: Scan, jobs: int, mapper: Callable | None = None):

@@ -212,7 +212,11 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
         raise InputError(f"cannot read the voxel data ({type(exc).__name__}: "
                          f"{str(exc)[:100]}); is the file truncated?", name) from None
     check_image(img, raw, name)
-    stages = {"read": time.perf_counter() - t0}
+    stages: dict[str, float] = {}
+
+    def lap(stage: str) -> None:  # the seconds since the last lap (or the start)
+        stages[stage] = time.perf_counter() - t0 - sum(stages.values())
+    lap("read")
     affine = img.affine.astype(float)
     shape = raw.shape[:3]
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
@@ -243,7 +247,7 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     except InputError as exc:
         raise InputError(exc.message + "; use method `box` with an explicit box", name) \
             from None
-    stages["registration"] = time.perf_counter() - t0 - sum(stages.values())
+    lap("registration")
     tmpl = load_template(float(tsec["resolution_mm"]))
     if not reg.ok:
         min_sim = float(tsec["min_similarity"]) * (
@@ -307,7 +311,7 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     removed, protected, restored = protect(candidate, brain, vol, zooms,
                                            float(sec["brain_margin_mm"]), refine,
                                            reach_mm=ramp_width(zooms), no_growth=no_growth)
-    stages["masks"] = time.perf_counter() - t0 - sum(stages.values())
+    lap("masks")
     layer = np.zeros(shape, dtype=bool)
     if sec["cover"] and sec["fill"] == "value" and reg.ok and method != "box":
         fill_raw = float(_fill_raw(raw, float(sec["fill_value"]), slope, inter))
@@ -341,7 +345,7 @@ def deface_image(img, *, method: str = "auto", landmarks: dict | None = None,
     diff = out[touched] != raw[touched]
     changed = int(diff.any(axis=-1).sum() if diff.ndim == 2 else diff.sum())
     new = _new_image(img, out, slope, inter)
-    stages["cover"] = time.perf_counter() - t0 - sum(stages.values())
+    lap("cover")
     return DefaceResult(image=new, removed=removed, protected=protected,
                         restored_voxels=restored, method=method, changed_voxels=changed,
                         similarity=reg.similarity, head_dice=reg.head_dice,
