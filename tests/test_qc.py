@@ -11,6 +11,7 @@ from PIL import Image
 from bidsanon import deface
 from bidsanon.formats import anat
 from bidsanon.deface import qc
+from bidsanon.deface.geometry import mask_centre
 from bidsanon.context import TaskContext
 
 T1 = DATA / "anat" / "sample" / "T1.mgz"
@@ -76,3 +77,15 @@ def test_handle_writes_qc_only_when_asked(tmp_path):
                                     policy={"anat": {"deface": {"qc": {"enabled": False}}}}))
     assert res.qc == {}
     assert sorted(p.name for p in out.iterdir()) == ["sub-01_T1w.nii.gz", "sub-02_T1w.nii.gz"]
+
+
+def test_plane_of_uint8_mask_is_the_float_sampling(defaced):
+    """Masks are sampled as uint8 views (no float32 copy per plane): the same pixels."""
+    img, res = defaced
+    aff = np.asarray(img.affine, float)
+    c = aff[:3, :3] @ mask_centre(res.removed) + aff[:3, 3]  # a plane through the cut
+    origin, u, v = c - (0.0, 60.0, 60.0), (0, 1, 0), (0, 0, 1)
+    as_uint8 = qc._plane(res.removed.view(np.uint8), aff, origin, u, v, 120, 120, 0, 1.0)
+    as_float = qc._plane(res.removed.astype(np.float32), aff, origin, u, v, 120, 120, 0, 1.0)
+    assert as_uint8.any()
+    assert np.array_equal(as_uint8 > 0.5, as_float > 0.5)

@@ -22,6 +22,22 @@ def apply_affine(aff: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ aff[:3, :3].T + aff[:3, 3]
 
 
+def mask_centre(mask: np.ndarray) -> np.ndarray:
+    """Mean voxel index of a boolean mask's True voxels: ``np.argwhere(mask).mean(0)``
+    to the bit (integer sums, then one division), without the N x ndim index array
+    (0.3-0.6 s for the removed region of a 1 mm head). NaN for an empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    n = int(np.count_nonzero(mask))
+    if n == 0:
+        return np.full(mask.ndim, np.nan)
+    out = np.empty(mask.ndim)
+    for ax in range(mask.ndim):
+        counts = np.count_nonzero(mask, axis=tuple(a for a in range(mask.ndim) if a != ax))
+        out[ax] = float(np.dot(np.arange(mask.shape[ax], dtype=np.int64),
+                               counts.astype(np.int64))) / n
+    return out
+
+
 def block_mean(vol: np.ndarray, f) -> np.ndarray:
     """Means of ``vol`` over blocks of ``f`` voxels (integers per axis; a partial block at
     the far end of an axis is dropped), as float32."""
@@ -53,7 +69,9 @@ def world_grid(vol: np.ndarray, affine: np.ndarray, res: float, bounds=None,
     """Resample ``vol`` onto a world-aligned (RAS) grid of ``res`` mm voxels.
 
     ``bounds`` is ((xmin, ymin, zmin), (xmax, ymax, zmax)) in mm; by default the world
-    bounding box of the volume. Returns the volume and its voxel -> world affine.
+    bounding box of the volume. Returns the volume and its voxel -> world affine: float32,
+    except that nearest-neighbour sampling (``order=0``) of a uint8 volume (a mask)
+    stays uint8, the same values without a float32 copy of the whole volume.
     """
     if bounds is None:
         w = apply_affine(affine, corners(vol.shape))
@@ -63,7 +81,9 @@ def world_grid(vol: np.ndarray, affine: np.ndarray, res: float, bounds=None,
     grid_aff = np.diag([res, res, res, 1.0])
     grid_aff[:3, 3] = lo
     m = np.linalg.inv(affine) @ grid_aff  # grid voxel -> source voxel
-    out = ndi.affine_transform(vol.astype(np.float32, copy=False), m[:3, :3], m[:3, 3],
+    if not (order == 0 and vol.dtype == np.uint8):
+        vol = vol.astype(np.float32, copy=False)
+    out = ndi.affine_transform(vol, m[:3, :3], m[:3, 3],
                                output_shape=shape, order=order, cval=cval,
                                mode="constant")
     return out, grid_aff

@@ -27,13 +27,16 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 def _plane(vol: np.ndarray, aff: np.ndarray, origin, u, v, nu: int, nv: int, order: int,
            res: float) -> np.ndarray:
-    """Sample ``vol`` on the plane origin + i*res*u + j*res*v (rows i, columns j)."""
+    """Sample ``vol`` on the plane origin + i*res*u + j*res*v (rows i, columns j).
+
+    ``vol`` is float32 (intensities) or uint8 (a mask, ``order=0``: its own values),
+    converted once by the caller, not here for each plane."""
     ii, jj = np.mgrid[0:nu, 0:nv].astype(np.float64)
     pts = (np.asarray(origin, float)[:, None, None] + res * (ii * np.asarray(u)[:, None, None]
                                                            + jj * np.asarray(v)[:, None, None]))
     inv = np.linalg.inv(aff)
     vox = np.tensordot(inv[:3, :3], pts, axes=1) + inv[:3, 3][:, None, None]
-    return ndi.map_coordinates(vol.astype(np.float32), vox, order=order, cval=0.0)
+    return ndi.map_coordinates(vol, vox, order=order, cval=0.0)
 
 
 def slice_panels(img, new_img, removed: np.ndarray, protected: np.ndarray,
@@ -42,7 +45,7 @@ def slice_panels(img, new_img, removed: np.ndarray, protected: np.ndarray,
     """RGB panels: ``sagittal``/``axial``, each before | after, masks outlined (the
     removed region red, the protected brain cyan, the ``cover`` written over the cut
     yellow)."""
-    from bidsanon.deface.geometry import apply_affine, corners
+    from bidsanon.deface.geometry import apply_affine, corners, mask_centre
 
     aff = np.asarray(img.affine, float)
     before = np.asanyarray(img.dataobj)
@@ -53,7 +56,7 @@ def slice_panels(img, new_img, removed: np.ndarray, protected: np.ndarray,
     lo, hi = w.min(0), w.max(0)
     ext = hi - lo
     if removed.any():
-        c = apply_affine(aff, np.argwhere(removed).mean(0)[None])[0]
+        c = apply_affine(aff, mask_centre(removed)[None])[0]
     else:
         c = (lo + hi) / 2
     mid_x = (lo[0] + hi[0]) / 2
@@ -65,13 +68,18 @@ def slice_panels(img, new_img, removed: np.ndarray, protected: np.ndarray,
     }
     out = {}
     scale = float(np.percentile(before[::2, ::2, ::2], 99.5)) or 1.0
+    # each volume converted once for both planes; a bool mask is read as uint8 (a view)
+    as_mask = lambda m: np.asarray(m, dtype=bool).view(np.uint8)  # noqa: E731
+    removed, protected = as_mask(removed), as_mask(protected)
+    cover = as_mask(cover) if cover is not None and cover.any() else None
+    before, after = before.astype(np.float32), after.astype(np.float32)
     for name, (origin, u, v, eu, ev) in planes.items():
         nu, nv = int(eu / res) + 1, int(ev / res) + 1
         pics = []
         rem = _plane(removed, aff, origin, u, v, nu, nv, 0, res) > 0.5
         pro = _plane(protected, aff, origin, u, v, nu, nv, 0, res) > 0.5
         cov = (_plane(cover, aff, origin, u, v, nu, nv, 0, res) > 0.5
-               if cover is not None and cover.any() else None)
+               if cover is not None else None)
         for vol in (before, after):
             g = _plane(vol, aff, origin, u, v, nu, nv, 1, res)
             g = np.clip(g / scale * 255.0, 0, 255).astype(np.uint8)
@@ -103,6 +111,8 @@ def contour_figure(result, path: str | Path) -> None:
     from matplotlib import pyplot as plt
     from nilearn import plotting
 
+    from bidsanon.deface.geometry import mask_centre
+
     image = result.image
     if image.ndim == 4:
         image = image.slicer[..., 0]
@@ -113,7 +123,7 @@ def contour_figure(result, path: str | Path) -> None:
     image, removed, protected, cover = _axis_aligned(image, removed, protected, cover)
     cut = None  # through the middle of the removed region, where the face was
     if result.removed.any():
-        centre = np.argwhere(result.removed).mean(0)
+        centre = mask_centre(result.removed)
         cut = tuple(float(c) for c in affine[:3, :3] @ centre + affine[:3, 3])
     display = plotting.plot_anat(image, display_mode="ortho", cut_coords=cut,
                                  draw_cross=False, annotate=False, dim=-0.5)

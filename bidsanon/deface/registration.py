@@ -11,7 +11,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bidsanon.errors import InputError
-from bidsanon.deface.geometry import apply_affine, downsample, head_mask, world_grid
+from bidsanon.deface.geometry import (apply_affine, downsample, head_mask, mask_centre,
+                                      world_grid)
 
 
 TEMPLATE_DIR = Path(__file__).parent.parent / "data" / "template"
@@ -191,8 +192,8 @@ def register(vol: np.ndarray, affine: np.ndarray, *, res: float = 4.0,
     mhead = head_mask(moving)
     if mhead.sum() < 50:
         raise InputError("no head found in the image (too little signal above background)")
-    c_mov = apply_affine(moving_aff, np.argwhere(mhead).mean(0)[None])[0]
-    c_tmp = apply_affine(tmpl.affine, np.argwhere(tmpl.head).mean(0)[None])[0]
+    c_mov = apply_affine(moving_aff, mask_centre(mhead)[None])[0]
+    c_tmp = apply_affine(tmpl.affine, mask_centre(tmpl.head)[None])[0]
 
     starts: list[np.ndarray] = []
     if init_world_to_template is not None:
@@ -418,8 +419,8 @@ def register_head_shape(vol: np.ndarray, affine: np.ndarray, *, res: float = 4.0
     # only the image's field of view is compared: a slab or a cropped neck is not a miss
     mmask = sitk.Cast(_to_sitk(ndi.binary_erosion(fov, iterations=1).astype(np.uint8),
                                moving_aff), sitk.sitkUInt8)
-    c_mov = apply_affine(moving_aff, np.argwhere(mhead).mean(0)[None])[0]
-    c_tmp = apply_affine(tmpl.affine, np.argwhere(tmpl.head).mean(0)[None])[0]
+    c_mov = apply_affine(moving_aff, mask_centre(mhead)[None])[0]
+    c_tmp = apply_affine(tmpl.affine, mask_centre(tmpl.head)[None])[0]
 
     starts: list[np.ndarray] = []
     if init_world_to_template is not None:
