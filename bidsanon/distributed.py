@@ -52,24 +52,97 @@ SLOW_TRIM = 1 << 20
 
 def slow_settings() -> list[str]:
     """This Dask worker's settings that make CPU-bound tasks cost more (the defacing: ~70 %
-    more CPU than in a local worker, docs/scaling.md)."""
+    more CPU than in a local worker, docs/scaling.md), but for those a run switched off
+    (:func:`tune_worker`)."""
     import os
 
     import dask
     slow = []
-    if dask.config.get("distributed.worker.profile.enabled", False):
+    if dask.config.get("distributed.worker.profile.enabled", False) \
+            and not _TUNED["profiler"]:
         slow.append("the profiler on")
     trim = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
-    if trim.isdigit() and int(trim) < SLOW_TRIM:
+    if trim.isdigit() and int(trim) < SLOW_TRIM and not _TUNED["malloc"]:
         slow.append(f"MALLOC_TRIM_THRESHOLD_={trim}")
     return slow
+
+
+#: glibc's ``mallopt`` parameters (malloc.h) and the values a run gives a Dask worker whose
+#: nanny set ``MALLOC_TRIM_THRESHOLD_`` below :data:`SLOW_TRIM`: those of docs/scaling.md.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+FAST_MALLOC = {M_TRIM_THRESHOLD: 128 << 20, M_MMAP_THRESHOLD: 32 << 20}
+#: glibc's own mmap threshold, which an environment that sets the trim threshold fixes
+GLIBC_MMAP_THRESHOLD = 128 * 1024
+#: The worker's periodic callbacks that sample its task threads (Dask's profiler).
+PROFILER_CALLBACKS = ("profile", "profile-cycle")
+#: What this process (a Dask worker) switched off for the runs using it, to restore when
+#: the last of them ends: {"runs": n, "profiler": [...], "malloc": {param: value}}.
+_TUNED: dict = {"runs": 0, "profiler": [], "malloc": {}}
+
+
+def _mallopt(settings: dict[int, int]) -> bool:
+    """Set glibc malloc parameters in this process; False where it is not glibc."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    return all(libc.mallopt(ctypes.c_int(k), ctypes.c_int(v)) == 1 for k, v in settings.items())
+
+
+def tune_worker(dask_worker=None) -> list[str]:
+    """Switch off this Dask worker's :func:`slow_settings` until the run ends
+    (:func:`restore_worker`): pause its profiler's sampling and give glibc's malloc the
+    thresholds of docs/scaling.md. Runs on the worker's event loop (``client.run``).
+    Returns what it changed (nothing for a setting already tuned or not glibc's)."""
+    import os
+
+    changed = []
+    if not _TUNED["runs"]:
+        if dask_worker is not None:
+            running = [n for n in PROFILER_CALLBACKS
+                       if n in dask_worker.periodic_callbacks
+                       and dask_worker.periodic_callbacks[n].is_running()]
+            for name in running:
+                dask_worker.periodic_callbacks[name].stop()
+            if running:
+                _TUNED["profiler"] = running
+                changed.append("the profiler paused")
+        trim = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+        if trim.isdigit() and int(trim) < SLOW_TRIM:
+            mmap = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")
+            before = {M_TRIM_THRESHOLD: int(trim),
+                      M_MMAP_THRESHOLD: int(mmap) if mmap.isdigit() else GLIBC_MMAP_THRESHOLD}
+            if _mallopt(FAST_MALLOC):
+                _TUNED["malloc"] = before
+                changed.append("malloc thresholds raised")
+    _TUNED["runs"] += 1
+    return changed
+
+
+def restore_worker(dask_worker=None) -> None:
+    """Undo :func:`tune_worker` when the last run that tuned this worker ends."""
+    if _TUNED["runs"] == 0:
+        return
+    _TUNED["runs"] -= 1
+    if _TUNED["runs"]:
+        return
+    if dask_worker is not None:
+        for name in _TUNED["profiler"]:
+            if name in dask_worker.periodic_callbacks:
+                dask_worker.periodic_callbacks[name].start()
+    if _TUNED["malloc"]:
+        _mallopt(_TUNED["malloc"])
+    _TUNED["profiler"], _TUNED["malloc"] = [], {}
 
 
 def warm_worker(tasks_on_host: int, modules: Iterable[str] = ()) -> dict:
     """Prepare this Dask worker for a run: cap its native threads
     (:func:`cap_worker_threads`), then import ``modules`` (what the local fork server
     preloads for the run, :func:`bidsanon.execute.preloaded`). Returns the thread cap
-    (``threads``) and the worker's :func:`slow_settings` (``slow``)."""
+    (``threads``) and the worker's :func:`slow_settings` left after
+    :func:`tune_worker` (``slow``)."""
     threads = cap_worker_threads(tasks_on_host)
     import_modules(modules)
     return {"threads": threads, "slow": slow_settings()}
@@ -135,24 +208,38 @@ class Cluster:
         self.client = None
         self._owned = False
         self._shared: tuple | None = None
+        self._tuned: list[str] = []  # the workers tune_worker ran on
 
     def __enter__(self) -> "Cluster":
         self.client, self._owned = _client(self.address)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._tuned and self.client is not None:  # the workers' own settings back
+            try:
+                self.client.run(restore_worker, workers=self._tuned, on_error="ignore")
+            except Exception:  # noqa: BLE001 - the run's outcome stands; only speed is at stake
+                pass
         if self._owned and self.client is not None:
             self.client.close()
-        self.client, self._shared = None, None
+        self.client, self._shared, self._tuned = None, None, []
 
     def workers(self) -> int:
         """How many workers the cluster has now (at least 1)."""
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def warm(self, modules: Iterable[str] = ()) -> dict[str, dict]:
-        """Cap every worker's native threads and import ``modules`` there
-        (:func:`warm_cluster`)."""
-        return warm_cluster(self.client, modules, token=self.token)
+        """Switch off every worker's slow settings for this run (:func:`tune_worker`,
+        undone when the run ends), cap its native threads and import ``modules`` there
+        (:func:`warm_cluster`). Each worker's entry also says what was switched off
+        (``tuned``)."""
+        tuned = self.client.run(tune_worker, on_error="return")
+        tuned = {a: t for a, t in tuned.items() if isinstance(t, list)}
+        self._tuned = sorted(tuned)
+        warmed = warm_cluster(self.client, modules, token=self.token)
+        for address, w in warmed.items():
+            w["tuned"] = tuned.get(address, [])
+        return warmed
 
     def _keys(self, stage: str, n: int) -> list[str]:
         return [f"bidsanon-{stage}-{i}{self.token}" for i in range(n)]

@@ -327,6 +327,10 @@ def _execute(plan: Plan, output_dir: Path, key_path: Path, pdigest: str, shared:
     resumed = len(results)
     if cluster is not None:  # the modules of every stage, the final check's too
         warmed = cluster.warm(preloaded(plan.tasks, shared, check=plan.policy["run"]["check"]))
+        tuned = sorted({s for w in warmed.values() for s in w.get("tuned", ())})
+        if tuned:
+            echo(f"note: for this run, the Dask workers have {' and '.join(tuned)} "
+                 "(restored when it ends; docs/scaling.md, worker settings for bidsanon)")
         slow = sorted({s for w in warmed.values() for s in w["slow"]})
         if slow and any(t.handler == "anat" for t in todo):
             echo(f"note: the Dask workers run with {' and '.join(slow)}: defacing costs "
