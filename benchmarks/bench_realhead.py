@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Real-head scaling benchmark (issue 18): a dataset of a few subjects, each with a real
 1 mm T1w head and a real Neuromag FIFF, run with 1 and 2 local workers and on a 2-worker
-Dask LocalCluster (default settings, and ``dask-tuned``: the worker settings
-docs/scaling.md recommends); the 1 -> 2 worker speed-up and where one subject's time goes.
+Dask LocalCluster (``dask``: Dask's default worker settings, whose two slow ones the run
+switches off for its duration; ``dask-tuned``: the worker settings docs/scaling.md
+recommends, set before the workers start); the 1 -> 2 worker speed-up and where one
+subject's time goes. ``--subjects 8`` is issue 18's dataset.
 
     python benchmarks/bench_realhead.py --t1 PATH/sub-01_T1w.nii.gz [--subjects 4]
         [--fiff tests/data/meg/fiff/141027_cropped_90Hz_raw.fif]
@@ -169,16 +171,47 @@ def child(mode: str, src: Path, out: Path, key: Path) -> dict:
     return res
 
 
+def _print_run(mode: str, r: dict) -> None:
+    t = r["timings"]
+    print(f"run {mode}: {r['seconds']:.1f} s wall, {r['cpu_all']:.1f} s CPU in "
+          f"{r['processes'] + 1} processes ({r['cpu']:.1f} s counted by getrusage); "
+          f"plan {t['plan']:.1f}, files {t['files']:.1f}, verify "
+          f"{t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f} s"
+          + (f" (warm-up {t['warm']:.1f} s, in files)" if "warm" in t else "")
+          + f"; {r['outcome']}", flush=True)
+    workers = sorted({w for _, w, _, _ in r["tasks"]})
+    for key, worker, start, secs in r["tasks"]:
+        if secs >= 1:  # the long tasks: which worker, from when, how long
+            print(f"  {key} on worker {workers.index(worker)}: from {start:.1f} s, "
+                  f"{secs:.1f} s")
+
+
+def _print_speedups(results: dict, prefix: str = "") -> None:
+    if "jobs1" not in results:
+        return
+    base = results["jobs1"]
+    for mode in [m for m in results if m != "jobs1"]:
+        r = results[mode]
+        print(f"{prefix}speed-up {mode} vs jobs1: whole run "
+              f"{base['seconds'] / r['seconds']:.2f}x, file stage "
+              f"{base['timings']['files'] / r['timings']['files']:.2f}x, final check "
+              f"{base['timings']['check'] / r['timings']['check']:.2f}x", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--t1", type=Path, required=True, help="a real 1 mm whole-head T1w")
     parser.add_argument("--fiff", type=Path, default=FIFF, help="a real FIFF file")
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--modes", default="jobs1,jobs2,dask",
-                        help="comma-separated: jobs1, jobs2 (local workers), dask (a default "
-                        "2-worker LocalCluster), dask-tuned (the same with the worker "
+                        help="comma-separated: jobs1, jobs2 (local workers), dask (a 2-worker "
+                        "LocalCluster with Dask's defaults; the run pauses its profiler and "
+                        "raises its malloc thresholds), dask-tuned (the same with the worker "
                         "settings docs/scaling.md recommends: no profiler, glibc's malloc "
                         "thresholds)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of every mode, the order rotated each round; prints "
+                        "each round's speed-ups (within the round) and their median")
     parser.add_argument("--no-stages", action="store_true")
     args = parser.parse_args(argv)
     print(load_line())
@@ -187,28 +220,27 @@ def main(argv=None) -> int:
         src = make_dataset(tmp / "in", args.t1.resolve(), args.fiff.resolve(), args.subjects)
         print(f"dataset: {args.subjects} subjects x (real T1w {args.t1.name}, "
               f"real FIFF {args.fiff.name})")
-        results = {}
-        for mode in args.modes.split(","):
-            r = results[mode] = child(mode, src, tmp / f"out-{mode}", tmp / f"{mode}.json")
-            t = r["timings"]
-            print(f"run {mode}: {r['seconds']:.1f} s wall, {r['cpu_all']:.1f} s CPU in "
-                  f"{r['processes'] + 1} processes ({r['cpu']:.1f} s counted by getrusage); "
-                  f"plan {t['plan']:.1f}, files {t['files']:.1f}, verify "
-                  f"{t.get('verify', 0):.1f}, final check {t.get('check', 0):.1f} s"
-                  + (f" (warm-up {t['warm']:.1f} s, in files)" if "warm" in t else "")
-                  + f"; {r['outcome']}", flush=True)
-            workers = sorted({w for _, w, _, _ in r["tasks"]})
-            for key, worker, start, secs in r["tasks"]:
-                if secs >= 1:  # the long tasks: which worker, from when, how long
-                    print(f"  {key} on worker {workers.index(worker)}: from {start:.1f} s, "
-                          f"{secs:.1f} s")
-        if "jobs1" in results:
-            base = results["jobs1"]
-            for mode in [m for m in results if m != "jobs1"]:
-                r = results[mode]
-                print(f"speed-up {mode} vs jobs1: whole run {base['seconds'] / r['seconds']:.2f}x, "
-                      f"file stage {base['timings']['files'] / r['timings']['files']:.2f}x, "
-                      f"final check {base['timings']['check'] / r['timings']['check']:.2f}x")
+        modes = args.modes.split(",")
+        rounds = []
+        for r in range(args.repeat):
+            # each round runs every mode once, the order rotated from round to round, so
+            # a machine that slows down during the benchmark does not favour one mode
+            order = modes[r % len(modes):] + modes[:r % len(modes)]
+            results: dict = {}
+            rounds.append(results)
+            for mode in order:
+                out = tmp / f"out-{mode}-{r}"
+                res = results[mode] = child(mode, src, out, tmp / f"{mode}-{r}.json")
+                shutil.rmtree(out, ignore_errors=True)
+                _print_run(mode, res)
+            _print_speedups(results, f"round {r + 1}: " if args.repeat > 1 else "")
+        if args.repeat > 1 and "jobs1" in modes:
+            import statistics
+            for mode in [m for m in modes if m != "jobs1"]:
+                ups = [rd["jobs1"]["seconds"] / rd[mode]["seconds"] for rd in rounds]
+                print(f"speed-up {mode} vs jobs1, {len(ups)} rounds: median "
+                      f"{statistics.median(ups):.2f}x (min {min(ups):.2f}x, max "
+                      f"{max(ups):.2f}x)")
         if not args.no_stages:
             one = make_dataset(tmp / "one", args.t1.resolve(), args.fiff.resolve(), 1)
             r = child("stages", one, tmp / "out-one", tmp / "one.json")

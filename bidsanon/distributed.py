@@ -83,9 +83,12 @@ _TUNED: dict = {"runs": 0, "profiler": [], "malloc": {}}
 def _mallopt(settings: dict[int, int]) -> bool:
     """Set glibc malloc parameters in this process; False where it is not glibc."""
     import ctypes
-    import platform
+    import os
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    try:  # "glibc 2.36" on glibc; absent or an error elsewhere (macOS, musl)
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return False
+    except (AttributeError, ValueError, OSError):
         return False
     libc = ctypes.CDLL("libc.so.6")
     return all(libc.mallopt(ctypes.c_int(k), ctypes.c_int(v)) == 1 for k, v in settings.items())
