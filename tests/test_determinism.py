@@ -108,6 +108,25 @@ def test_every_output_byte_is_identical(three_runs, other):
     assert tree_bytes(qc) == tree_bytes(ref_qc)  # the QC images of the defaced head too
 
 
+
+def test_a_dask_cluster_writes_the_same_bytes(dataset, three_runs):
+    """The same run on a 2-worker Dask LocalCluster (every per-file stage on its
+    workers, which the run tunes and restores): the bytes of ``--jobs 1``, the defaced
+    head and its QC images included."""
+    from dask.distributed import LocalCluster
+
+    base = dataset.parent
+    key = base / "key-dask.json"
+    shutil.copyfile(first_key(dataset), key)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                      dashboard_address=None) as cluster:
+        summary = run_dataset(dataset, base / "dask", key_path=key, scheduler=cluster,
+                              quiet=True, policy_path=no_gate_policy(base))
+    assert summary.published and not summary.failed
+    ref, ref_qc, _ = three_runs["jobs1"]
+    assert tree_bytes(base / "dask") == tree_bytes(ref)
+    assert tree_bytes(qc_dir(key)) == tree_bytes(ref_qc)
+
 _DEFACE = """
 import hashlib, sys
 import nibabel as nib, numpy as np, SimpleITK as sitk
