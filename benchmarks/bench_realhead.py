@@ -6,7 +6,7 @@ switches off for its duration; ``dask-tuned``: the worker settings docs/scaling.
 recommends, set before the workers start); the 1 -> 2 worker speed-up and where one
 subject's time goes. ``--subjects 8`` is issue 18's dataset.
 
-    python benchmarks/bench_realhead.py --t1 PATH/sub-01_T1w.nii.gz [--subjects 4]
+    python benchmarks/bench_realhead.py --t1 PATH/sub-01_T1w.nii.gz [--subjects 8] [--repeat 3]
         [--fiff tests/data/meg/fiff/141027_cropped_90Hz_raw.fif]
         [--modes jobs1,jobs2,dask,dask-tuned]
 

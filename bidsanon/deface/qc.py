@@ -72,7 +72,7 @@ def slice_panels(img, new_img, removed: np.ndarray, protected: np.ndarray,
     as_mask = lambda m: np.asarray(m, dtype=bool).view(np.uint8)  # noqa: E731
     removed, protected = as_mask(removed), as_mask(protected)
     cover = as_mask(cover) if cover is not None and cover.any() else None
-    before, after = before.astype(np.float32), after.astype(np.float32)
+    before, after = before.astype(np.float32, copy=False), after.astype(np.float32, copy=False)
     for name, (origin, u, v, eu, ev) in planes.items():
         nu, nv = int(eu / res) + 1, int(ev / res) + 1
         pics = []
