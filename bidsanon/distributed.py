@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 from bidsanon.errors import UsageError
 from bidsanon.execute import execute_task
 from bidsanon.workers import (batches, import_modules, limit_native_threads, map_batch,
-                              threads_per_worker)
+                              task_batch, threads_per_worker)
 
 
 def _client(address):
@@ -29,12 +29,6 @@ def _client(address):
     except (OSError, TimeoutError) as exc:
         raise UsageError(f"cannot reach the Dask scheduler at {address} ({exc}); start it "
                          "with `dask scheduler` or check the address") from None
-
-
-def execute_batch(tasks: list, shared, fn: Callable = execute_task) -> list[dict]:
-    """Run ``fn(task, shared)`` for a batch of tasks on one worker (one scheduler round
-    trip for the batch)."""
-    return [fn(t, shared) for t in tasks]
 
 
 def cap_worker_threads(tasks_on_host: int) -> int:
@@ -282,7 +276,7 @@ class Cluster:
         """
         if not tasks:
             return
-        yield from self._batched(execute_batch, tasks, stage, False, singles,
+        yield from self._batched(task_batch, tasks, stage, False, singles,
                                  shared=self._scatter(shared), fn=fn)
 
     def map(self, fn: Callable, items: Iterable, singles: int = 0,

@@ -17,7 +17,7 @@ from bidsanon.formats import load
 from bidsanon.labels import Labels
 from bidsanon.plan import FileTask
 from bidsanon.workers import (batches, limit_native_threads, map_batch, preload, process_pool,
-                              threads_per_worker)
+                              task_batch, threads_per_worker)
 
 #: What local workers import once in the fork server (:func:`bidsanon.workers.preload`)
 #: when a run has tasks of these handlers: each worker of the file, verification and
@@ -160,7 +160,7 @@ def _init_worker(shared: Shared, threads: int = 1) -> None:
 
 def _run_batch_in_worker(tasks: list[FileTask], fn: Callable) -> list[dict]:
     assert _WORKER_SHARED is not None
-    return [fn(t, _WORKER_SHARED) for t in tasks]
+    return task_batch(tasks, _WORKER_SHARED, fn)
 
 
 class LocalPool:

@@ -98,6 +98,12 @@ def map_batch(items: list, fn: Callable) -> list:
     return [fn(item) for item in items]
 
 
+def task_batch(tasks: list, shared, fn: Callable) -> list:
+    """``fn(task, shared)`` for a batch of tasks in one worker, in order (one round trip
+    for the batch: a local pool's and a Dask cluster's)."""
+    return [fn(t, shared) for t in tasks]
+
+
 def process_pool(jobs: int, initializer: Callable | None = None, initargs: tuple = ()):
     """A ``ProcessPoolExecutor`` of ``jobs`` workers started by a fork server (``spawn``
     where there is none).

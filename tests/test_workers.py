@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bidsanon.workers import batches, map_batch, process_pool, threads_per_worker
+from bidsanon.workers import batches, map_batch, process_pool, task_batch, threads_per_worker
 
 
 def _threads_now() -> list[int]:
@@ -49,6 +49,7 @@ def test_batches_send_the_heavy_items_alone_and_the_rest_in_groups():
     assert batches(list(range(10_000)), workers=2)[0] == list(range(64))  # at most 64
     assert batches([], workers=2, singles=5) == []
     assert map_batch([1, 2, 3], _square) == [1, 4, 9]
+    assert task_batch([1, 2, 3], 10, pow) == [1, 1024, 59049]  # fn(task, shared)
 
 
 def test_threads_per_worker_divides_the_cores():
