@@ -76,6 +76,44 @@ def test_ray_cast_skips_only_samples_that_cannot_hit(t1, pose):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("path", ["anat/niivue/T2w.nii.gz", "anat/chris/chris_t1.nii.gz"])
+def test_head_volume_reads_integer_voxels_as_their_float32_copy(path):
+    """int16 and uint8 heads are smoothed as they are stored (no float32 copy of the
+    volume first): every field of the head volume is the float32 copy's, to the bit."""
+    from bidsanon.deface.face import _ArrayImage
+
+    img = nib.load(DATA / path)
+    data = np.asanyarray(img.dataobj)
+    assert data.dtype in (np.int16, np.uint8)
+    a = face.head_volume(img)
+    b = face.head_volume(_ArrayImage(data.astype(np.float32), img.affine))
+    assert a.threshold == b.threshold and a.box == b.box
+    assert a.block_reach == b.block_reach
+    for x, y in ((a.vol, b.vol), (a.blocks, b.blocks), (a.affine, b.affine),
+                 (a.centre, b.centre)):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+
+
+def test_component_sizes_are_bincounts():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(3)
+    for shape in ((7, 9, 11), (80, 70, 60)):  # less and more than one slab
+        lab, n = ndi.label(rng.random(shape) < 0.2)
+        assert np.array_equal(face._component_sizes(lab, n), np.bincount(lab.ravel())[1:])
+
+
+def test_head_volume_leaves_the_callers_mask_alone(t1):
+    """The specks are removed in place on the head volume's own copy of a mask."""
+    data = np.asanyarray(t1.dataobj)
+    mask = (data > 30).astype(np.float32)
+    mask[0, 0, 0] = 1.0  # a speck in the air, removed from the head volume
+    before = mask.copy()
+    hv = face.head_volume(t1, mask=mask)
+    assert np.array_equal(mask, before)
+    assert hv.vol[0, 0, 0] == 0.0 and hv.vol.base is not mask
+
+
 def test_render_is_world_space(t1, t1_front):
     """The same head stored in another axis order renders the same picture."""
     data = np.asanyarray(t1.dataobj)
