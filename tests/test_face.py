@@ -81,10 +81,12 @@ def test_head_volume_reads_integer_voxels_as_their_float32_copy(path):
     """int16 and uint8 heads are smoothed as they are stored (no float32 copy of the
     volume first): every field of the head volume is the float32 copy's, to the bit."""
     from bidsanon.deface.face import _ArrayImage
+    from bidsanon.deface.geometry import downsample_factors
 
     img = nib.load(DATA / path)
     data = np.asanyarray(img.dataobj)
     assert data.dtype in (np.int16, np.uint8)
+    assert (downsample_factors(img.affine, 2.0) == 1).all()  # smoothed as stored
     a = face.head_volume(img)
     b = face.head_volume(_ArrayImage(data.astype(np.float32), img.affine))
     assert a.threshold == b.threshold and a.box == b.box
