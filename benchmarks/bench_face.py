@@ -165,7 +165,11 @@ def main() -> None:
     sys.path.insert(0, str(root))  # the stages run in this process
     from bidsanon.deface import face
 
-    print(f"bidsanon from {Path(face.__file__).parents[1]}")
+    import dlib
+
+    print(f"bidsanon from {Path(face.__file__).parents[1]}; dlib {dlib.__version__} "
+          f"{'with' if dlib.DLIB_USE_BLAS else 'without'} BLAS (docs/check.md"
+          f"#speed-of-the-face-rule)")
     # (older commits, before MTCNN, had no available_detectors: hog and cnn)
     installed = getattr(face, "available_detectors", lambda: ("hog", "cnn"))()
     args.detectors = args.detectors or ",".join(installed)
