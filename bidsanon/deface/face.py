@@ -137,12 +137,6 @@ def _head_only(vol: np.ndarray, thr: float, inplace: bool = False) -> np.ndarray
     return out
 
 
-#: Voxel types whose every value float32 holds exactly (the smoothing reads them as they
-#: are, without a float32 copy of the volume first).
-_EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in
-                          (np.float32, np.int8, np.uint8, np.int16, np.uint16))
-
-
 @dataclass(frozen=True)
 class HeadVolume:
     """A head ready for ray casting (:func:`head_volume`): the same for every view, so
@@ -169,8 +163,7 @@ def head_volume(img, res: float = 1.0, threshold: float | None = None,
     ``mask`` (a boolean volume on the image grid) replaces the intensity threshold
     when given.
     """
-    from bidsanon.deface.geometry import (apply_affine, corners, downsample,
-                                          downsample_factors, head_threshold)
+    from bidsanon.deface.geometry import apply_affine, corners, downsample, head_threshold
 
     data, affine = _volume(img)
     centre = apply_affine(affine, corners(data.shape)).mean(0)
@@ -178,12 +171,9 @@ def head_volume(img, res: float = 1.0, threshold: float | None = None,
         vol = np.array(mask, dtype=np.float32)  # a copy: _head_only changes it
         thr = 0.5
     else:
-        if (data.dtype not in _EXACT_IN_FLOAT32
-                or (downsample_factors(affine, 2.0 * res) > 1).any()):
-            # (``downsample`` returns float32: the filter writes float32, no extra copy)
-            data, affine = downsample(data, affine, 2.0 * res)
-        # else the filter reads the voxels as they are: it computes in float64, where
-        # these types' values are the same as their float32 copy's, and writes float32
+        # int16/uint8 voxels as stored: the filter computes in float64, where they are
+        # their float32 copy's values, and writes float32
+        data, affine = downsample(data, affine, 2.0 * res, keep_exact=True)
         zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
         vol = ndi.gaussian_filter(data, np.maximum(0.7 * res / zooms, 0.3), output=np.float32)
         thr = head_threshold(vol) if threshold is None else threshold

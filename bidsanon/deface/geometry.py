@@ -57,11 +57,23 @@ def downsample_factors(affine: np.ndarray, target_mm: float) -> np.ndarray:
     return np.maximum(1, np.floor(target_mm / zooms / 1.5)).astype(int)
 
 
-def downsample(vol: np.ndarray, affine: np.ndarray, target_mm: float):
+#: Voxel types whose every value float32 holds exactly.
+EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in (np.float32, np.int8, np.uint8, np.int16,
+                                               np.uint16))
+
+
+def downsample(vol: np.ndarray, affine: np.ndarray, target_mm: float,
+               keep_exact: bool = False):
     """Block-average ``vol`` by integer factors towards ``target_mm`` voxels (cheap
-    anti-aliasing before the resampling to the registration grid)."""
+    anti-aliasing before the resampling to the registration grid), as float32.
+
+    Where no block is averaged, ``keep_exact`` returns a ``vol`` of the
+    :data:`EXACT_IN_FLOAT32` types as it is, not a float32 copy with the same values (for
+    a reader that computes in float64 anyway, as scipy's filters do)."""
     f = downsample_factors(affine, target_mm)
     if np.all(f == 1):
+        if keep_exact and vol.dtype in EXACT_IN_FLOAT32:
+            return vol, affine
         return vol.astype(np.float32, copy=False), affine
     v = block_mean(vol, f)
     scale = np.diag([*f, 1.0])
